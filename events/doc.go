@@ -1,0 +1,13 @@
+// Package events is agentreg's event model: the events that make up the log,
+// their msgpack wire format, agent paths and the subjects they map to, and
+// the domain model the events carry (capabilities, tasks, schemas, root
+// definitions and their fingerprints).
+//
+// The package imports no infrastructure. The wire format is documented in
+// ARCHITECTURE.md; golden vectors under testdata/ pin it.
+//
+//	def := events.RootDef{Name: "architect", Primer: "You build specialists."}
+//	root := def.Fingerprint() // 64 hex digits, equal in every process
+//	subj := events.Subject("agentreg", root, "math_solver/equation_parser")
+//	// agentreg.<root>.math_solver.equation_parser
+package events

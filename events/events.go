@@ -1,0 +1,199 @@
+package events
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+)
+
+// SchemaVersion is the newest event schema this code writes and reads.
+// An event with a higher version is not applied (see projector).
+const SchemaVersion uint16 = 1
+
+// Type names an event. The value is what goes on the wire and into the
+// Agentreg-Type header.
+type Type string
+
+// The event types.
+const (
+	// RootRegistered records a root agent's definition, once per fingerprint.
+	RootRegistered Type = "RootRegistered"
+	// AgentCreated creates a dynamic agent under its parent path.
+	AgentCreated Type = "AgentCreated"
+	// CapabilityGranted gives an agent a capability (a symbolic reference).
+	CapabilityGranted Type = "CapabilityGranted"
+	// CapabilityRevoked takes a capability from an agent and its descendants.
+	CapabilityRevoked Type = "CapabilityRevoked"
+	// TaskDefined defines (or redefines) a task on an agent.
+	TaskDefined Type = "TaskDefined"
+	// AgentRetired retires an agent and its descendants.
+	AgentRetired Type = "AgentRetired"
+	// RootMigrated records that task refs made under this root fingerprint
+	// resolve through the root with fingerprint To from now on.
+	RootMigrated Type = "RootMigrated"
+)
+
+// Known reports whether t is a type this code understands.
+func (t Type) Known() bool {
+	switch t {
+	case RootRegistered, AgentCreated, CapabilityGranted, CapabilityRevoked,
+		TaskDefined, AgentRetired, RootMigrated:
+		return true
+	}
+	return false
+}
+
+// Sentinel errors that callers test with errors.Is.
+var (
+	// ErrConflict: an optimistic-concurrency append found the agent's subject
+	// moved on since it was read. Re-read and retry.
+	ErrConflict = errors.New("conflict: the agent's history moved on; re-read and retry")
+	// ErrInvalidName: an agent path, segment or fingerprint is malformed.
+	ErrInvalidName = errors.New("invalid name")
+	// ErrMalformed: bytes that do not decode to an event.
+	ErrMalformed = errors.New("malformed event")
+	// ErrUnknownType: an event type this code does not know.
+	ErrUnknownType = errors.New("unknown event type")
+	// ErrFutureVersion: an event written by newer code.
+	ErrFutureVersion = errors.New("event schema version newer than this code")
+	// ErrEscalation: a grant beyond what the parent effectively holds.
+	ErrEscalation = errors.New("escalation: a child cannot hold more than its parent")
+	// ErrNotFound: an agent, task or root that does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: an agent path, or a root registration, that exists already.
+	ErrExists = errors.New("already exists")
+	// ErrRetired: the agent (or an ancestor) is retired.
+	ErrRetired = errors.New("agent is retired")
+	// ErrMigrated: the root's history was migrated to a new definition and
+	// takes no more changes.
+	ErrMigrated = errors.New("root migrated")
+	// ErrChain: an event's Prev does not match the agent's last event hash.
+	ErrChain = errors.New("hash chain broken")
+	// ErrWrongSubject: an event stored on a subject that is not its own.
+	ErrWrongSubject = errors.New("event on the wrong subject")
+)
+
+// Event is one entry of the log. Its msgpack encoding, with the field names
+// given in the tags, is the wire format (see ARCHITECTURE.md).
+type Event struct {
+	ID          string `msgpack:"id"`   // ULID, also the Nats-Msg-Id
+	Type        Type   `msgpack:"type"` // one of the Type constants
+	Version     uint16 `msgpack:"v"`    // schema version
+	Root        string `msgpack:"root"` // root fingerprint, 64 lowercase hex digits
+	Path        string `msgpack:"path"` // agent path; "" for the root itself
+	Time        int64  `msgpack:"time"` // Unix nanoseconds, set by the writer
+	Actor       string `msgpack:"actor"`
+	Correlation string `msgpack:"corr"`
+	// Prev is the hex SHA-256 of the previous applied event of the same agent
+	// (same subject), "" for the agent's first event.
+	Prev string `msgpack:"prev"`
+	// Data is the type-specific body; exactly one of the pointers is set,
+	// matching Type.
+	Registered *RootData    `msgpack:"registered,omitempty"`
+	Created   *CreatedData  `msgpack:"created,omitempty"`
+	Granted   *GrantedData  `msgpack:"granted,omitempty"`
+	Revoked   *RevokedData  `msgpack:"revoked,omitempty"`
+	Task      *TaskData     `msgpack:"task,omitempty"`
+	Retired   *RetiredData  `msgpack:"retired,omitempty"`
+	Migration *MigratedData `msgpack:"migrated,omitempty"`
+}
+
+// RootData is the body of RootRegistered: the root's whole definition.
+type RootData struct {
+	Def RootDef `msgpack:"def"`
+}
+
+// CreatedData is the body of AgentCreated.
+type CreatedData struct {
+	Primer string `msgpack:"primer"`
+}
+
+// GrantedData is the body of CapabilityGranted.
+type GrantedData struct {
+	Capability Capability `msgpack:"cap"`
+}
+
+// RevokedData is the body of CapabilityRevoked.
+type RevokedData struct {
+	Kind Kind   `msgpack:"kind"`
+	Name string `msgpack:"name"`
+}
+
+// TaskData is the body of TaskDefined.
+type TaskData struct {
+	Task TaskDef `msgpack:"task"`
+}
+
+// RetiredData is the body of AgentRetired.
+type RetiredData struct {
+	Reason string `msgpack:"reason"`
+}
+
+// MigratedData is the body of RootMigrated.
+type MigratedData struct {
+	To     string `msgpack:"to"` // fingerprint of the new root definition
+	Reason string `msgpack:"reason"`
+}
+
+// Hash returns the hex SHA-256 of an event's encoded bytes: the value the
+// next event of the same agent carries in Prev.
+func Hash(encoded []byte) string {
+	sum := sha256.Sum256(encoded)
+	return hex.EncodeToString(sum[:])
+}
+
+// Validate checks the envelope and that the body matches the type. It does
+// not check invariants that need the registry (that is the projector's job).
+func (e *Event) Validate() error {
+	if e.ID == "" {
+		return fmt.Errorf("%w: event has no id", ErrMalformed)
+	}
+	if e.Version == 0 {
+		return fmt.Errorf("%w: event %s has no schema version", ErrMalformed, e.ID)
+	}
+	if e.Version > SchemaVersion {
+		return fmt.Errorf("event %s: version %d, this code knows up to %d: %w; upgrade the reader",
+			e.ID, e.Version, SchemaVersion, ErrFutureVersion)
+	}
+	if !e.Type.Known() {
+		return fmt.Errorf("event %s: type %q: %w", e.ID, e.Type, ErrUnknownType)
+	}
+	if err := ValidateFingerprint(e.Root); err != nil {
+		return fmt.Errorf("event %s: %w", e.ID, err)
+	}
+	if e.Path != "" {
+		if err := ValidatePath(e.Path); err != nil {
+			return fmt.Errorf("event %s: %w", e.ID, err)
+		}
+	}
+	n := 0
+	for _, set := range []bool{e.Registered != nil, e.Created != nil, e.Granted != nil, e.Revoked != nil,
+		e.Task != nil, e.Retired != nil, e.Migration != nil} {
+		if set {
+			n++
+		}
+	}
+	var ok bool
+	switch e.Type {
+	case RootRegistered:
+		ok = e.Registered != nil && e.Path == ""
+	case RootMigrated:
+		ok = e.Migration != nil && e.Path == ""
+	case AgentCreated:
+		ok = e.Created != nil && e.Path != ""
+	case CapabilityGranted:
+		ok = e.Granted != nil && e.Path != ""
+	case CapabilityRevoked:
+		ok = e.Revoked != nil && e.Path != ""
+	case TaskDefined:
+		ok = e.Task != nil && e.Path != ""
+	case AgentRetired:
+		ok = e.Retired != nil && e.Path != ""
+	}
+	if !ok || n != 1 {
+		return fmt.Errorf("%w: event %s of type %s at path %q has a body that does not match its type",
+			ErrMalformed, e.ID, e.Type, e.Path)
+	}
+	return nil
+}

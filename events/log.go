@@ -1,0 +1,21 @@
+package events
+
+// Record is one message as read from the log: its stream sequence, its
+// subject and its bytes (which may be anything a publisher sent).
+type Record struct {
+	Seq     uint64
+	Subject string
+	Data    []byte
+}
+
+// Message is one encoded event ready to append.
+type Message struct {
+	Subject string
+	Data    []byte
+	ID      string // the event id: the log deduplicates retried appends by it
+	Type    Type
+	// ExpectSeq, when set, is the expected stream sequence of the last
+	// message on Subject (0: the subject must be empty). A mismatch fails
+	// the append with ErrConflict.
+	ExpectSeq *uint64
+}

@@ -1,0 +1,268 @@
+package events
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Kind is the kind of a capability.
+type Kind string
+
+// Capability kinds.
+const (
+	KindModule Kind = "module" // a named set of functions
+	KindFunc   Kind = "fn"     // one function
+	KindType   Kind = "type"   // a type (a class in dynamic languages)
+)
+
+// Visibility says what the model is told about a capability. It changes
+// what the model sees, never what it may use.
+type Visibility string
+
+// Visibilities.
+const (
+	VisibilityHigh   Visibility = "high"   // signature and documentation shown
+	VisibilityMedium Visibility = "medium" // signature only
+	VisibilityLow    Visibility = "low"    // usable, not shown
+)
+
+// Capability is a symbolic reference to something the host process offers.
+// It never carries code: the host resolves Kind and Name against its own
+// catalog. Include and Exclude are glob patterns (path.Match syntax) over the
+// members of a module.
+type Capability struct {
+	Kind       Kind       `msgpack:"kind" json:"kind"`
+	Name       string     `msgpack:"name" json:"name"`
+	Include    []string   `msgpack:"include" json:"include,omitempty"`
+	Exclude    []string   `msgpack:"exclude" json:"exclude,omitempty"`
+	Visibility Visibility `msgpack:"vis" json:"visibility,omitempty"`
+}
+
+// Key identifies a capability within an agent: kind and name.
+func (c Capability) Key() string { return string(c.Kind) + ":" + c.Name }
+
+// Normalized fills defaults: include ["*"], exclude ["_*"], visibility high.
+// Patterns are sorted and deduplicated so that equal capabilities encode
+// equally.
+func (c Capability) Normalized() Capability {
+	if len(c.Include) == 0 {
+		c.Include = []string{"*"}
+	}
+	if c.Exclude == nil {
+		c.Exclude = []string{"_*"}
+	}
+	if c.Visibility == "" {
+		c.Visibility = VisibilityHigh
+	}
+	c.Include = slices.Compact(slices.Sorted(slices.Values(c.Include)))
+	c.Exclude = slices.Compact(slices.Sorted(slices.Values(c.Exclude)))
+	return c
+}
+
+// Validate checks the kind, the name, the patterns and the visibility.
+func (c Capability) Validate() error {
+	switch c.Kind {
+	case KindModule, KindFunc, KindType:
+	default:
+		return fmt.Errorf("capability %q: kind %q is not one of module, fn, type", c.Name, c.Kind)
+	}
+	if err := validateSymbol(c.Name); err != nil {
+		return fmt.Errorf("capability %s %q: %w", c.Kind, c.Name, err)
+	}
+	for _, p := range append(slices.Clone(c.Include), c.Exclude...) {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			return fmt.Errorf("capability %s %q: pattern %q is not a valid glob", c.Kind, c.Name, p)
+		}
+	}
+	switch c.Visibility {
+	case "", VisibilityHigh, VisibilityMedium, VisibilityLow:
+	default:
+		return fmt.Errorf("capability %s %q: visibility %q is not one of high, medium, low", c.Kind, c.Name, c.Visibility)
+	}
+	return nil
+}
+
+// Allows reports whether a member name passes the capability's patterns:
+// it matches some include pattern and no exclude pattern.
+func (c Capability) Allows(member string) bool {
+	c = c.Normalized()
+	in := false
+	for _, p := range c.Include {
+		if ok, _ := path.Match(p, member); ok {
+			in = true
+			break
+		}
+	}
+	if !in {
+		return false
+	}
+	for _, p := range c.Exclude {
+		if ok, _ := path.Match(p, member); ok {
+			return false
+		}
+	}
+	return true
+}
+
+// validateSymbol accepts names of host symbols: 1..128 of [A-Za-z0-9_.-].
+func validateSymbol(s string) error {
+	if s == "" || len(s) > 128 {
+		return fmt.Errorf("name must be 1..128 characters, got %d", len(s))
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
+			return fmt.Errorf("name %q: character %q is not allowed (letters, digits, '_', '.', '-')", s, r)
+		}
+	}
+	return nil
+}
+
+// Schema describes a value: the input of a task (an object) or its output.
+type Schema struct {
+	// Type is one of string, integer, number, boolean, object, array, any.
+	Type   string  `msgpack:"type" json:"type"`
+	Fields []Field `msgpack:"fields,omitempty" json:"fields,omitempty"` // for object
+	Items  *Schema `msgpack:"items,omitempty" json:"items,omitempty"`   // for array
+}
+
+// Field is one named field of an object schema.
+type Field struct {
+	Name     string `msgpack:"name" json:"name"`
+	Schema   Schema `msgpack:"schema" json:"schema"`
+	Required bool   `msgpack:"required" json:"required,omitempty"`
+	Doc      string `msgpack:"doc,omitempty" json:"doc,omitempty"`
+}
+
+// Validate checks that the schema's types are known and field names unique.
+func (s Schema) Validate() error {
+	switch s.Type {
+	case "string", "integer", "number", "boolean", "any":
+		if len(s.Fields) > 0 || s.Items != nil {
+			return fmt.Errorf("schema of type %s cannot have fields or items", s.Type)
+		}
+	case "object":
+		seen := map[string]bool{}
+		for _, f := range s.Fields {
+			if err := validateSymbol(f.Name); err != nil {
+				return fmt.Errorf("field: %w", err)
+			}
+			if seen[f.Name] {
+				return fmt.Errorf("field %q appears twice", f.Name)
+			}
+			seen[f.Name] = true
+			if err := f.Schema.Validate(); err != nil {
+				return fmt.Errorf("field %q: %w", f.Name, err)
+			}
+		}
+	case "array":
+		if s.Items == nil {
+			return fmt.Errorf("schema of type array needs items")
+		}
+		if err := s.Items.Validate(); err != nil {
+			return fmt.Errorf("items: %w", err)
+		}
+	default:
+		return fmt.Errorf("schema type %q is not one of string, integer, number, boolean, object, array, any", s.Type)
+	}
+	return nil
+}
+
+// TaskDef is a task: a signature with documentation whose implementation the
+// executor (a model loop) supplies at call time.
+type TaskDef struct {
+	Name   string `msgpack:"name" json:"name"`
+	Doc    string `msgpack:"doc" json:"doc,omitempty"`
+	Input  Schema `msgpack:"input" json:"input"`
+	Output Schema `msgpack:"output" json:"output"`
+}
+
+// Validate checks the task's name and schemas.
+func (t TaskDef) Validate() error {
+	if err := ValidateSegment(t.Name); err != nil {
+		return fmt.Errorf("task name: %w", err)
+	}
+	if t.Input.Type != "object" {
+		return fmt.Errorf("task %q: input schema must be of type object, got %q", t.Name, t.Input.Type)
+	}
+	if err := t.Input.Validate(); err != nil {
+		return fmt.Errorf("task %q input: %w", t.Name, err)
+	}
+	if err := t.Output.Validate(); err != nil {
+		return fmt.Errorf("task %q output: %w", t.Name, err)
+	}
+	return nil
+}
+
+// RootDef is a root agent's definition, made in code by the host.
+type RootDef struct {
+	Name         string       `msgpack:"name" json:"name"`
+	Primer       string       `msgpack:"primer" json:"primer"`
+	Capabilities []Capability `msgpack:"caps" json:"capabilities"`
+	Tasks        []TaskDef    `msgpack:"tasks" json:"tasks"`
+}
+
+// Canonical returns the definition with capabilities normalized and sorted
+// by key and tasks sorted by name: the form that is hashed and stored.
+func (d RootDef) Canonical() RootDef {
+	caps := make([]Capability, len(d.Capabilities))
+	for i, c := range d.Capabilities {
+		caps[i] = c.Normalized()
+	}
+	slices.SortFunc(caps, func(a, b Capability) int { return strings.Compare(a.Key(), b.Key()) })
+	tasks := slices.Clone(d.Tasks)
+	slices.SortFunc(tasks, func(a, b TaskDef) int { return strings.Compare(a.Name, b.Name) })
+	if tasks == nil {
+		tasks = []TaskDef{}
+	}
+	return RootDef{Name: d.Name, Primer: d.Primer, Capabilities: caps, Tasks: tasks}
+}
+
+// Validate checks the root's name, capabilities and tasks.
+func (d RootDef) Validate() error {
+	if err := ValidateSegment(d.Name); err != nil {
+		return fmt.Errorf("root name: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, c := range d.Capabilities {
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("root %q: %w", d.Name, err)
+		}
+		if seen[c.Key()] {
+			return fmt.Errorf("root %q: capability %s %q appears twice", d.Name, c.Kind, c.Name)
+		}
+		seen[c.Key()] = true
+	}
+	tasks := map[string]bool{}
+	for _, t := range d.Tasks {
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("root %q: %w", d.Name, err)
+		}
+		if tasks[t.Name] {
+			return fmt.Errorf("root %q: task %q appears twice", d.Name, t.Name)
+		}
+		tasks[t.Name] = true
+	}
+	return nil
+}
+
+// Fingerprint is the hex SHA-256 of the canonical msgpack encoding of the
+// definition (name, primer, capabilities, tasks). It is the same in every
+// process and on every machine for the same definition.
+func (d RootDef) Fingerprint() string {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true)
+	if err := enc.Encode(d.Canonical()); err != nil {
+		// Encoding a struct of strings and slices cannot fail.
+		panic(fmt.Sprintf("events: encode root definition: %v", err))
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,493 @@
+package projector
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/agentreg/agentreg/events"
+)
+
+// Version is the projector's fold version. Bump it whenever the fold would
+// give a different registry for the same events; snapshots made by another
+// version are not trusted.
+const Version = 1
+
+// Grant is a capability held by an agent, with who granted it and when.
+type Grant struct {
+	Capability events.Capability `msgpack:"cap"`
+	Seq        uint64            `msgpack:"seq"`
+	Time       int64             `msgpack:"time"`
+	Actor      string            `msgpack:"actor"`
+}
+
+// Agent is a dynamic agent's recipe and lineage facts.
+type Agent struct {
+	Path         string                    `msgpack:"path"`
+	Primer       string                    `msgpack:"primer"`
+	Capabilities map[string]Grant          `msgpack:"caps"`  // own grants, by Capability.Key
+	Tasks        map[string]events.TaskDef `msgpack:"tasks"` // by task name
+	Creator      string                    `msgpack:"creator"`
+	Correlation  string                    `msgpack:"corr"`
+	CreatedSeq   uint64                    `msgpack:"cseq"`
+	CreatedAt    int64                     `msgpack:"ctime"`
+	Retired      bool                      `msgpack:"retired"`
+	RetiredSeq   uint64                    `msgpack:"rseq"`
+	RetiredBy    string                    `msgpack:"rby"`
+	LastHash     string                    `msgpack:"hash"` // hash of the last applied event
+	LastSeq      uint64                    `msgpack:"lseq"`
+}
+
+// Parent returns the agent's parent path ("" is the root).
+func (a *Agent) Parent() string { return events.Parent(a.Path) }
+
+// Violation is an event that was not applied because it broke an invariant
+// or could not be decoded.
+type Violation struct {
+	Seq     uint64 `msgpack:"seq" json:"seq"`
+	Subject string `msgpack:"subject" json:"subject"`
+	EventID string `msgpack:"id" json:"id,omitempty"`
+	Type    string `msgpack:"type" json:"type,omitempty"`
+	Path    string `msgpack:"path" json:"path,omitempty"`
+	Code    string `msgpack:"code" json:"code"`
+	Reason  string `msgpack:"reason" json:"reason"`
+}
+
+// Registry is the local registry of one root: the fold of that root's
+// events. It is not safe for concurrent use: its owner serialises Apply and
+// reads (the runtime holds a lock per root).
+type Registry struct {
+	Root        string          `msgpack:"root"`
+	Def         *events.RootDef `msgpack:"def"`
+	RootActor   string          `msgpack:"ractor"`
+	RootSeq     uint64          `msgpack:"rseq"`
+	RootTime    int64           `msgpack:"rtime"`
+	RootHash    string          `msgpack:"rhash"`
+	MigratedTo  string          `msgpack:"mto"`
+	MigratedSeq uint64          `msgpack:"mseq"`
+	Agents      map[string]*Agent `msgpack:"agents"`
+	// SubjectSeq is the stream sequence of the last message seen on each
+	// agent's subject ("" is the root), applied or not: the expected last
+	// subject sequence of the next append.
+	SubjectSeq map[string]uint64 `msgpack:"sseq"`
+	Seq        uint64            `msgpack:"seq"`   // last stream sequence folded
+	Count      uint64            `msgpack:"count"` // records folded
+	Violations []Violation       `msgpack:"violations"`
+}
+
+// New returns the empty registry of a root.
+func New(root string) *Registry {
+	return &Registry{Root: root, Agents: map[string]*Agent{}, SubjectSeq: map[string]uint64{}}
+}
+
+// LastHash returns the hash of the last applied event of the agent at path
+// ("" is the root), "" if none.
+func (r *Registry) LastHash(path string) string {
+	if path == "" {
+		return r.RootHash
+	}
+	if a := r.Agents[path]; a != nil {
+		return a.LastHash
+	}
+	return ""
+}
+
+// Agent returns the agent at path, or an error wrapping events.ErrNotFound.
+func (r *Registry) Agent(path string) (*Agent, error) {
+	a := r.Agents[path]
+	if a == nil {
+		return nil, fmt.Errorf("agent %q under root %s: %w", path, short(r.Root), events.ErrNotFound)
+	}
+	return a, nil
+}
+
+// Paths returns every agent path in sorted order.
+func (r *Registry) Paths() []string {
+	out := make([]string, 0, len(r.Agents))
+	for p := range r.Agents {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Children returns the paths of an agent's direct children, sorted.
+func (r *Registry) Children(path string) []string {
+	var out []string
+	for p := range r.Agents {
+		if events.Parent(p) == path {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Descendants returns every path strictly below path, sorted.
+func (r *Registry) Descendants(path string) []string {
+	var out []string
+	for p := range r.Agents {
+		if events.IsDescendant(p, path) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Effective is a capability an agent may use: its own grant intersected
+// with the same capability of every ancestor up to the root. Chain holds
+// the grants from the root down to the agent itself; a member is usable
+// only if every one of them allows it.
+type Effective struct {
+	Capability events.Capability // the agent's own grant (normalized)
+	Chain      []events.Capability
+}
+
+// Allows reports whether member passes every grant in the chain.
+func (e Effective) Allows(member string) bool {
+	for _, c := range e.Chain {
+		if !c.Allows(member) {
+			return false
+		}
+	}
+	return true
+}
+
+// Effective returns the agent's effective capabilities, sorted by key, using
+// the root definition recorded in the registry.
+func (r *Registry) Effective(path string) ([]Effective, error) {
+	if r.Def == nil {
+		return nil, fmt.Errorf("root %s is not registered: %w", short(r.Root), events.ErrNotFound)
+	}
+	return r.EffectiveUnder(r.Def.Capabilities, path)
+}
+
+// EffectiveUnder is Effective with the root's capabilities given by the
+// caller: a migrated registry resolves under the new root's definition.
+func (r *Registry) EffectiveUnder(rootCaps []events.Capability, path string) ([]Effective, error) {
+	chainOf := func(key string) ([]events.Capability, bool) {
+		var chain []events.Capability
+		found := false
+		for _, c := range rootCaps {
+			if c.Key() == key {
+				chain = append(chain, c.Normalized())
+				found = true
+			}
+		}
+		if !found {
+			return nil, false
+		}
+		for _, anc := range events.Ancestors(path) {
+			a := r.Agents[anc]
+			if a == nil {
+				return nil, false
+			}
+			g, ok := a.Capabilities[key]
+			if !ok {
+				return nil, false
+			}
+			chain = append(chain, g.Capability)
+		}
+		return chain, true
+	}
+	if path == "" {
+		out := make([]Effective, 0, len(rootCaps))
+		for _, c := range rootCaps {
+			c = c.Normalized()
+			out = append(out, Effective{Capability: c, Chain: []events.Capability{c}})
+		}
+		slices.SortFunc(out, func(a, b Effective) int { return strings.Compare(a.Capability.Key(), b.Capability.Key()) })
+		return out, nil
+	}
+	a, err := r.Agent(path)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(a.Capabilities))
+	for k := range a.Capabilities {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var out []Effective
+	for _, k := range keys {
+		chain, ok := chainOf(k)
+		if !ok {
+			continue
+		}
+		own := a.Capabilities[k].Capability
+		out = append(out, Effective{Capability: own, Chain: append(chain, own)})
+	}
+	return out, nil
+}
+
+// checkGrant reports an escalation: the parent of path must effectively hold
+// the capability, and every literal member the grant names in Include must be
+// usable by the parent.
+func (r *Registry) checkGrant(path string, c events.Capability) error {
+	parent := events.Parent(path)
+	eff, err := r.Effective(parent)
+	if err != nil {
+		return err
+	}
+	who := "the root"
+	if parent != "" {
+		who = fmt.Sprintf("parent %q", parent)
+	}
+	for _, e := range eff {
+		if e.Capability.Key() != c.Key() {
+			continue
+		}
+		var denied []string
+		for _, p := range c.Include {
+			if strings.ContainsAny(p, `*?[\`) {
+				continue // a pattern: intersected, never widened
+			}
+			if !e.Allows(p) {
+				denied = append(denied, p)
+			}
+		}
+		if len(denied) > 0 {
+			return fmt.Errorf("grant %s %q to %q: %s does not hold member(s) %s: %w",
+				c.Kind, c.Name, path, who, strings.Join(denied, ", "), events.ErrEscalation)
+		}
+		return nil
+	}
+	return fmt.Errorf("grant %s %q to %q: %s does not hold it: %w", c.Kind, c.Name, path, who, events.ErrEscalation)
+}
+
+// liveAgent returns the agent at path if it exists and is not retired.
+func (r *Registry) liveAgent(path string) (*Agent, error) {
+	a, err := r.Agent(path)
+	if err != nil {
+		return nil, err
+	}
+	if a.Retired {
+		return nil, fmt.Errorf("agent %q (retired at seq %d): %w", path, a.RetiredSeq, events.ErrRetired)
+	}
+	return a, nil
+}
+
+// Check validates an event against the registry as it stands, without
+// applying it: the runtime calls it before writing, the fold before
+// applying. It does not check the hash chain (see Apply).
+func (r *Registry) Check(e *events.Event) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	if e.Root != r.Root {
+		return fmt.Errorf("event %s is for root %s, this registry is %s: %w", e.ID, short(e.Root), short(r.Root), events.ErrWrongSubject)
+	}
+	if e.Type == events.RootRegistered {
+		if r.Def != nil {
+			return fmt.Errorf("root %s registered at seq %d: %w", short(r.Root), r.RootSeq, events.ErrExists)
+		}
+		def := e.Registered.Def
+		if err := def.Validate(); err != nil {
+			return fmt.Errorf("%w: root definition: %v", events.ErrMalformed, err)
+		}
+		if fp := def.Fingerprint(); fp != r.Root {
+			return fmt.Errorf("%w: root definition hashes to %s, not to the root %s it is filed under", events.ErrMalformed, short(fp), short(r.Root))
+		}
+		return nil
+	}
+	if r.Def == nil {
+		return fmt.Errorf("root %s has no RootRegistered event: %w", short(r.Root), events.ErrNotFound)
+	}
+	if r.MigratedTo != "" {
+		return fmt.Errorf("root %s migrated to %s at seq %d; write to the new root: %w", short(r.Root), short(r.MigratedTo), r.MigratedSeq, events.ErrMigrated)
+	}
+	switch e.Type {
+	case events.RootMigrated:
+		if e.Migration.To == r.Root {
+			return fmt.Errorf("%w: root %s cannot migrate to itself", events.ErrMalformed, short(r.Root))
+		}
+		return events.ValidateFingerprint(e.Migration.To)
+	case events.AgentCreated:
+		if a := r.Agents[e.Path]; a != nil {
+			return fmt.Errorf("agent %q was created at seq %d by %q: %w", e.Path, a.CreatedSeq, a.Creator, events.ErrExists)
+		}
+		if parent := events.Parent(e.Path); parent != "" {
+			if _, err := r.liveAgent(parent); err != nil {
+				return fmt.Errorf("create %q: parent: %w", e.Path, err)
+			}
+		}
+		return nil
+	}
+	if _, err := r.liveAgent(e.Path); err != nil {
+		return err
+	}
+	switch e.Type {
+	case events.CapabilityGranted:
+		c := e.Granted.Capability
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("%w: %v", events.ErrMalformed, err)
+		}
+		return r.checkGrant(e.Path, c.Normalized())
+	case events.CapabilityRevoked:
+		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
+		if _, ok := r.Agents[e.Path].Capabilities[key]; !ok {
+			return fmt.Errorf("revoke %s %q from %q: the agent does not hold it: %w", e.Revoked.Kind, e.Revoked.Name, e.Path, events.ErrNotFound)
+		}
+	case events.TaskDefined:
+		if err := e.Task.Task.Validate(); err != nil {
+			return fmt.Errorf("%w: agent %q: %v", events.ErrMalformed, e.Path, err)
+		}
+	}
+	return nil
+}
+
+// Apply folds one record into the registry. A record that cannot be decoded
+// or that breaks an invariant is not applied: it is appended to Violations
+// with its sequence and reason, and the fold goes on. Apply does no I/O and
+// never panics on any input.
+func (r *Registry) Apply(rec events.Record) {
+	r.Seq = rec.Seq
+	r.Count++
+	root, path, err := events.ParseSubject(subjectPrefix(rec.Subject, r.Root), rec.Subject)
+	if err == nil && root != r.Root {
+		err = fmt.Errorf("subject %q is not under root %s: %w", rec.Subject, short(r.Root), events.ErrWrongSubject)
+	}
+	if err == nil && path != "" {
+		err = events.ValidatePath(path)
+	}
+	if err != nil {
+		r.violate(rec, nil, err)
+		return
+	}
+	r.SubjectSeq[path] = rec.Seq
+	e, err := events.Decode(rec.Data)
+	if err != nil {
+		r.violate(rec, nil, err)
+		return
+	}
+	if e.Path != path || e.Root != r.Root {
+		r.violate(rec, e, fmt.Errorf("event for root %s path %q stored on subject %q: %w", short(e.Root), e.Path, rec.Subject, events.ErrWrongSubject))
+		return
+	}
+	if want := r.LastHash(path); e.Prev != want && !(e.Type == events.AgentCreated && r.Agents[path] == nil && e.Prev == "") {
+		r.violate(rec, e, fmt.Errorf("event %s names previous hash %s, the agent's last applied event hashes to %s: %w",
+			e.ID, shortHash(e.Prev), shortHash(want), events.ErrChain))
+		return
+	}
+	if err := r.Check(e); err != nil {
+		r.violate(rec, e, err)
+		return
+	}
+	r.mutate(rec, e)
+}
+
+func (r *Registry) mutate(rec events.Record, e *events.Event) {
+	hash := events.Hash(rec.Data)
+	switch e.Type {
+	case events.RootRegistered:
+		def := e.Registered.Def.Canonical()
+		r.Def, r.RootActor, r.RootSeq, r.RootTime = &def, e.Actor, rec.Seq, e.Time
+	case events.RootMigrated:
+		r.MigratedTo, r.MigratedSeq = e.Migration.To, rec.Seq
+	case events.AgentCreated:
+		r.Agents[e.Path] = &Agent{
+			Path: e.Path, Primer: e.Created.Primer,
+			Capabilities: map[string]Grant{}, Tasks: map[string]events.TaskDef{},
+			Creator: e.Actor, Correlation: e.Correlation, CreatedSeq: rec.Seq, CreatedAt: e.Time,
+		}
+	case events.CapabilityGranted:
+		c := e.Granted.Capability.Normalized()
+		r.Agents[e.Path].Capabilities[c.Key()] = Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: e.Actor}
+	case events.CapabilityRevoked:
+		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
+		delete(r.Agents[e.Path].Capabilities, key)
+		for _, d := range r.Descendants(e.Path) {
+			delete(r.Agents[d].Capabilities, key)
+		}
+	case events.TaskDefined:
+		r.Agents[e.Path].Tasks[e.Task.Task.Name] = e.Task.Task
+	case events.AgentRetired:
+		for _, p := range append([]string{e.Path}, r.Descendants(e.Path)...) {
+			if a := r.Agents[p]; !a.Retired {
+				a.Retired, a.RetiredSeq, a.RetiredBy = true, rec.Seq, e.Actor
+			}
+		}
+	}
+	if e.Path == "" {
+		r.RootHash = hash
+		return
+	}
+	a := r.Agents[e.Path]
+	a.LastHash, a.LastSeq = hash, rec.Seq
+}
+
+// Violation codes, one per kind of broken invariant.
+const (
+	CodeMalformed     = "malformed"
+	CodeUnknownType   = "unknown_type"
+	CodeFutureVersion = "future_version"
+	CodeInvalidName   = "invalid_name"
+	CodeWrongSubject  = "wrong_subject"
+	CodeChain         = "chain"
+	CodeEscalation    = "escalation"
+	CodeUnknown       = "unknown_agent"
+	CodeExists        = "exists"
+	CodeRetired       = "retired"
+	CodeMigrated      = "migrated"
+	CodeOther         = "invalid"
+)
+
+// CodeOf maps an error to its violation code.
+func CodeOf(err error) string {
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{events.ErrFutureVersion, CodeFutureVersion},
+		{events.ErrUnknownType, CodeUnknownType},
+		{events.ErrInvalidName, CodeInvalidName},
+		{events.ErrWrongSubject, CodeWrongSubject},
+		{events.ErrChain, CodeChain},
+		{events.ErrEscalation, CodeEscalation},
+		{events.ErrNotFound, CodeUnknown},
+		{events.ErrExists, CodeExists},
+		{events.ErrRetired, CodeRetired},
+		{events.ErrMigrated, CodeMigrated},
+		{events.ErrMalformed, CodeMalformed},
+	} {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return CodeOther
+}
+
+func (r *Registry) violate(rec events.Record, e *events.Event, err error) {
+	v := Violation{Seq: rec.Seq, Subject: rec.Subject, Code: CodeOf(err), Reason: err.Error()}
+	if e != nil {
+		v.EventID, v.Type, v.Path = e.ID, string(e.Type), e.Path
+	}
+	r.Violations = append(r.Violations, v)
+}
+
+// subjectPrefix recovers the subject prefix: everything before ".<root>".
+func subjectPrefix(subject, root string) string {
+	if i := strings.Index(subject, "."+root); i > 0 {
+		return subject[:i]
+	}
+	if i := strings.IndexByte(subject, '.'); i > 0 {
+		return subject[:i]
+	}
+	return subject
+}
+
+func short(fp string) string {
+	if len(fp) > 12 {
+		return fp[:12]
+	}
+	return fp
+}
+
+func shortHash(h string) string {
+	if h == "" {
+		return `""`
+	}
+	return short(h)
+}
