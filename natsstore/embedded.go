@@ -1,0 +1,161 @@
+package natsstore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// ErrStoreLocked: another process runs an embedded server on the data
+// directory.
+var ErrStoreLocked = errors.New("data directory in use by another process")
+
+// EmbeddedOptions configure an embedded NATS server.
+type EmbeddedOptions struct {
+	Dir        string // data directory; JetStream stores under it. Required.
+	Host       string // listen host; default 127.0.0.1
+	Port       int    // listen port; default -1 (a random free port)
+	ConfigFile string // a nats-server configuration file; Dir still sets the store directory unless the file sets one
+	Logger     server.Logger
+}
+
+// Embedded is a NATS server with JetStream running inside this process,
+// holding an exclusive lock on its data directory.
+type Embedded struct {
+	srv  *server.Server
+	lock *os.File
+}
+
+const lockName = "agentreg.lock"
+
+// StartEmbedded starts a server on the data directory. If another process
+// holds the directory, it fails with ErrStoreLocked and names the URL that
+// process serves, so the caller can connect to it instead.
+func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+	if o.Dir == "" {
+		return nil, fmt.Errorf("embedded server: no data directory given")
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded server: data directory %s: %w", o.Dir, err)
+	}
+	lock, err := lockDir(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	opts := &server.Options{}
+	if o.ConfigFile != "" {
+		opts, err = server.ProcessConfigFile(o.ConfigFile)
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("embedded server: config file %s: %w", o.ConfigFile, err)
+		}
+	} else {
+		opts.Host = "127.0.0.1"
+		opts.Port = -1
+		if o.Host != "" {
+			opts.Host = o.Host
+		}
+		if o.Port != 0 {
+			opts.Port = o.Port
+		}
+	}
+	opts.JetStream = true
+	if opts.StoreDir == "" {
+		opts.StoreDir = o.Dir
+	}
+	opts.NoSigs = true
+	if o.Logger == nil {
+		opts.NoLog = true
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("embedded server: %w", err)
+	}
+	if o.Logger != nil {
+		srv.SetLoggerV2(o.Logger, false, false, false)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		lock.Close()
+		return nil, fmt.Errorf("embedded server on %s:%d: not ready after 30s (port in use?)", opts.Host, opts.Port)
+	}
+	if err := writeLockInfo(lock, srv.ClientURL()); err != nil {
+		srv.Shutdown()
+		lock.Close()
+		return nil, err
+	}
+	return &Embedded{srv: srv, lock: lock}, nil
+}
+
+// URL is the client URL the server listens on.
+func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// Server returns the running server.
+func (e *Embedded) Server() *server.Server { return e.srv }
+
+// Connect opens an in-process client connection (no TCP) to the server.
+func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name("agentreg")}, opts...)
+	nc, err := nats.Connect(e.URL(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded server: %w", err)
+	}
+	return nc, nil
+}
+
+// Close shuts the server down cleanly and releases the data directory.
+func (e *Embedded) Close() error {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	_ = e.lock.Truncate(0)
+	return e.lock.Close()
+}
+
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		info, _ := os.ReadFile(path)
+		f.Close()
+		holder := strings.TrimSpace(string(info))
+		if holder == "" {
+			holder = "another process (starting up)"
+		}
+		return nil, fmt.Errorf("%w: %s is held by %s; stop that process, or connect to the URL it serves (agent.WithNATSURL, --nats-url) instead of embedding",
+			ErrStoreLocked, dir, holder)
+	}
+	return f, nil
+}
+
+func writeLockInfo(f *os.File, url string) error {
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("write lock file: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(fmt.Sprintf("pid %d serving %s\n", os.Getpid(), url)), 0); err != nil {
+		return fmt.Errorf("write lock file: %w", err)
+	}
+	return f.Sync()
+}
+
+// Connect dials an external NATS server or cluster (comma-separated URLs),
+// reconnecting forever.
+func Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.Name("agentreg"), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}

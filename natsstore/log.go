@@ -1,0 +1,360 @@
+package natsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/agentreg/agentreg/events"
+)
+
+// Headers every event message carries besides its body, so that an
+// operator reading the stream with `nats stream view` sees what it is.
+const (
+	HeaderType    = "Agentreg-Type"
+	HeaderVersion = "Agentreg-Version"
+)
+
+// JetStream API error codes translated at this boundary.
+const (
+	codeWrongLastSeq          = 10071 // wrong last sequence: {seq}
+	codeWrongLastSeqConstant  = 10164 // wrong last sequence (replicated streams)
+	codeBatchDuplicateMessage = 10201 // atomic batch holds an already stored Nats-Msg-Id
+)
+
+// Config names the stream and buckets and sets their limits. The zero value
+// of each field takes the default shown.
+type Config struct {
+	Prefix         string        // subject prefix; default "agentreg"
+	Stream         string        // stream name; default "AGENTREG"
+	SnapshotBucket string        // object store for snapshot bodies; default "AGENTREG_SNAPSHOTS"
+	SnapshotIndex  string        // KV bucket indexing snapshots per root; default "AGENTREG_SNAPINDEX"
+	Replicas       int           // stream and bucket replicas; default 1 (use 3 on a cluster)
+	Duplicates     time.Duration // dedupe window for retried appends; default 2m
+	MaxBytes       int64         // stream size limit; default unlimited (-1). Full: appends fail, nothing is dropped
+	Timeout        time.Duration // per-request timeout when ctx has no deadline; default 10s
+}
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = "agentreg"
+	}
+	if c.Stream == "" {
+		c.Stream = "AGENTREG"
+	}
+	if c.SnapshotBucket == "" {
+		c.SnapshotBucket = c.Stream + "_SNAPSHOTS"
+	}
+	if c.SnapshotIndex == "" {
+		c.SnapshotIndex = c.Stream + "_SNAPINDEX"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = -1
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	return c
+}
+
+// Log is the event log on a JetStream stream: append with optimistic
+// concurrency per agent subject, atomic multi-event append, and reads of a
+// root's subtree. It is safe for concurrent use.
+type Log struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    Config
+}
+
+// OpenLog creates the stream if it does not exist, or checks that an
+// existing one has the settings the log relies on.
+func OpenLog(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
+	cfg = cfg.withDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	want := jetstream.StreamConfig{
+		Name:               cfg.Stream,
+		Description:        "agentreg event log: one subject per agent, " + cfg.Prefix + ".<root>.<path>",
+		Subjects:           []string{cfg.Prefix + ".>"},
+		Storage:            jetstream.FileStorage,
+		Replicas:           cfg.Replicas,
+		Duplicates:         cfg.Duplicates,
+		MaxBytes:           cfg.MaxBytes,
+		Discard:            jetstream.DiscardNew,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+		DenyDelete:         false,
+	}
+	ctx, cancel := withTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	stream, err := js.Stream(ctx, cfg.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		stream, err = js.CreateStream(ctx, want)
+		if err != nil {
+			return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("look up stream %s: %w", cfg.Stream, err)
+	default:
+		if err := checkStream(stream.CachedInfo().Config, want); err != nil {
+			return nil, err
+		}
+	}
+	return &Log{nc: nc, js: js, stream: stream, cfg: cfg}, nil
+}
+
+// checkStream reports the first setting of an existing stream that the log
+// cannot work with. It does not change the stream: that is the operator's
+// decision.
+func checkStream(got, want jetstream.StreamConfig) error {
+	fix := "; change it with `nats stream edit " + got.Name + "` or point agentreg at another stream"
+	if !slices.Contains(got.Subjects, want.Subjects[0]) {
+		return fmt.Errorf("stream %s exists with subjects %v, which do not include %q%s", got.Name, got.Subjects, want.Subjects[0], fix)
+	}
+	if !got.AllowAtomicPublish {
+		return fmt.Errorf("stream %s exists without allow_atomic (atomic batch publish)%s", got.Name, fix)
+	}
+	if !got.AllowDirect {
+		return fmt.Errorf("stream %s exists without allow_direct%s", got.Name, fix)
+	}
+	if got.Discard != jetstream.DiscardNew || got.MaxAge != 0 || got.MaxMsgs > 0 || got.MaxMsgsPerSubject > 0 {
+		return fmt.Errorf("stream %s would drop old events (discard=%s max_age=%s max_msgs=%d max_msgs_per_subject=%d): an event log must keep them%s",
+			got.Name, got.Discard, got.MaxAge, got.MaxMsgs, got.MaxMsgsPerSubject, fix)
+	}
+	return nil
+}
+
+// Config returns the configuration with defaults filled.
+func (l *Log) Config() Config { return l.cfg }
+
+// JetStream returns the JetStream context the log uses.
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// Append stores msgs: one message with a plain publish, several as one
+// JetStream atomic batch (all stored or none). It returns the stream
+// sequence of the last message. A message whose ExpectSeq does not match its
+// subject fails the append with events.ErrConflict; a retried append of the
+// same event ids is stored once.
+func (l *Log) Append(ctx context.Context, msgs []events.Message) (uint64, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	if len(msgs) == 1 {
+		m := msgs[0]
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(l.cfg.Stream)}
+		if m.ExpectSeq != nil {
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*m.ExpectSeq))
+		}
+		ack, err := l.js.PublishMsg(ctx, l.natsMsg(m), opts...)
+		if err != nil {
+			err = translate(err)
+			if errors.Is(err, events.ErrConflict) {
+				// The server checks the expected sequence before the dedupe
+				// window, so a retry of an append whose ack was lost reports
+				// a conflict: if the subject's last message is this very
+				// event, the append did succeed.
+				if seq, ok := l.storedAsLast(ctx, m); ok {
+					return seq, nil
+				}
+			}
+			return 0, fmt.Errorf("append %s %s to %s: %w", m.Type, m.ID, m.Subject, err)
+		}
+		return ack.Sequence, nil
+	}
+	return l.appendBatch(ctx, msgs)
+}
+
+func (l *Log) natsMsg(m events.Message) *nats.Msg {
+	msg := nats.NewMsg(m.Subject)
+	msg.Data = m.Data
+	msg.Header.Set(HeaderType, string(m.Type))
+	msg.Header.Set(HeaderVersion, strconv.Itoa(int(events.SchemaVersion)))
+	return msg
+}
+
+// appendBatch publishes msgs as a JetStream atomic batch: each message
+// carries Nats-Batch-Id and Nats-Batch-Sequence, the last one
+// Nats-Batch-Commit; the server stores all of them or none.
+func (l *Log) appendBatch(ctx context.Context, msgs []events.Message) (uint64, error) {
+	batchID := ulid.Make().String()
+	last := len(msgs) - 1
+	for i, m := range msgs {
+		msg := l.natsMsg(m)
+		msg.Header.Set(jetstream.MsgIDHeader, m.ID)
+		msg.Header.Set(jetstream.ExpectedStreamHeader, l.cfg.Stream)
+		if m.ExpectSeq != nil {
+			msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*m.ExpectSeq, 10))
+		}
+		msg.Header.Set("Nats-Batch-Id", batchID)
+		msg.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		if i < last {
+			if err := l.nc.PublishMsg(msg); err != nil {
+				return 0, fmt.Errorf("append batch of %d (%s): publish %d: %w", len(msgs), msgs[0].Subject, i+1, err)
+			}
+			continue
+		}
+		msg.Header.Set("Nats-Batch-Commit", "1")
+		resp, err := l.nc.RequestMsgWithContext(ctx, msg)
+		if err != nil {
+			return 0, fmt.Errorf("append batch of %d (%s): commit: %w", len(msgs), msgs[0].Subject, err)
+		}
+		var ack struct {
+			Seq   uint64              `json:"seq"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return 0, fmt.Errorf("append batch of %d (%s): commit reply %q: %w", len(msgs), msgs[0].Subject, resp.Data, err)
+		}
+		if ack.Error != nil {
+			if ack.Error.ErrorCode == codeBatchDuplicateMessage {
+				// The batch was stored by an earlier attempt: atomic batches
+				// are all-or-nothing, so its ids are all there.
+				return l.seqOfID(ctx, msgs[last])
+			}
+			return 0, fmt.Errorf("append batch of %d (%s): %w", len(msgs), msgs[0].Subject, translate(ack.Error))
+		}
+		return ack.Seq, nil
+	}
+	return 0, nil
+}
+
+// storedAsLast reports whether the last message on m's subject is m.
+func (l *Log) storedAsLast(ctx context.Context, m events.Message) (uint64, bool) {
+	raw, err := l.stream.GetLastMsgForSubject(ctx, m.Subject)
+	if err != nil || raw.Header.Get(jetstream.MsgIDHeader) != m.ID {
+		return 0, false
+	}
+	return raw.Sequence, true
+}
+
+// seqOfID finds the sequence of an already stored message on m's subject.
+func (l *Log) seqOfID(ctx context.Context, m events.Message) (uint64, error) {
+	raw, err := l.stream.GetLastMsgForSubject(ctx, m.Subject)
+	if err != nil {
+		return 0, fmt.Errorf("append %s: batch was stored before; look up its sequence: %w", m.ID, translate(err))
+	}
+	return raw.Sequence, nil
+}
+
+// translate maps JetStream errors to the domain's sentinels.
+func translate(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case codeWrongLastSeq, codeWrongLastSeqConstant:
+			return fmt.Errorf("%w (%s)", events.ErrConflict, apiErr.Description)
+		}
+	}
+	return err
+}
+
+// LastRootSeq returns the stream sequence of the newest message in root's
+// subtree, 0 if it has none. Two direct gets, independent of stream size.
+func (l *Log) LastRootSeq(ctx context.Context, root string) (uint64, error) {
+	return l.lastSeq(ctx, events.RootSubjects(l.cfg.Prefix, root))
+}
+
+func (l *Log) lastSeq(ctx context.Context, subjects []string) (uint64, error) {
+	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	var last uint64
+	for _, s := range subjects {
+		raw, err := l.stream.GetLastMsgForSubject(ctx, s)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("last message on %s: %w", s, err)
+		}
+		last = max(last, raw.Sequence)
+	}
+	return last, nil
+}
+
+// ReadRoot calls fn, in stream order, for every message of root's subtree
+// with sequence >= from, up to the newest one present when ReadRoot
+// started. It returns that bound (0 if the subtree is empty). Only the
+// root's subjects are read, not the rest of the stream.
+func (l *Log) ReadRoot(ctx context.Context, root string, from uint64, fn func(events.Record) error) (uint64, error) {
+	return l.ReadSubjects(ctx, events.RootSubjects(l.cfg.Prefix, root), from, fn)
+}
+
+// ReadSubjects is ReadRoot for any set of subject filters, for instance the
+// literal subjects of one agent's ancestor chain.
+func (l *Log) ReadSubjects(ctx context.Context, subjects []string, from uint64, fn func(events.Record) error) (uint64, error) {
+	bound, err := l.lastSeq(ctx, subjects)
+	if err != nil {
+		return 0, err
+	}
+	if bound == 0 || bound < from {
+		return bound, nil
+	}
+	if from == 0 {
+		from = 1
+	}
+	cons, err := l.js.OrderedConsumer(ctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: subjects,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
+	}
+	defer it.Stop()
+	// The iterator blocks until a message comes; stop it when ctx ends.
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("read %v: %w", subjects, ctx.Err())
+			}
+			return 0, fmt.Errorf("read %v: %w", subjects, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return 0, fmt.Errorf("read %v: metadata: %w", subjects, err)
+		}
+		seq := meta.Sequence.Stream
+		if err := fn(events.Record{Seq: seq, Subject: msg.Subject(), Data: msg.Data()}); err != nil {
+			return 0, err
+		}
+		// NumPending 0: nothing more matches right now (also covers a
+		// bound message deleted after it was looked up).
+		if seq >= bound || meta.NumPending == 0 {
+			return max(bound, seq), nil
+		}
+	}
+}
+
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}

@@ -1,0 +1,128 @@
+package natsstore
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentreg/agentreg/snapshot"
+)
+
+// snapshotHistory is how many snapshots are kept per root: the KV index
+// keeps that many revisions of the root's key, and the body of one that
+// falls out is deleted.
+const snapshotHistory = 8
+
+// Snapshots stores snapshot bodies in a JetStream object store and indexes
+// them per root in a KV bucket whose key is the root fingerprint and whose
+// revisions are the root's snapshot headers, newest last.
+type Snapshots struct {
+	objects jetstream.ObjectStore
+	index   jetstream.KeyValue
+	cfg     Config
+}
+
+var _ snapshot.Store = (*Snapshots)(nil)
+
+// OpenSnapshots creates (or opens) the snapshot buckets next to the log.
+func OpenSnapshots(ctx context.Context, l *Log) (*Snapshots, error) {
+	cfg := l.cfg
+	ctx, cancel := withTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	objects, err := l.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      cfg.SnapshotBucket,
+		Description: "agentreg snapshot bodies, one object per root and sequence",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot object store %s: %w", cfg.SnapshotBucket, err)
+	}
+	index, err := l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.SnapshotIndex,
+		Description: "agentreg snapshot index: key = root fingerprint, revisions = snapshot headers",
+		History:     snapshotHistory,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot index %s: %w", cfg.SnapshotIndex, err)
+	}
+	return &Snapshots{objects: objects, index: index, cfg: cfg}, nil
+}
+
+// Put stores the body, then records its header in the index. The body of
+// the snapshot that drops out of the index history is deleted.
+func (s *Snapshots) Put(ctx context.Context, h snapshot.Header, body []byte) error {
+	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	old, err := s.List(ctx, h.Root)
+	if err != nil {
+		return err
+	}
+	if _, err := s.objects.PutBytes(ctx, h.Name(), body); err != nil {
+		return fmt.Errorf("store snapshot %s: %w", h.Name(), err)
+	}
+	hb, err := snapshot.MarshalHeader(h)
+	if err != nil {
+		return fmt.Errorf("encode snapshot header %s: %w", h.Name(), err)
+	}
+	if _, err := s.index.Put(ctx, h.Root, hb); err != nil {
+		return fmt.Errorf("index snapshot %s: %w", h.Name(), err)
+	}
+	if len(old) >= snapshotHistory {
+		for _, o := range old[snapshotHistory-1:] {
+			if o.Name() == h.Name() {
+				continue
+			}
+			if err := s.objects.Delete(ctx, o.Name()); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+				return fmt.Errorf("delete old snapshot %s: %w", o.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// List returns the root's snapshot headers, newest first. A header that
+// does not decode is returned with only Root set and Seq 0, so Restore
+// reports it and moves on.
+func (s *Snapshots) List(ctx context.Context, root string) ([]snapshot.Header, error) {
+	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	entries, err := s.index.History(ctx, root)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots of root %s: %w", root, err)
+	}
+	out := make([]snapshot.Header, 0, len(entries))
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		h, err := snapshot.UnmarshalHeader(e.Value())
+		if err != nil || h.Root != root {
+			h = snapshot.Header{Root: root}
+		}
+		out = append(out, h)
+	}
+	slices.SortStableFunc(out, func(a, b snapshot.Header) int { return cmp.Compare(b.Seq, a.Seq) })
+	return out, nil
+}
+
+// Body returns a snapshot's stored body.
+func (s *Snapshots) Body(ctx context.Context, h snapshot.Header) ([]byte, error) {
+	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	b, err := s.objects.GetBytes(ctx, h.Name())
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot %s: %w", h.Name(), err)
+	}
+	return b, nil
+}
