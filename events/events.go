@@ -90,13 +90,13 @@ type Event struct {
 	Prev string `msgpack:"prev"`
 	// Data is the type-specific body; exactly one of the pointers is set,
 	// matching Type.
-	Registered *RootData    `msgpack:"registered,omitempty"`
-	Created   *CreatedData  `msgpack:"created,omitempty"`
-	Granted   *GrantedData  `msgpack:"granted,omitempty"`
-	Revoked   *RevokedData  `msgpack:"revoked,omitempty"`
-	Task      *TaskData     `msgpack:"task,omitempty"`
-	Retired   *RetiredData  `msgpack:"retired,omitempty"`
-	Migration *MigratedData `msgpack:"migrated,omitempty"`
+	Registered *RootData     `msgpack:"registered,omitempty"`
+	Created    *CreatedData  `msgpack:"created,omitempty"`
+	Granted    *GrantedData  `msgpack:"granted,omitempty"`
+	Revoked    *RevokedData  `msgpack:"revoked,omitempty"`
+	Task       *TaskData     `msgpack:"task,omitempty"`
+	Retired    *RetiredData  `msgpack:"retired,omitempty"`
+	Migration  *MigratedData `msgpack:"migrated,omitempty"`
 }
 
 // RootData is the body of RootRegistered: the root's whole definition.

@@ -58,14 +58,14 @@ type Violation struct {
 // events. It is not safe for concurrent use: its owner serialises Apply and
 // reads (the runtime holds a lock per root).
 type Registry struct {
-	Root        string          `msgpack:"root"`
-	Def         *events.RootDef `msgpack:"def"`
-	RootActor   string          `msgpack:"ractor"`
-	RootSeq     uint64          `msgpack:"rseq"`
-	RootTime    int64           `msgpack:"rtime"`
-	RootHash    string          `msgpack:"rhash"`
-	MigratedTo  string          `msgpack:"mto"`
-	MigratedSeq uint64          `msgpack:"mseq"`
+	Root        string            `msgpack:"root"`
+	Def         *events.RootDef   `msgpack:"def"`
+	RootActor   string            `msgpack:"ractor"`
+	RootSeq     uint64            `msgpack:"rseq"`
+	RootTime    int64             `msgpack:"rtime"`
+	RootHash    string            `msgpack:"rhash"`
+	MigratedTo  string            `msgpack:"mto"`
+	MigratedSeq uint64            `msgpack:"mseq"`
 	Agents      map[string]*Agent `msgpack:"agents"`
 	// SubjectSeq is the stream sequence of the last message seen on each
 	// agent's subject ("" is the root), applied or not: the expected last
@@ -220,6 +220,16 @@ func (r *Registry) EffectiveUnder(rootCaps []events.Capability, path string) ([]
 		out = append(out, Effective{Capability: own, Chain: append(chain, own)})
 	}
 	return out, nil
+}
+
+// CheckGrant reports whether granting c to the agent at path would be an
+// escalation, judged against the parent's effective capabilities only (the
+// agent itself need not exist yet: creation checks its grants with it).
+func (r *Registry) CheckGrant(path string, c events.Capability) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", events.ErrMalformed, err)
+	}
+	return r.checkGrant(path, c.Normalized())
 }
 
 // checkGrant reports an escalation: the parent of path must effectively hold

@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/agentreg/agentreg/natsstore"
+	"github.com/agentreg/agentreg/snapshot"
+)
+
+// Option configures Open. Each returns an error for a bad value.
+type Option func(*config) error
+
+type config struct {
+	url       string
+	dataDir   string
+	store     natsstore.Config
+	catalog   *Catalog
+	executor  Executor
+	actor     string
+	snapEvery uint64
+	logger    *slog.Logger
+	now       clock
+	log       Log
+	snaps     snapshot.Store
+}
+
+func defaultConfig() config {
+	return config{
+		dataDir:   "agentreg-data",
+		store:     natsstore.Config{Prefix: "agentreg"},
+		catalog:   NewCatalog(),
+		actor:     "anonymous",
+		snapEvery: 1000,
+		logger:    slog.Default(),
+		now:       time.Now,
+	}
+}
+
+// WithNATSURL connects to an external NATS server or cluster
+// (comma-separated URLs) instead of starting an embedded one.
+func WithNATSURL(url string) Option {
+	return func(c *config) error {
+		if url == "" {
+			return fmt.Errorf("WithNATSURL: empty URL")
+		}
+		c.url = url
+		return nil
+	}
+}
+
+// WithDataDir sets the embedded server's data directory.
+func WithDataDir(dir string) Option {
+	return func(c *config) error {
+		if dir == "" {
+			return fmt.Errorf("WithDataDir: empty directory")
+		}
+		c.dataDir = dir
+		return nil
+	}
+}
+
+// WithReplicas sets the replica count of the stream and buckets (3 on a
+// cluster).
+func WithReplicas(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > 5 {
+			return fmt.Errorf("WithReplicas: %d is not in 1..5", n)
+		}
+		c.store.Replicas = n
+		return nil
+	}
+}
+
+// WithStream sets the stream's configuration (names, prefix, limits).
+func WithStream(cfg natsstore.Config) Option {
+	return func(c *config) error {
+		if cfg.Prefix == "" {
+			cfg.Prefix = "agentreg"
+		}
+		c.store = cfg
+		return nil
+	}
+}
+
+// WithCatalog sets what this process offers agents.
+func WithCatalog(cat *Catalog) Option {
+	return func(c *config) error {
+		if cat == nil {
+			return fmt.Errorf("WithCatalog: nil catalog")
+		}
+		c.catalog = cat
+		return nil
+	}
+}
+
+// WithExecutor sets the executor that runs task calls (the model loop).
+func WithExecutor(e Executor) Option {
+	return func(c *config) error {
+		c.executor = e
+		return nil
+	}
+}
+
+// WithDefaultActor sets the principal recorded on writes whose context
+// carries none (see WithActor). Default "anonymous".
+func WithDefaultActor(principal string) Option {
+	return func(c *config) error {
+		if principal == "" {
+			return fmt.Errorf("WithDefaultActor: empty principal")
+		}
+		c.actor = principal
+		return nil
+	}
+}
+
+// WithSnapshotEvery takes a snapshot of a root after every n folded events
+// (0 turns automatic snapshots off). Default 1000.
+func WithSnapshotEvery(n uint64) Option {
+	return func(c *config) error {
+		c.snapEvery = n
+		return nil
+	}
+}
+
+// WithLogger sets the logger; default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("WithLogger: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithClock sets the clock that stamps events (tests).
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		c.now = now
+		return nil
+	}
+}
+
+// WithLog uses an already opened log and snapshot store instead of opening
+// a connection (the caller owns and closes them).
+func WithLog(l Log, s snapshot.Store) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("WithLog: nil log")
+		}
+		c.log, c.snaps = l, s
+		return nil
+	}
+}

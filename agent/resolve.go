@@ -1,0 +1,268 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
+)
+
+// Executor runs task calls. A real deployment plugs its model loop in here:
+// it gets the agent's primer, its usable capabilities and the task's
+// signature, and supplies the implementation. Implementations must be safe
+// for concurrent use.
+type Executor interface {
+	Execute(ctx context.Context, call *Call) (any, error)
+}
+
+// ExecutorFunc adapts a function to Executor.
+type ExecutorFunc func(ctx context.Context, call *Call) (any, error)
+
+// Execute calls f.
+func (f ExecutorFunc) Execute(ctx context.Context, call *Call) (any, error) { return f(ctx, call) }
+
+// Call is one invocation of a task, as handed to the Executor.
+type Call struct {
+	Task    *Task
+	Args    map[string]any
+	Runtime *Runtime // to create or change agents on the caller's behalf
+}
+
+// Task is a resolved task: the agent rebuilt from its recipe with every
+// capability checked against the catalog and its ancestors.
+type Task struct {
+	Ref          TaskRef
+	Def          events.TaskDef
+	Primer       string
+	Capabilities []Capability // effective and resolved, sorted by kind and name
+	RootName     string
+	Seq          uint64 // stream sequence of the registry it was resolved from
+	Migrated     bool   // resolved through a RootMigrated event
+	rt           *Runtime
+}
+
+// Capability returns the resolved capability of that kind and name.
+func (t *Task) Capability(kind events.Kind, name string) (Capability, bool) {
+	for _, c := range t.Capabilities {
+		if c.Ref.Kind == kind && c.Ref.Name == name {
+			return c, true
+		}
+	}
+	return Capability{}, false
+}
+
+// Call validates args against the task's input schema (an error names the
+// field) and hands the call to the runtime's Executor.
+func (t *Task) Call(ctx context.Context, args map[string]any) (any, error) {
+	if err := validateArgs(t.Def.Input, args); err != nil {
+		return nil, fmt.Errorf("call %s: %w", t.Ref, err)
+	}
+	if t.rt.cfg.executor == nil {
+		return nil, fmt.Errorf("call %s: the runtime was opened without WithExecutor: %w", t.Ref, ErrNoExecutor)
+	}
+	ctx = WithActor(ctx, ActorFrom(ctx, t.Ref.String()))
+	out, err := t.rt.cfg.executor.Execute(ctx, &Call{Task: t, Args: args, Runtime: t.rt})
+	if err != nil {
+		return nil, fmt.Errorf("call %s: %w", t.Ref, err)
+	}
+	return out, nil
+}
+
+const maxMigrationHops = 16
+
+// Resolve turns a task ref into a callable task: the root from this
+// process's registry of roots, the root's registry from snapshot plus tail,
+// and the agent rebuilt from its recipe. Resolution is cached per root and
+// the cache follows new events of that root.
+//
+// A ref whose root this process did not register resolves only if the log
+// records a migration (RootMigrated) from that root to one registered here;
+// otherwise it fails with ErrRootChanged (a root of the same name is
+// registered under another fingerprint) or ErrRootNotRegistered.
+func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
+	if err := ref.Validate(); err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	st := rt.stateOf(ref.Root)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := rt.catchUp(ctx, ref.Root, st); err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	key := ref.String()
+	if st.cachedAt == st.reg.Seq && st.resolved != nil {
+		if t := st.resolved[key]; t != nil {
+			return t, nil
+		}
+	} else {
+		st.resolved, st.cachedAt = map[string]*Task{}, st.reg.Seq
+	}
+	t, err := rt.resolveLocked(ctx, ref, st.reg)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	st.resolved[key] = t
+	return t, nil
+}
+
+func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projector.Registry) (*Task, error) {
+	def, migrated, err := rt.rootFor(ctx, ref.Root, reg)
+	if err != nil {
+		return nil, err
+	}
+	t := &Task{Ref: ref, RootName: def.Name, Seq: reg.Seq, Migrated: migrated, rt: rt}
+	var tasks map[string]events.TaskDef
+	if ref.Path == "" {
+		t.Primer = def.Primer
+		tasks = map[string]events.TaskDef{}
+		for _, td := range def.Tasks {
+			tasks[td.Name] = td
+		}
+	} else {
+		a, err := reg.Agent(ref.Path)
+		if err != nil {
+			return nil, err
+		}
+		if a.Retired {
+			return nil, fmt.Errorf("agent %q was retired at seq %d by %q: %w", ref.Path, a.RetiredSeq, a.RetiredBy, ErrRetired)
+		}
+		t.Primer, tasks = a.Primer, a.Tasks
+	}
+	td, ok := tasks[ref.Task]
+	if !ok {
+		names := make([]string, 0, len(tasks))
+		for n := range tasks {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return nil, fmt.Errorf("agent %q has no task %q (it has: %s): %w", ref.Path, ref.Task, strings.Join(names, ", "), ErrNotFound)
+	}
+	t.Def = td
+	eff, err := reg.EffectiveUnder(def.Capabilities, ref.Path)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range eff {
+		c, err := rt.cfg.catalog.resolve(e)
+		if err != nil {
+			return nil, fmt.Errorf("agent %q: %w", ref.Path, err)
+		}
+		t.Capabilities = append(t.Capabilities, c)
+	}
+	return t, nil
+}
+
+// rootFor finds the definition a registry's refs resolve under: the root
+// itself if this process registered it, else the target of a recorded
+// migration chain.
+func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Registry) (events.RootDef, bool, error) {
+	if def, ok := rt.RootDef(root); ok {
+		if reg.MigratedTo != "" {
+			return events.RootDef{}, false, fmt.Errorf("root %q (%.12s) migrated to %.12s at seq %d; resolve through the new root: %w",
+				def.Name, root, reg.MigratedTo, reg.MigratedSeq, ErrMigrated)
+		}
+		return def, false, nil
+	}
+	if reg.Def == nil {
+		return events.RootDef{}, false, fmt.Errorf("root %.12s is not registered in this process and has no history in the stream: %w", root, ErrRootNotRegistered)
+	}
+	cur := reg
+	for hop := 0; cur.MigratedTo != "" && hop < maxMigrationHops; hop++ {
+		if def, ok := rt.RootDef(cur.MigratedTo); ok {
+			return def, true, nil
+		}
+		next := projector.New(cur.MigratedTo)
+		if _, err := rt.log.ReadRoot(ctx, cur.MigratedTo, 1, func(r events.Record) error { next.Apply(r); return nil }); err != nil {
+			return events.RootDef{}, false, err
+		}
+		cur = next
+	}
+	rt.mu.Lock()
+	var same []string
+	for fp, d := range rt.roots {
+		if d.Name == reg.Def.Name {
+			same = append(same, fp)
+		}
+	}
+	rt.mu.Unlock()
+	if len(same) > 0 {
+		slices.Sort(same)
+		return events.RootDef{}, false, fmt.Errorf(
+			"root %q changed: this ref was made under fingerprint %.12s, this process registers %q as %.12s; "+
+				"record a migration with Runtime.MigrateRoot(ctx, %q, %q, reason) to let old refs resolve under the new definition: %w",
+			reg.Def.Name, root, reg.Def.Name, same[0], root, same[0], ErrRootChanged)
+	}
+	return events.RootDef{}, false, fmt.Errorf("root %q (%.12s) is in the stream but not registered in this process; register its definition with RegisterRoot: %w",
+		reg.Def.Name, root, ErrRootNotRegistered)
+}
+
+// validateArgs checks call arguments against an object schema.
+func validateArgs(s events.Schema, args map[string]any) error {
+	known := map[string]bool{}
+	for _, f := range s.Fields {
+		known[f.Name] = true
+		v, ok := args[f.Name]
+		if !ok || v == nil {
+			if f.Required {
+				return fmt.Errorf("argument %q is required: %w", f.Name, ErrInvalidArgs)
+			}
+			continue
+		}
+		if err := checkValue(f.Schema, v); err != nil {
+			return fmt.Errorf("argument %q: %w: %w", f.Name, err, ErrInvalidArgs)
+		}
+	}
+	for name := range args {
+		if !known[name] {
+			return fmt.Errorf("argument %q is not in the task's input schema: %w", name, ErrInvalidArgs)
+		}
+	}
+	return nil
+}
+
+func checkValue(s events.Schema, v any) error {
+	switch s.Type {
+	case "any":
+		return nil
+	case "string":
+		if _, ok := v.(string); ok {
+			return nil
+		}
+	case "boolean":
+		if _, ok := v.(bool); ok {
+			return nil
+		}
+	case "integer":
+		switch n := v.(type) {
+		case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
+			return nil
+		case float64:
+			if n == math.Trunc(n) && !math.IsInf(n, 0) {
+				return nil
+			}
+		}
+	case "number":
+		switch v.(type) {
+		case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
+			return nil
+		}
+	case "array":
+		if xs, ok := v.([]any); ok {
+			for i, x := range xs {
+				if err := checkValue(*s.Items, x); err != nil {
+					return fmt.Errorf("item %d: %w", i, err)
+				}
+			}
+			return nil
+		}
+	case "object":
+		if m, ok := v.(map[string]any); ok {
+			return validateArgs(s, m)
+		}
+	}
+	return fmt.Errorf("want %s, got %T", s.Type, v)
+}
