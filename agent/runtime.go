@@ -64,6 +64,7 @@ type rootState struct {
 	snapAt   uint64           // reg.Count at the last snapshot taken or loaded
 	resolved map[string]*Task // resolution cache, valid for reg.Seq == cachedAt
 	cachedAt uint64
+	restored *snapshot.Header // the snapshot the registry was first restored from
 }
 
 // Open starts a runtime. With no NATS URL it starts an embedded JetStream
@@ -221,7 +222,7 @@ func (rt *Runtime) catchUp(ctx context.Context, root string, st *rootState) erro
 		}
 		st.reg = res.Registry
 		if res.From != nil {
-			st.snapAt = res.From.Count
+			st.snapAt, st.restored = res.From.Count, res.From
 		}
 	} else if err := snapshot.CatchUp(ctx, rt.log, st.reg, 0, nil); err != nil {
 		return err
@@ -268,6 +269,19 @@ func (rt *Runtime) Snapshot(ctx context.Context, root string) (snapshot.Header, 
 	}
 	st.snapAt = st.reg.Count
 	return h, nil
+}
+
+// RestoredFrom returns the snapshot this process restored a root's
+// registry from, if it did (false: replayed from the log's start, or not
+// loaded yet).
+func (rt *Runtime) RestoredFrom(root string) (snapshot.Header, bool) {
+	st := rt.stateOf(root)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.restored == nil {
+		return snapshot.Header{}, false
+	}
+	return *st.restored, true
 }
 
 // refresh catches a root's registry up and returns its sequence.

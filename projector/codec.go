@@ -6,20 +6,131 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/agentreg/agentreg/events"
 )
 
-// Marshal returns the canonical msgpack encoding of the registry: map keys
-// sorted, so equal registries give equal bytes on any machine. It is the
-// body of a snapshot and the input of StateHash.
+// wireRegistry is the canonical form of a Registry: every map becomes a
+// slice sorted by key, so equal registries encode to equal bytes (the
+// msgpack encoder does not order the keys of typed maps).
+type wireRegistry struct {
+	Root        string          `msgpack:"root"`
+	Def         *events.RootDef `msgpack:"def"`
+	RootActor   string          `msgpack:"ractor"`
+	RootSeq     uint64          `msgpack:"rseq"`
+	RootTime    int64           `msgpack:"rtime"`
+	RootHash    string          `msgpack:"rhash"`
+	MigratedTo  string          `msgpack:"mto"`
+	MigratedSeq uint64          `msgpack:"mseq"`
+	Agents      []wireAgent     `msgpack:"agents"`
+	SubjectSeq  []wireSubject   `msgpack:"sseq"`
+	Seq         uint64          `msgpack:"seq"`
+	Count       uint64          `msgpack:"count"`
+	Violations  []Violation     `msgpack:"violations"`
+}
+
+type wireAgent struct {
+	Path         string           `msgpack:"path"`
+	Primer       string           `msgpack:"primer"`
+	Capabilities []Grant          `msgpack:"caps"`
+	Tasks        []events.TaskDef `msgpack:"tasks"`
+	Creator      string           `msgpack:"creator"`
+	Correlation  string           `msgpack:"corr"`
+	CreatedSeq   uint64           `msgpack:"cseq"`
+	CreatedAt    int64            `msgpack:"ctime"`
+	Retired      bool             `msgpack:"retired"`
+	RetiredSeq   uint64           `msgpack:"rseq"`
+	RetiredBy    string           `msgpack:"rby"`
+	LastHash     string           `msgpack:"hash"`
+	LastSeq      uint64           `msgpack:"lseq"`
+}
+
+type wireSubject struct {
+	Path string `msgpack:"p"`
+	Seq  uint64 `msgpack:"s"`
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (r *Registry) wire() *wireRegistry {
+	w := &wireRegistry{
+		Root: r.Root, Def: r.Def, RootActor: r.RootActor, RootSeq: r.RootSeq, RootTime: r.RootTime,
+		RootHash: r.RootHash, MigratedTo: r.MigratedTo, MigratedSeq: r.MigratedSeq,
+		Seq: r.Seq, Count: r.Count, Violations: r.Violations,
+		Agents:     make([]wireAgent, 0, len(r.Agents)),
+		SubjectSeq: make([]wireSubject, 0, len(r.SubjectSeq)),
+	}
+	for _, p := range sortedKeys(r.Agents) {
+		a := r.Agents[p]
+		wa := wireAgent{
+			Path: a.Path, Primer: a.Primer, Creator: a.Creator, Correlation: a.Correlation,
+			CreatedSeq: a.CreatedSeq, CreatedAt: a.CreatedAt, Retired: a.Retired, RetiredSeq: a.RetiredSeq,
+			RetiredBy: a.RetiredBy, LastHash: a.LastHash, LastSeq: a.LastSeq,
+			Capabilities: make([]Grant, 0, len(a.Capabilities)), Tasks: make([]events.TaskDef, 0, len(a.Tasks)),
+		}
+		for _, k := range sortedKeys(a.Capabilities) {
+			wa.Capabilities = append(wa.Capabilities, a.Capabilities[k])
+		}
+		for _, k := range sortedKeys(a.Tasks) {
+			wa.Tasks = append(wa.Tasks, a.Tasks[k])
+		}
+		w.Agents = append(w.Agents, wa)
+	}
+	for _, p := range sortedKeys(r.SubjectSeq) {
+		w.SubjectSeq = append(w.SubjectSeq, wireSubject{Path: p, Seq: r.SubjectSeq[p]})
+	}
+	return w
+}
+
+func (w *wireRegistry) registry() (*Registry, error) {
+	r := &Registry{
+		Root: w.Root, Def: w.Def, RootActor: w.RootActor, RootSeq: w.RootSeq, RootTime: w.RootTime,
+		RootHash: w.RootHash, MigratedTo: w.MigratedTo, MigratedSeq: w.MigratedSeq,
+		Seq: w.Seq, Count: w.Count, Violations: w.Violations,
+		Agents: make(map[string]*Agent, len(w.Agents)), SubjectSeq: make(map[string]uint64, len(w.SubjectSeq)),
+	}
+	for _, wa := range w.Agents {
+		if _, dup := r.Agents[wa.Path]; dup || events.ValidatePath(wa.Path) != nil {
+			return nil, fmt.Errorf("%w: registry: agent entry %q is invalid or repeated", events.ErrMalformed, wa.Path)
+		}
+		a := &Agent{
+			Path: wa.Path, Primer: wa.Primer, Creator: wa.Creator, Correlation: wa.Correlation,
+			CreatedSeq: wa.CreatedSeq, CreatedAt: wa.CreatedAt, Retired: wa.Retired, RetiredSeq: wa.RetiredSeq,
+			RetiredBy: wa.RetiredBy, LastHash: wa.LastHash, LastSeq: wa.LastSeq,
+			Capabilities: make(map[string]Grant, len(wa.Capabilities)), Tasks: make(map[string]events.TaskDef, len(wa.Tasks)),
+		}
+		for _, g := range wa.Capabilities {
+			a.Capabilities[g.Capability.Key()] = g
+		}
+		for _, t := range wa.Tasks {
+			a.Tasks[t.Name] = t
+		}
+		r.Agents[wa.Path] = a
+	}
+	for _, s := range w.SubjectSeq {
+		r.SubjectSeq[s.Path] = s.Seq
+	}
+	return r, nil
+}
+
+// Marshal returns the canonical msgpack encoding of the registry: every
+// map as a slice sorted by key, so equal registries give equal bytes on any
+// machine. It is the body of a snapshot and the input of StateHash.
 func (r *Registry) Marshal() ([]byte, error) {
 	var buf bytes.Buffer
 	enc := msgpack.NewEncoder(&buf)
 	enc.SetSortMapKeys(true)
-	if err := enc.Encode(r); err != nil {
+	if err := enc.Encode(r.wire()); err != nil {
 		return nil, fmt.Errorf("encode registry of root %s: %w", short(r.Root), err)
 	}
 	return buf.Bytes(), nil
@@ -37,34 +148,17 @@ func Unmarshal(b []byte) (reg *Registry, err error) {
 		return nil, fmt.Errorf("%w: registry: %v", events.ErrMalformed, err)
 	}
 	r := bytes.NewReader(b)
-	var out Registry
-	if err := msgpack.NewDecoder(r).Decode(&out); err != nil {
+	var w wireRegistry
+	if err := msgpack.NewDecoder(r).Decode(&w); err != nil {
 		return nil, fmt.Errorf("%w: registry: %v", events.ErrMalformed, err)
 	}
 	if r.Len() != 0 {
 		return nil, fmt.Errorf("%w: registry: %d trailing bytes", events.ErrMalformed, r.Len())
 	}
-	if err := events.ValidateFingerprint(out.Root); err != nil {
+	if err := events.ValidateFingerprint(w.Root); err != nil {
 		return nil, fmt.Errorf("%w: registry: %v", events.ErrMalformed, err)
 	}
-	if out.Agents == nil {
-		out.Agents = map[string]*Agent{}
-	}
-	if out.SubjectSeq == nil {
-		out.SubjectSeq = map[string]uint64{}
-	}
-	for p, a := range out.Agents {
-		if a == nil || a.Path != p {
-			return nil, fmt.Errorf("%w: registry: agent entry %q is inconsistent", events.ErrMalformed, p)
-		}
-		if a.Capabilities == nil {
-			a.Capabilities = map[string]Grant{}
-		}
-		if a.Tasks == nil {
-			a.Tasks = map[string]events.TaskDef{}
-		}
-	}
-	return &out, nil
+	return w.registry()
 }
 
 // StateHash is the hex SHA-256 of Marshal: same events, same hash.
