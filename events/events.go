@@ -77,63 +77,63 @@ var (
 // Event is one entry of the log. Its msgpack encoding, with the field names
 // given in the tags, is the wire format (see ARCHITECTURE.md).
 type Event struct {
-	ID          string `msgpack:"id"`   // ULID, also the Nats-Msg-Id
-	Type        Type   `msgpack:"type"` // one of the Type constants
-	Version     uint16 `msgpack:"v"`    // schema version
-	Root        string `msgpack:"root"` // root fingerprint, 64 lowercase hex digits
-	Path        string `msgpack:"path"` // agent path; "" for the root itself
-	Time        int64  `msgpack:"time"` // Unix nanoseconds, set by the writer
-	Actor       string `msgpack:"actor"`
-	Correlation string `msgpack:"corr"`
+	ID          string `msgpack:"id" json:"id"`     // ULID, also the Nats-Msg-Id
+	Type        Type   `msgpack:"type" json:"type"` // one of the Type constants
+	Version     uint16 `msgpack:"v" json:"v"`       // schema version
+	Root        string `msgpack:"root" json:"root"` // root fingerprint, 64 lowercase hex digits
+	Path        string `msgpack:"path" json:"path"` // agent path; "" for the root itself
+	Time        int64  `msgpack:"time" json:"time"` // Unix nanoseconds, set by the writer
+	Actor       string `msgpack:"actor" json:"actor"`
+	Correlation string `msgpack:"corr" json:"corr"`
 	// Prev is the hex SHA-256 of the previous applied event of the same agent
 	// (same subject), "" for the agent's first event.
-	Prev string `msgpack:"prev"`
+	Prev string `msgpack:"prev" json:"prev"`
 	// Data is the type-specific body; exactly one of the pointers is set,
 	// matching Type.
-	Registered *RootData     `msgpack:"registered,omitempty"`
-	Created    *CreatedData  `msgpack:"created,omitempty"`
-	Granted    *GrantedData  `msgpack:"granted,omitempty"`
-	Revoked    *RevokedData  `msgpack:"revoked,omitempty"`
-	Task       *TaskData     `msgpack:"task,omitempty"`
-	Retired    *RetiredData  `msgpack:"retired,omitempty"`
-	Migration  *MigratedData `msgpack:"migrated,omitempty"`
+	Registered *RootData     `msgpack:"registered,omitempty" json:"registered,omitempty"`
+	Created    *CreatedData  `msgpack:"created,omitempty" json:"created,omitempty"`
+	Granted    *GrantedData  `msgpack:"granted,omitempty" json:"granted,omitempty"`
+	Revoked    *RevokedData  `msgpack:"revoked,omitempty" json:"revoked,omitempty"`
+	Task       *TaskData     `msgpack:"task,omitempty" json:"task,omitempty"`
+	Retired    *RetiredData  `msgpack:"retired,omitempty" json:"retired,omitempty"`
+	Migration  *MigratedData `msgpack:"migrated,omitempty" json:"migrated,omitempty"`
 }
 
 // RootData is the body of RootRegistered: the root's whole definition.
 type RootData struct {
-	Def RootDef `msgpack:"def"`
+	Def RootDef `msgpack:"def" json:"def"`
 }
 
 // CreatedData is the body of AgentCreated.
 type CreatedData struct {
-	Primer string `msgpack:"primer"`
+	Primer string `msgpack:"primer" json:"primer"`
 }
 
 // GrantedData is the body of CapabilityGranted.
 type GrantedData struct {
-	Capability Capability `msgpack:"cap"`
+	Capability Capability `msgpack:"cap" json:"cap"`
 }
 
 // RevokedData is the body of CapabilityRevoked.
 type RevokedData struct {
-	Kind Kind   `msgpack:"kind"`
-	Name string `msgpack:"name"`
+	Kind Kind   `msgpack:"kind" json:"kind"`
+	Name string `msgpack:"name" json:"name"`
 }
 
 // TaskData is the body of TaskDefined.
 type TaskData struct {
-	Task TaskDef `msgpack:"task"`
+	Task TaskDef `msgpack:"task" json:"task"`
 }
 
 // RetiredData is the body of AgentRetired.
 type RetiredData struct {
-	Reason string `msgpack:"reason"`
+	Reason string `msgpack:"reason" json:"reason"`
 }
 
 // MigratedData is the body of RootMigrated.
 type MigratedData struct {
-	To     string `msgpack:"to"` // fingerprint of the new root definition
-	Reason string `msgpack:"reason"`
+	To     string `msgpack:"to" json:"to"` // fingerprint of the new root definition
+	Reason string `msgpack:"reason" json:"reason"`
 }
 
 // Hash returns the hex SHA-256 of an event's encoded bytes: the value the

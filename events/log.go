@@ -1,11 +1,16 @@
 package events
 
+import "time"
+
 // Record is one message as read from the log: its stream sequence, its
-// subject and its bytes (which may be anything a publisher sent).
+// subject, its bytes (which may be anything a publisher sent) and the time
+// the stream stored it. The fold ignores Time; tools use it to pick a point
+// in history.
 type Record struct {
 	Seq     uint64
 	Subject string
 	Data    []byte
+	Time    time.Time
 }
 
 // Message is one encoded event ready to append.

@@ -23,14 +23,16 @@ type EmbeddedOptions struct {
 	Host       string // listen host; default 127.0.0.1
 	Port       int    // listen port; default -1 (a random free port)
 	ConfigFile string // a nats-server configuration file; Dir still sets the store directory unless the file sets one
+	NoListen   bool   // accept in-process connections only (no TCP listener)
 	Logger     server.Logger
 }
 
 // Embedded is a NATS server with JetStream running inside this process,
 // holding an exclusive lock on its data directory.
 type Embedded struct {
-	srv  *server.Server
-	lock *os.File
+	srv     *server.Server
+	lock    *os.File
+	cleanup func()
 }
 
 const lockName = "agentreg.lock"
@@ -67,6 +69,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		}
 	}
 	opts.JetStream = true
+	opts.DontListen = o.NoListen
 	if opts.StoreDir == "" {
 		opts.StoreDir = o.Dir
 	}
@@ -88,7 +91,11 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		lock.Close()
 		return nil, fmt.Errorf("embedded server on %s:%d: not ready after 30s (port in use?)", opts.Host, opts.Port)
 	}
-	if err := writeLockInfo(lock, srv.ClientURL()); err != nil {
+	url := srv.ClientURL()
+	if o.NoListen {
+		url = "in-process only"
+	}
+	if err := writeLockInfo(lock, url); err != nil {
 		srv.Shutdown()
 		lock.Close()
 		return nil, err
@@ -117,7 +124,11 @@ func (e *Embedded) Close() error {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 	_ = e.lock.Truncate(0)
-	return e.lock.Close()
+	err := e.lock.Close()
+	if e.cleanup != nil {
+		e.cleanup()
+	}
+	return err
 }
 
 func lockDir(dir string) (*os.File, error) {
@@ -158,4 +169,36 @@ func Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// StartCopy starts an embedded server, with no listener, on a copy of the
+// data directory dir made in a temporary directory: a read-only view of a
+// stopped daemon's or demo's store that leaves the original untouched. It
+// fails with ErrStoreLocked if a running process holds dir. The returned
+// Embedded's Close removes the copy.
+func StartCopy(dir string) (*Embedded, error) {
+	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
+		return nil, fmt.Errorf("data directory %s holds no JetStream store (no jetstream/ folder): %w", dir, err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close() // held only while copying
+	tmp, err := os.MkdirTemp("", "agentreg-copy-")
+	if err != nil {
+		return nil, fmt.Errorf("copy data directory: %w", err)
+	}
+	if err := os.CopyFS(tmp, os.DirFS(dir)); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("copy data directory %s: %w", dir, err)
+	}
+	_ = os.Remove(filepath.Join(tmp, lockName))
+	e, err := StartEmbedded(EmbeddedOptions{Dir: tmp, NoListen: true})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	e.cleanup = func() { os.RemoveAll(tmp) }
+	return e, nil
 }

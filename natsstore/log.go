@@ -121,6 +121,58 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 	return &Log{nc: nc, js: js, stream: stream, cfg: cfg}, nil
 }
 
+// ErrNoStream: the stream does not exist (a reader does not create it).
+var ErrNoStream = errors.New("stream not found")
+
+// ExistingLog opens the log on a stream that must exist already, and never
+// changes it: for tools that only read.
+func ExistingLog(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
+	cfg = cfg.withDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	ctx, cancel := withTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	stream, err := js.Stream(ctx, cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %s: %w; is this the right server, data directory or --stream?", cfg.Stream, ErrNoStream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", cfg.Stream, err)
+	}
+	return &Log{nc: nc, js: js, stream: stream, cfg: cfg}, nil
+}
+
+// Subjects lists the stream's subjects matching filter that hold messages,
+// sorted.
+func (l *Log) Subjects(ctx context.Context, filter string) ([]string, error) {
+	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, fmt.Errorf("list subjects %s: %w", filter, err)
+	}
+	out := make([]string, 0, len(info.State.Subjects))
+	for s := range info.State.Subjects {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// StreamState returns the stream's current state (counts, first and last
+// sequence, and the sequences of deleted messages).
+func (l *Log) StreamState(ctx context.Context) (jetstream.StreamState, error) {
+	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	info, err := l.stream.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return jetstream.StreamState{}, fmt.Errorf("stream %s info: %w", l.cfg.Stream, err)
+	}
+	return info.State, nil
+}
+
 // checkStream reports the first setting of an existing stream that the log
 // cannot work with. It does not change the stream: that is the operator's
 // decision.
@@ -271,10 +323,12 @@ func translate(err error) error {
 // LastRootSeq returns the stream sequence of the newest message in root's
 // subtree, 0 if it has none. Two direct gets, independent of stream size.
 func (l *Log) LastRootSeq(ctx context.Context, root string) (uint64, error) {
-	return l.lastSeq(ctx, events.RootSubjects(l.cfg.Prefix, root))
+	return l.LastSeq(ctx, events.RootSubjects(l.cfg.Prefix, root))
 }
 
-func (l *Log) lastSeq(ctx context.Context, subjects []string) (uint64, error) {
+// LastSeq returns the stream sequence of the newest message on any of the
+// subjects (wildcards allowed), 0 if none.
+func (l *Log) LastSeq(ctx context.Context, subjects []string) (uint64, error) {
 	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
 	var last uint64
@@ -302,7 +356,7 @@ func (l *Log) ReadRoot(ctx context.Context, root string, from uint64, fn func(ev
 // ReadSubjects is ReadRoot for any set of subject filters, for instance the
 // literal subjects of one agent's ancestor chain.
 func (l *Log) ReadSubjects(ctx context.Context, subjects []string, from uint64, fn func(events.Record) error) (uint64, error) {
-	bound, err := l.lastSeq(ctx, subjects)
+	bound, err := l.LastSeq(ctx, subjects)
 	if err != nil {
 		return 0, err
 	}
@@ -341,7 +395,7 @@ func (l *Log) ReadSubjects(ctx context.Context, subjects []string, from uint64, 
 			return 0, fmt.Errorf("read %v: metadata: %w", subjects, err)
 		}
 		seq := meta.Sequence.Stream
-		if err := fn(events.Record{Seq: seq, Subject: msg.Subject(), Data: msg.Data()}); err != nil {
+		if err := fn(events.Record{Seq: seq, Subject: msg.Subject(), Data: msg.Data(), Time: meta.Timestamp}); err != nil {
 			return 0, err
 		}
 		// NumPending 0: nothing more matches right now (also covers a

@@ -55,6 +55,46 @@ func OpenSnapshots(ctx context.Context, l *Log) (*Snapshots, error) {
 	return &Snapshots{objects: objects, index: index, cfg: cfg}, nil
 }
 
+// ErrNoSnapshots: the snapshot buckets do not exist.
+var ErrNoSnapshots = errors.New("no snapshot buckets")
+
+// ExistingSnapshots opens the snapshot buckets without creating them.
+func ExistingSnapshots(ctx context.Context, l *Log) (*Snapshots, error) {
+	cfg := l.cfg
+	ctx, cancel := withTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	objects, err := l.js.ObjectStore(ctx, cfg.SnapshotBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("snapshot object store %s: %w", cfg.SnapshotBucket, ErrNoSnapshots)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot object store %s: %w", cfg.SnapshotBucket, err)
+	}
+	index, err := l.js.KeyValue(ctx, cfg.SnapshotIndex)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("snapshot index %s: %w", cfg.SnapshotIndex, ErrNoSnapshots)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot index %s: %w", cfg.SnapshotIndex, err)
+	}
+	return &Snapshots{objects: objects, index: index, cfg: cfg}, nil
+}
+
+// Roots lists the roots that have snapshots, sorted.
+func (s *Snapshots) Roots(ctx context.Context) ([]string, error) {
+	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	keys, err := s.index.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list snapshot roots: %w", err)
+	}
+	slices.Sort(keys)
+	return keys, nil
+}
+
 // Put stores the body, then records its header in the index. The body of
 // the snapshot that drops out of the index history is deleted.
 func (s *Snapshots) Put(ctx context.Context, h snapshot.Header, body []byte) error {

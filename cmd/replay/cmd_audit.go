@@ -1,0 +1,219 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
+)
+
+// problem is one finding of the audit.
+type problem struct {
+	Seq     uint64 `json:"seq"`
+	Kind    string `json:"kind"` // deleted, chain, duplicate_id, stray, a projector violation code, snapshot
+	Root    string `json:"root,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Detail  string `json:"detail"`
+}
+
+// auditReport is what `audit` finds.
+type auditReport struct {
+	Stream    string         `json:"stream"`
+	Point     string         `json:"point"`
+	Roots     int            `json:"roots"`
+	Events    int            `json:"events"`
+	Snapshots int            `json:"snapshots"`
+	Problems  []problem      `json:"problems"`
+	Counts    map[string]int `json:"counts"`
+	Clean     bool           `json:"clean"`
+}
+
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlagSet("audit", "", "Verify the history up to the point: per-agent hash chains (events edited, removed or reordered),\n"+
+		"deleted messages, invariant violations (escalations, unknown parents, undecodable events), and stored\n"+
+		"snapshots against a fresh replay. Exit status 0 when clean, 1 with a summary when not.", &c, stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("audit", "unexpected argument %q", fs.Arg(0))
+	}
+	p, err := c.point("audit")
+	if err != nil {
+		return err
+	}
+	src, err := c.open(ctx, "audit")
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	rep, err := audit(ctx, src, &c, p)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "audit of stream %s as of %s: %d root(s), %d event(s), %d snapshot(s)\n", rep.Stream, rep.Point, rep.Roots, rep.Events, rep.Snapshots)
+		for _, pr := range rep.Problems {
+			where := pr.Subject
+			if pr.Root != "" {
+				where = fmt.Sprintf("%.12s/%s", pr.Root, pr.Path)
+			}
+			fmt.Fprintf(stdout, "  seq %-6d %-14s %-40s %s\n", pr.Seq, pr.Kind, where, pr.Detail)
+		}
+		if rep.Clean {
+			fmt.Fprintln(stdout, "clean: every hash chain intact, no violations, every snapshot agrees with a fresh replay")
+		}
+	}
+	if !rep.Clean {
+		var parts []string
+		for _, k := range slices.Sorted(mapsKeys(rep.Counts)) {
+			parts = append(parts, fmt.Sprintf("%d %s", rep.Counts[k], k))
+		}
+		return fmt.Errorf("audit: %d problem(s): %s: %w", len(rep.Problems), strings.Join(parts, ", "), errProblems)
+	}
+	return nil
+}
+
+// audit reads the whole stream once up to the point and checks it.
+func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, error) {
+	rep := &auditReport{Stream: src.cfg.Stream, Point: p.String(), Counts: map[string]int{}}
+	add := func(pr problem) {
+		rep.Problems = append(rep.Problems, pr)
+		rep.Counts[pr.Kind]++
+	}
+	byRoot := map[string][]events.Record{}
+	last := uint64(0)
+	err := src.scan(ctx, c, []string{src.cfg.Prefix + ".>"}, p, func(r events.Record) error {
+		rep.Events++
+		last = r.Seq
+		root, _, err := events.ParseSubject(src.cfg.Prefix, r.Subject)
+		if err != nil || events.ValidateFingerprint(root) != nil {
+			add(problem{Seq: r.Seq, Kind: "stray", Subject: r.Subject, Detail: "message on a subject that belongs to no root"})
+			return nil
+		}
+		byRoot[root] = append(byRoot[root], r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	state, err := src.log.StreamState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range state.Deleted {
+		if d <= last || p.seq == 0 && p.at.IsZero() {
+			add(problem{Seq: d, Kind: "deleted", Detail: "a message was removed from the stream; an event log never deletes"})
+		}
+	}
+	roots := slices.Sorted(mapsKeys(byRoot))
+	rep.Roots = len(roots)
+	for _, root := range roots {
+		recs := byRoot[root]
+		reg := fold(root, recs)
+		rejected := map[uint64]bool{}
+		for _, v := range reg.Violations {
+			rejected[v.Seq] = true
+		}
+		chainSeqs := map[uint64]bool{}
+		for _, pr := range checkChains(root, src.cfg.Prefix, recs, rejected) {
+			chainSeqs[pr.Seq] = true
+			add(pr)
+		}
+		for _, v := range reg.Violations {
+			if v.Code == projector.CodeChain && chainSeqs[v.Seq] {
+				continue // reported above, with more detail
+			}
+			add(problem{Seq: v.Seq, Kind: v.Code, Root: root, Path: v.Path, Subject: v.Subject, Detail: v.Reason})
+		}
+	}
+	if p.seq == 0 && p.at.IsZero() {
+		checks, err := checkSnapshots(ctx, src, c, roots)
+		if err != nil {
+			return nil, err
+		}
+		rep.Snapshots = len(checks)
+		for _, chk := range checks {
+			if !chk.OK {
+				add(problem{Seq: chk.Seq, Kind: "snapshot", Root: chk.Root, Detail: fmt.Sprintf("%s: %s", chk.Name, chk.Problem)})
+			}
+		}
+	}
+	slices.SortStableFunc(rep.Problems, func(a, b problem) int { return cmp.Compare(a.Seq, b.Seq) })
+	rep.Clean = len(rep.Problems) == 0
+	if rep.Problems == nil {
+		rep.Problems = []problem{}
+	}
+	return rep, nil
+}
+
+// checkChains walks each agent subject in stream order and checks that each
+// decodable event names the previous accepted event of its subject. It
+// tells apart a missing predecessor (an event deleted, or its bytes edited)
+// from a predecessor that exists but is not the last one (reordered,
+// replayed or forked history), and reports repeated event ids.
+//
+// Only events the fold applied extend a chain (rejected[seq] marks the
+// others), as only those are what an honest writer links its next event to.
+func checkChains(root, prefix string, recs []events.Record, rejected map[uint64]bool) []problem {
+	type chain struct {
+		last  string
+		seqOf map[string]uint64 // hash -> seq, for every event seen on the subject
+	}
+	chains := map[string]*chain{}
+	ids := map[string]uint64{}
+	var out []problem
+	for _, r := range recs {
+		e, err := events.Decode(r.Data)
+		if err != nil || e.Root != root || events.Subject(prefix, e.Root, e.Path) != r.Subject {
+			continue // the fold reports these as violations
+		}
+		if first, dup := ids[e.ID]; dup {
+			out = append(out, problem{Seq: r.Seq, Kind: "duplicate_id", Root: root, Path: e.Path, Subject: r.Subject,
+				Detail: fmt.Sprintf("event id %s was already stored at seq %d: republished", e.ID, first)})
+		} else {
+			ids[e.ID] = r.Seq
+		}
+		ch := chains[r.Subject]
+		if ch == nil {
+			ch = &chain{seqOf: map[string]uint64{}}
+			chains[r.Subject] = ch
+		}
+		h := events.Hash(r.Data)
+		if e.Prev != ch.last {
+			var detail string
+			switch prevSeq, known := ch.seqOf[e.Prev]; {
+			case e.Prev == "":
+				detail = fmt.Sprintf("%s %s claims to be the agent's first event, but seq %d came before it", e.Type, e.ID, ch.seqOf[ch.last])
+			case known:
+				detail = fmt.Sprintf("%s %s names seq %d as previous, but seq %d came after that: reordered, replayed or edited copy",
+					e.Type, e.ID, prevSeq, ch.seqOf[ch.last])
+			default:
+				detail = fmt.Sprintf("%s %s names a previous event %.12s that is not in the log: an event was deleted or its bytes edited",
+					e.Type, e.ID, e.Prev)
+			}
+			out = append(out, problem{Seq: r.Seq, Kind: "chain", Root: root, Path: e.Path, Subject: r.Subject, Detail: detail})
+			// A broken link is not accepted into the chain: the fold does not
+			// apply it either, and later honest events link past it.
+			ch.seqOf[h] = r.Seq
+			continue
+		}
+		ch.seqOf[h] = r.Seq
+		if !rejected[r.Seq] {
+			ch.last = h
+		}
+	}
+	return out
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
+)
+
+// step is one applied event in an agent's history.
+type step struct {
+	Seq    uint64      `json:"seq"`
+	Time   string      `json:"time"`
+	Type   events.Type `json:"type"`
+	Actor  string      `json:"actor"`
+	Detail string      `json:"detail"`
+}
+
+// node is an agent in a lineage: its steps and its children.
+type node struct {
+	Path     string  `json:"path"`
+	Name     string  `json:"name"`
+	Selected bool    `json:"selected,omitempty"`
+	Retired  bool    `json:"retired,omitempty"`
+	Steps    []step  `json:"steps"`
+	Children []*node `json:"children,omitempty"`
+}
+
+// appliedSteps groups the applied events of a root by agent path.
+func appliedSteps(reg *projector.Registry, recs []events.Record) map[string][]step {
+	bad := map[uint64]bool{}
+	for _, v := range reg.Violations {
+		bad[v.Seq] = true
+	}
+	out := map[string][]step{}
+	for _, r := range recs {
+		if bad[r.Seq] {
+			continue
+		}
+		e, err := events.Decode(r.Data)
+		if err != nil {
+			continue
+		}
+		out[e.Path] = append(out[e.Path], step{Seq: r.Seq, Time: fmtTime(e.Time), Type: e.Type, Actor: e.Actor, Detail: detail(e)})
+	}
+	return out
+}
+
+func runLineage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlagSet("lineage", "AGENT", "Show an agent's ancestors and descendants as of the point, each step with actor, time and sequence.\nAGENT is a path under --root, or <fingerprint>/<path>.", &c, stderr)
+	format := fs.String("format", "text", "text, dot (Graphviz) or mermaid")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErr("lineage", "want one AGENT, got %d arguments", fs.NArg())
+	}
+	if !slices.Contains([]string{"text", "dot", "mermaid"}, *format) {
+		return usageErr("lineage", "--format %q: want text, dot or mermaid", *format)
+	}
+	p, err := c.point("lineage")
+	if err != nil {
+		return err
+	}
+	sel, path := c.root, fs.Arg(0)
+	if fp, rest, ok := strings.Cut(path, "/"); ok && events.ValidateFingerprint(fp) == nil {
+		sel, path = fp, rest
+	}
+	if path != "" {
+		if err := events.ValidatePath(path); err != nil {
+			return usageErr("lineage", "AGENT: %v", err)
+		}
+	}
+	src, err := c.open(ctx, "lineage")
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	root, err := src.pickRoot(ctx, "lineage", sel)
+	if err != nil {
+		return err
+	}
+	reg, recs, err := src.registryAt(ctx, &c, root, p)
+	if err != nil {
+		return err
+	}
+	if path != "" && reg.Agents[path] == nil {
+		return fmt.Errorf("lineage: agent %q does not exist under root %.12s as of %s", path, root, p)
+	}
+	tree := lineageTree(reg, appliedSteps(reg, recs), path)
+	switch {
+	case c.json:
+		return json.NewEncoder(stdout).Encode(tree)
+	case *format == "dot":
+		writeDot(stdout, tree)
+	case *format == "mermaid":
+		writeMermaid(stdout, tree)
+	default:
+		writeTree(stdout, tree, "", true, true)
+	}
+	return nil
+}
+
+// lineageTree builds the chain from the root down to path, with path's whole
+// subtree below it.
+func lineageTree(reg *projector.Registry, steps map[string][]step, path string) *node {
+	name := "(root)"
+	if reg.Def != nil {
+		name = reg.Def.Name
+	}
+	top := &node{Path: "", Name: name, Steps: steps[""], Selected: path == ""}
+	cur := top
+	for _, anc := range append(events.Ancestors(path), path) {
+		if anc == "" {
+			break
+		}
+		n := newNode(reg, steps, anc, anc == path)
+		cur.Children = append(cur.Children, n)
+		cur = n
+	}
+	var grow func(n *node)
+	grow = func(n *node) {
+		for _, c := range reg.Children(n.Path) {
+			child := newNode(reg, steps, c, false)
+			n.Children = append(n.Children, child)
+			grow(child)
+		}
+	}
+	grow(cur)
+	return top
+}
+
+func newNode(reg *projector.Registry, steps map[string][]step, p string, selected bool) *node {
+	a := reg.Agents[p]
+	return &node{Path: p, Name: p[strings.LastIndexByte(p, '/')+1:], Selected: selected, Retired: a != nil && a.Retired, Steps: steps[p]}
+}
+
+func writeTree(w io.Writer, n *node, indent string, last, top bool) {
+	branch, next := "", ""
+	if !top {
+		branch, next = "├─ ", "│  "
+		if last {
+			branch, next = "└─ ", "   "
+		}
+	}
+	mark := ""
+	if n.Selected {
+		mark = "  ◀"
+	}
+	if n.Retired {
+		mark += "  [retired]"
+	}
+	fmt.Fprintf(w, "%s%s%s%s\n", indent, branch, n.Name, mark)
+	for _, s := range n.Steps {
+		fmt.Fprintf(w, "%s%s   seq %-5d %s  %-17s by %-18s %s\n", indent, next, s.Seq, s.Time, s.Type, s.Actor, s.Detail)
+	}
+	for i, c := range n.Children {
+		writeTree(w, c, indent+next, i == len(n.Children)-1, false)
+	}
+}
+
+func nodeID(p string) string {
+	if p == "" {
+		return "root"
+	}
+	return "a_" + strings.NewReplacer("/", "__", "-", "_").Replace(p)
+}
+
+func created(n *node) string {
+	for _, s := range n.Steps {
+		if s.Type == events.AgentCreated || s.Type == events.RootRegistered {
+			return fmt.Sprintf("seq %d by %s", s.Seq, s.Actor)
+		}
+	}
+	return ""
+}
+
+func writeDot(w io.Writer, top *node) {
+	fmt.Fprintln(w, "digraph lineage {")
+	fmt.Fprintln(w, "  rankdir=TB; node [shape=box];")
+	var walk func(n *node)
+	walk = func(n *node) {
+		style := ""
+		if n.Selected {
+			style = ", style=bold"
+		}
+		if n.Retired {
+			style += ", color=gray"
+		}
+		fmt.Fprintf(w, "  %s [label=%q%s];\n", nodeID(n.Path), fmt.Sprintf("%s\n%s", n.Name, created(n)), style)
+		for _, c := range n.Children {
+			fmt.Fprintf(w, "  %s -> %s [label=%q];\n", nodeID(n.Path), nodeID(c.Path), created(c))
+			walk(c)
+		}
+	}
+	walk(top)
+	fmt.Fprintln(w, "}")
+}
+
+func writeMermaid(w io.Writer, top *node) {
+	fmt.Fprintln(w, "graph TD")
+	var walk func(n *node)
+	walk = func(n *node) {
+		label := n.Name
+		if n.Retired {
+			label += " (retired)"
+		}
+		fmt.Fprintf(w, "  %s[\"%s\"]\n", nodeID(n.Path), label)
+		for _, c := range n.Children {
+			fmt.Fprintf(w, "  %s -->|\"%s\"| %s\n", nodeID(n.Path), created(c), nodeID(c.Path))
+			walk(c)
+		}
+	}
+	walk(top)
+}

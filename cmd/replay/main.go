@@ -1,0 +1,94 @@
+// Command replay reads agentreg's event log for debugging and audit: the
+// decoded events, a root's registry at any point in history, an agent's
+// lineage, what changed between two points, what a task ref resolves to,
+// and a verification of the whole history.
+//
+// It connects to a NATS server (--nats-url, env NATS_URL) or opens a data
+// directory of a stopped agentd or demo run offline and read-only (--data).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitProblems = 1 // audit found problems, or a command failed
+	exitUsage    = 2
+)
+
+// errUsage marks errors in how the command was called.
+var errUsage = errors.New("usage")
+
+// errProblems is returned by audit when the history is not clean.
+var errProblems = errors.New("problems found")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "replay:", err)
+		return exitUsage
+	default:
+		fmt.Fprintln(stderr, "replay:", err)
+		return exitProblems
+	}
+}
+
+const usage = `replay reads agentreg's event log.
+
+Usage: replay COMMAND [flags] [ARGS]
+
+Commands:
+  events      the decoded event log (filters: root, agent subtree, type, actor, sequence or time range)
+  registry    a root's registry at a point: agents, effective capabilities, tasks, retired ones
+  lineage     an agent's ancestors and descendants, each step with actor, time and sequence
+  diff        what changed in a root's registry between two points
+  resolve     what a task ref resolves to at a point, or why it fails
+  audit       verify hash chains, invariants and snapshots; exit 1 with a summary when not clean
+  snapshots   list and verify stored snapshots
+
+Every command takes --nats-url URL (env NATS_URL) or --data DIR, a point
+(--seq N or --time RFC3339; default now) and --json. Run 'replay COMMAND --help'
+for its flags.
+`
+
+// Run runs one replay command; main maps its error to an exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return fmt.Errorf("no command given: %w", errUsage)
+		}
+		return nil
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"events":    runEvents,
+		"registry":  runRegistry,
+		"lineage":   runLineage,
+		"diff":      runDiff,
+		"resolve":   runResolve,
+		"audit":     runAudit,
+		"snapshots": runSnapshots,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		return fmt.Errorf("unknown command %q\nhint: run 'replay --help' for the list: %w", args[0], errUsage)
+	}
+	return cmd(ctx, args[1:], stdout, stderr)
+}
