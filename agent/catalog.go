@@ -15,10 +15,11 @@ import (
 // Capabilities in recipes are symbolic references resolved against it; no
 // code is ever taken from the log. Safe for concurrent use.
 type Catalog struct {
-	mu      sync.RWMutex
-	modules map[string]map[string]any
-	funcs   map[string]any
-	types   map[string]reflect.Type
+	symbolic bool
+	mu       sync.RWMutex
+	modules  map[string]map[string]any
+	funcs    map[string]any
+	types    map[string]reflect.Type
 }
 
 // NewCatalog returns an empty catalog.
@@ -28,6 +29,15 @@ func NewCatalog() *Catalog {
 
 func checkSymbol(kind events.Kind, name string) error {
 	return events.Capability{Kind: kind, Name: name}.Validate()
+}
+
+// SymbolicCatalog returns a catalog that accepts every capability
+// reference and resolves no members: for a process that keeps and serves
+// recipes (agentd) but runs no agent code itself.
+func SymbolicCatalog() *Catalog {
+	c := NewCatalog()
+	c.symbolic = true
+	return c
 }
 
 // AddModule registers a module: members by name (functions or values).
@@ -78,7 +88,8 @@ func (c *Catalog) AddType(name string, sample any) error {
 // the agent may use (for a module, those its whole ancestor chain allows).
 type Capability struct {
 	Ref     events.Capability
-	Members map[string]any // module: allowed members; fn: the function under its name; type: its reflect.Type
+	Chain   []events.Capability // the grants that limit it, root first
+	Members map[string]any      // module: allowed members; fn: the function under its name; type: its reflect.Type
 }
 
 // MemberNames returns the names of the usable members, sorted.
@@ -96,7 +107,10 @@ func (c *Catalog) resolve(e projector.Effective) (Capability, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	ref := e.Capability
-	out := Capability{Ref: ref, Members: map[string]any{}}
+	out := Capability{Ref: ref, Chain: e.Chain, Members: map[string]any{}}
+	if c.symbolic {
+		return out, nil
+	}
 	switch ref.Kind {
 	case events.KindModule:
 		m, ok := c.modules[ref.Name]

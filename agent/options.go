@@ -138,6 +138,9 @@ func WithLogger(l *slog.Logger) Option {
 // WithClock sets the clock that stamps events (tests).
 func WithClock(now func() time.Time) Option {
 	return func(c *config) error {
+		if now == nil {
+			return fmt.Errorf("WithClock: nil clock")
+		}
 		c.now = now
 		return nil
 	}

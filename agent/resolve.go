@@ -160,16 +160,16 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 // itself if this process registered it, else the target of a recorded
 // migration chain.
 func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Registry) (events.RootDef, bool, error) {
-	if def, ok := rt.RootDef(root); ok {
-		if reg.MigratedTo != "" {
-			return events.RootDef{}, false, fmt.Errorf("root %q (%.12s) migrated to %.12s at seq %d; resolve through the new root: %w",
-				def.Name, root, reg.MigratedTo, reg.MigratedSeq, ErrMigrated)
+	if reg.MigratedTo == "" {
+		if def, ok := rt.RootDef(root); ok {
+			return def, false, nil
 		}
-		return def, false, nil
 	}
 	if reg.Def == nil {
 		return events.RootDef{}, false, fmt.Errorf("root %.12s is not registered in this process and has no history in the stream: %w", root, ErrRootNotRegistered)
 	}
+	// A recorded migration governs even if this process also registers the
+	// old definition: refs resolve under the newest registered target.
 	cur := reg
 	for hop := 0; cur.MigratedTo != "" && hop < maxMigrationHops; hop++ {
 		if def, ok := rt.RootDef(cur.MigratedTo); ok {
@@ -180,6 +180,10 @@ func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Regi
 			return events.RootDef{}, false, err
 		}
 		cur = next
+	}
+	if reg.MigratedTo != "" {
+		return events.RootDef{}, false, fmt.Errorf("root %q (%.12s) migrated to %.12s at seq %d, which this process does not register: %w",
+			reg.Def.Name, root, reg.MigratedTo, reg.MigratedSeq, ErrMigrated)
 	}
 	rt.mu.Lock()
 	var same []string

@@ -65,6 +65,7 @@ type rootState struct {
 	resolved map[string]*Task // resolution cache, valid for reg.Seq == cachedAt
 	cachedAt uint64
 	restored *snapshot.Header // the snapshot the registry was first restored from
+	snapTime time.Time        // of the newest snapshot taken or loaded
 }
 
 // Open starts a runtime. With no NATS URL it starts an embedded JetStream
@@ -222,7 +223,7 @@ func (rt *Runtime) catchUp(ctx context.Context, root string, st *rootState) erro
 		}
 		st.reg = res.Registry
 		if res.From != nil {
-			st.snapAt, st.restored = res.From.Count, res.From
+			st.snapAt, st.restored, st.snapTime = res.From.Count, res.From, time.Unix(0, res.From.Time)
 		}
 	} else if err := snapshot.CatchUp(ctx, rt.log, st.reg, 0, nil); err != nil {
 		return err
@@ -244,13 +245,16 @@ func (rt *Runtime) snapshotLocked(ctx context.Context, st *rootState) error {
 	if err := rt.snaps.Put(ctx, h, body); err != nil {
 		return err
 	}
-	st.snapAt = st.reg.Count
+	st.snapAt, st.snapTime = st.reg.Count, time.Unix(0, h.Time)
 	rt.lg.Debug("snapshot taken", "root", h.Root, "seq", h.Seq, "bytes", h.Size)
 	return nil
 }
 
 // Snapshot takes a snapshot of a root's registry now and returns its header.
 func (rt *Runtime) Snapshot(ctx context.Context, root string) (snapshot.Header, error) {
+	if err := events.ValidateFingerprint(root); err != nil {
+		return snapshot.Header{}, fmt.Errorf("snapshot: %w", err)
+	}
 	if rt.snaps == nil {
 		return snapshot.Header{}, fmt.Errorf("snapshot root %s: this runtime has no snapshot store", root)
 	}
@@ -267,7 +271,7 @@ func (rt *Runtime) Snapshot(ctx context.Context, root string) (snapshot.Header, 
 	if err := rt.snaps.Put(ctx, h, body); err != nil {
 		return snapshot.Header{}, fmt.Errorf("snapshot root %s: %w", root, err)
 	}
-	st.snapAt = st.reg.Count
+	st.snapAt, st.snapTime = st.reg.Count, time.Unix(0, h.Time)
 	return h, nil
 }
 
@@ -363,10 +367,39 @@ func (rt *Runtime) write(ctx context.Context, root string, build func(*projector
 	}
 	// Fold what was just written (and anything before it) so a read in this
 	// process sees its own write.
+	nv := len(st.reg.Violations)
 	if err := rt.catchUp(ctx, root, st); err != nil {
 		return seq, err
 	}
+	// OCC covers only this agent's subject: a change on another subject (a
+	// parent's revoke or retirement) can land between the check above and
+	// the append, and the fold then refuses what was written. Say so.
+	for _, v := range st.reg.Violations[nv:] {
+		for _, e := range evs {
+			if v.EventID == e.ID {
+				return seq, fmt.Errorf("%s %s stored at seq %d but not applied, the registry changed after it was checked: %s: %w",
+					v.Type, v.EventID, v.Seq, v.Reason, notAppliedErr(v.Code))
+			}
+		}
+	}
 	return seq, nil
+}
+
+// notAppliedErr is the sentinel for a violation code of the runtime's own write.
+func notAppliedErr(code string) error {
+	switch code {
+	case projector.CodeEscalation:
+		return ErrEscalation
+	case projector.CodeRetired:
+		return ErrRetired
+	case projector.CodeExists:
+		return ErrExists
+	case projector.CodeMigrated:
+		return ErrMigrated
+	case projector.CodeUnknown:
+		return ErrNotFound
+	}
+	return ErrConflict
 }
 
 // Spec describes a dynamic agent to create.

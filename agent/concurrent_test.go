@@ -1,0 +1,73 @@
+package agent_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/natsstore"
+	"github.com/agentreg/agentreg/projector"
+)
+
+// hookLog runs before once, just before the next append: it lets another
+// process change the registry after the runtime checked a write and
+// before the write reaches the log.
+type hookLog struct {
+	*natsstore.Log
+	before func()
+}
+
+func (h *hookLog) Append(ctx context.Context, msgs []events.Message) (uint64, error) {
+	if f := h.before; f != nil {
+		h.before = nil
+		f()
+	}
+	return h.Log.Append(ctx, msgs)
+}
+
+// Optimistic concurrency guards the written agent's own subject only. When
+// another process revokes from or retires the parent between the check and
+// the append, the fold refuses the stored event; the write must report
+// that, not success.
+func TestConcurrentChangeBetweenCheckAndAppend(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	other, root := w.openRegistered()
+	tr := buildTree(t, other, root)
+
+	hl := &hookLog{Log: w.log()}
+	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rt.Close() })
+	_, err = rt.RegisterRoot(ctx, w.def)
+	require.NoError(t, err)
+
+	t.Run("GrantWhileParentLosesIt", func(t *testing.T) {
+		hl.before = func() { require.NoError(t, other.Revoke(ctx, tr.solver, events.KindModule, "math")) }
+		err := rt.Grant(ctx, tr.parser, mathCap("sin"))
+		require.ErrorIs(t, err, agent.ErrEscalation)
+		require.ErrorContains(t, err, "not applied")
+		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+			require.Empty(t, reg.Agents[tr.parser.Path].Capabilities)
+			return nil
+		}))
+		// Asked again, the refusal comes before anything is written.
+		seq := lastRootSeq(t, hl.Log, w.fp)
+		require.ErrorIs(t, rt.Grant(ctx, tr.parser, mathCap("sin")), agent.ErrEscalation)
+		require.Equal(t, seq, lastRootSeq(t, hl.Log, w.fp))
+	})
+
+	t.Run("CreateWhileParentRetired", func(t *testing.T) {
+		hl.before = func() { require.NoError(t, other.Retire(ctx, tr.solver, "replaced")) }
+		_, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "kid", Tasks: []events.TaskDef{solveTask()}})
+		require.ErrorIs(t, err, agent.ErrRetired)
+		require.ErrorContains(t, err, "math_solver/kid")
+		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+			require.NotContains(t, reg.Agents, "math_solver/kid")
+			return nil
+		}))
+	})
+}
