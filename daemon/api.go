@@ -1,0 +1,494 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
+)
+
+// The API: one NATS micro service, JSON in and out. Each endpoint's subject
+// is <prefix>.api.<name with '_' as '.'>, e.g. agentreg.api.agent.create.
+const (
+	epRootRegister  = "root_register"
+	epAgentCreate   = "agent_create"
+	epAgentGrant    = "agent_grant"
+	epAgentRevoke   = "agent_revoke"
+	epTaskDefine    = "task_define"
+	epAgentRetire   = "agent_retire"
+	epTaskResolve   = "task_resolve"
+	epAgentDescribe = "agent_describe"
+	epAgentList     = "agent_list"
+	epAgentLineage  = "agent_lineage"
+	epTaskInvoke    = "task_invoke"
+	epHealth        = "health"
+)
+
+// Request bodies. Unknown fields are refused with an error naming them.
+type (
+	// RegisterRootRequest registers a root from its recipe.
+	RegisterRootRequest struct {
+		Def   events.RootDef `json:"def"`
+		Actor string         `json:"actor,omitempty"`
+	}
+	// CreateRequest creates a dynamic agent under Parent ("" is the root).
+	CreateRequest struct {
+		Root         string              `json:"root"`
+		Parent       string              `json:"parent,omitempty"`
+		Name         string              `json:"name"`
+		Primer       string              `json:"primer,omitempty"`
+		Capabilities []events.Capability `json:"capabilities,omitempty"`
+		Tasks        []events.TaskDef    `json:"tasks,omitempty"`
+		Actor        string              `json:"actor,omitempty"`
+	}
+	// GrantRequest grants a capability.
+	GrantRequest struct {
+		Root       string            `json:"root"`
+		Path       string            `json:"path"`
+		Capability events.Capability `json:"capability"`
+		Actor      string            `json:"actor,omitempty"`
+	}
+	// RevokeRequest revokes a capability from an agent and its subtree.
+	RevokeRequest struct {
+		Root  string      `json:"root"`
+		Path  string      `json:"path"`
+		Kind  events.Kind `json:"kind"`
+		Name  string      `json:"name"`
+		Actor string      `json:"actor,omitempty"`
+	}
+	// DefineTaskRequest defines a task on an agent.
+	DefineTaskRequest struct {
+		Root  string         `json:"root"`
+		Path  string         `json:"path"`
+		Task  events.TaskDef `json:"task"`
+		Actor string         `json:"actor,omitempty"`
+	}
+	// RetireRequest retires an agent and its subtree.
+	RetireRequest struct {
+		Root   string `json:"root"`
+		Path   string `json:"path"`
+		Reason string `json:"reason,omitempty"`
+		Actor  string `json:"actor,omitempty"`
+	}
+	// ReadRequest names an agent (or a root) to read. MinSeq asks for a
+	// registry that includes the write that returned that sequence.
+	ReadRequest struct {
+		Root   string `json:"root"`
+		Path   string `json:"path,omitempty"`
+		MinSeq uint64 `json:"min_seq,omitempty"`
+	}
+	// ResolveRequest resolves a task ref (text form).
+	ResolveRequest struct {
+		Ref    string `json:"ref"`
+		MinSeq uint64 `json:"min_seq,omitempty"`
+	}
+	// InvokeRequest calls a task with arguments.
+	InvokeRequest struct {
+		Ref   string         `json:"ref"`
+		Args  map[string]any `json:"args,omitempty"`
+		Actor string         `json:"actor,omitempty"`
+	}
+)
+
+// Replies.
+type (
+	// WriteReply answers every write: what was written and the stream
+	// sequence the root's registry reached with it.
+	WriteReply struct {
+		Root string `json:"root"`
+		Path string `json:"path,omitempty"`
+		Ref  string `json:"ref,omitempty"`
+		Seq  uint64 `json:"seq"`
+	}
+	// CapabilityView is an effective capability with the chain that limits it.
+	CapabilityView struct {
+		Capability events.Capability   `json:"capability"`
+		Chain      []events.Capability `json:"chain"`
+	}
+	// AgentView describes an agent's recipe and lineage facts.
+	AgentView struct {
+		Root       string              `json:"root"`
+		Path       string              `json:"path"`
+		Primer     string              `json:"primer"`
+		Creator    string              `json:"creator"`
+		CreatedSeq uint64              `json:"created_seq"`
+		CreatedAt  time.Time           `json:"created_at"`
+		Retired    bool                `json:"retired"`
+		RetiredSeq uint64              `json:"retired_seq,omitempty"`
+		Granted    []events.Capability `json:"granted"`
+		Effective  []CapabilityView    `json:"effective"`
+		Tasks      []events.TaskDef    `json:"tasks"`
+		Seq        uint64              `json:"seq"`
+	}
+	// ResolveReply is what a task ref resolves to.
+	ResolveReply struct {
+		Ref          string           `json:"ref"`
+		RootName     string           `json:"root_name"`
+		Path         string           `json:"path"`
+		Primer       string           `json:"primer"`
+		Capabilities []CapabilityView `json:"capabilities"`
+		Task         events.TaskDef   `json:"task"`
+		Migrated     bool             `json:"migrated,omitempty"`
+		Seq          uint64           `json:"seq"`
+	}
+	// Step is one event in an agent's lineage.
+	Step struct {
+		Path  string    `json:"path"`
+		What  string    `json:"what"`
+		Seq   uint64    `json:"seq"`
+		Time  time.Time `json:"time"`
+		Actor string    `json:"actor"`
+	}
+	// LineageReply lists an agent's ancestors (root first) and descendants.
+	LineageReply struct {
+		Root        string `json:"root"`
+		Path        string `json:"path"`
+		Ancestors   []Step `json:"ancestors"`
+		Agent       []Step `json:"agent"`
+		Descendants []Step `json:"descendants"`
+		Seq         uint64 `json:"seq"`
+	}
+)
+
+// apiError is an error with the micro error code to answer with.
+type apiError struct {
+	code string
+	err  error
+}
+
+func (e *apiError) Error() string { return e.err.Error() }
+func (e *apiError) Unwrap() error { return e.err }
+
+func badRequest(format string, a ...any) error {
+	return &apiError{code: "400", err: fmt.Errorf(format, a...)}
+}
+
+// codeOf maps domain errors to micro error codes (HTTP-like).
+func codeOf(err error) string {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae.code
+	case errors.Is(err, events.ErrInvalidName), errors.Is(err, events.ErrMalformed), errors.Is(err, agent.ErrInvalidArgs):
+		return "400"
+	case errors.Is(err, events.ErrEscalation):
+		return "403"
+	case errors.Is(err, events.ErrNotFound), errors.Is(err, agent.ErrRootNotRegistered):
+		return "404"
+	case errors.Is(err, events.ErrExists), errors.Is(err, events.ErrConflict):
+		return "409"
+	case errors.Is(err, events.ErrRetired), errors.Is(err, events.ErrMigrated), errors.Is(err, agent.ErrRootChanged):
+		return "410"
+	case errors.Is(err, agent.ErrUnknownCapability), errors.Is(err, agent.ErrNoExecutor):
+		return "501"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "504"
+	}
+	return "500"
+}
+
+// decode parses a request body strictly: one JSON object, no unknown field.
+func decode(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return badRequest("empty request: send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return badRequest("malformed JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			return badRequest("field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return badRequest("%s is not a field of this request", strings.TrimPrefix(err.Error(), "json: "))
+		}
+		return badRequest("malformed JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// handle wraps an endpoint: decode, run with a deadline, reply JSON or a
+// micro error, record latency.
+func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any, error)) micro.HandlerFunc {
+	return func(r micro.Request) {
+		start := time.Now()
+		var req Req
+		var out any
+		err := decode(r.Data(), &req)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
+			out, err = fn(ctx, &req)
+			cancel()
+		}
+		code := "200"
+		if err != nil {
+			code = codeOf(err)
+			d.log.Debug("request failed", keyEndpoint, name, keyCode, code, keyErr, err)
+			_ = r.Error(code, err.Error(), nil)
+		} else if rerr := r.RespondJSON(out); rerr != nil {
+			d.log.Warn("reply failed", keyEndpoint, name, keyErr, rerr)
+		}
+		d.metrics.request(name, code, time.Since(start))
+	}
+}
+
+func (d *Daemon) actorCtx(ctx context.Context, actor string) context.Context {
+	if actor == "" {
+		actor = "agentd-client"
+	}
+	return agent.WithActor(ctx, actor)
+}
+
+// written reads the sequence the root's registry reached after a write.
+func (d *Daemon) written(ctx context.Context, root, path, ref string) (*WriteReply, error) {
+	_, seq, err := d.rt.StateHash(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	return &WriteReply{Root: root, Path: path, Ref: ref, Seq: seq}, nil
+}
+
+func (d *Daemon) registerRoot(ctx context.Context, req *RegisterRootRequest) (any, error) {
+	ref, err := d.rt.RegisterRoot(d.actorCtx(ctx, req.Actor), req.Def)
+	if err != nil {
+		return nil, err
+	}
+	return d.written(ctx, ref.Root, "", "")
+}
+
+func (d *Daemon) create(ctx context.Context, req *CreateRequest) (any, error) {
+	if req.Parent != "" {
+		if err := events.ValidatePath(req.Parent); err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
+		}
+	}
+	child, err := d.rt.Create(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Parent},
+		agent.Spec{Name: req.Name, Primer: req.Primer, Capabilities: req.Capabilities, Tasks: req.Tasks})
+	if err != nil {
+		return nil, err
+	}
+	return d.written(ctx, child.Root, child.Path, "")
+}
+
+func (d *Daemon) grant(ctx context.Context, req *GrantRequest) (any, error) {
+	if err := d.rt.Grant(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Capability); err != nil {
+		return nil, err
+	}
+	return d.written(ctx, req.Root, req.Path, "")
+}
+
+func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
+	if err := d.rt.Revoke(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Kind, req.Name); err != nil {
+		return nil, err
+	}
+	return d.written(ctx, req.Root, req.Path, "")
+}
+
+func (d *Daemon) defineTask(ctx context.Context, req *DefineTaskRequest) (any, error) {
+	ref, err := d.rt.DefineTask(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Task)
+	if err != nil {
+		return nil, err
+	}
+	return d.written(ctx, req.Root, req.Path, ref.String())
+}
+
+func (d *Daemon) retire(ctx context.Context, req *RetireRequest) (any, error) {
+	if err := d.rt.Retire(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Reason); err != nil {
+		return nil, err
+	}
+	return d.written(ctx, req.Root, req.Path, "")
+}
+
+func effectiveViews(eff []projector.Effective) []CapabilityView {
+	out := make([]CapabilityView, 0, len(eff))
+	for _, e := range eff {
+		out = append(out, CapabilityView{Capability: e.Capability, Chain: e.Chain})
+	}
+	return out
+}
+
+func (d *Daemon) resolve(ctx context.Context, req *ResolveRequest) (any, error) {
+	ref, err := agent.ParseTaskRef(req.Ref)
+	if err != nil {
+		return nil, err
+	}
+	t, err := d.rt.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	out := &ResolveReply{Ref: ref.String(), RootName: t.RootName, Path: ref.Path, Primer: t.Primer, Task: t.Def, Migrated: t.Migrated, Seq: t.Seq}
+	for _, c := range t.Capabilities {
+		out.Capabilities = append(out.Capabilities, CapabilityView{Capability: c.Ref, Chain: c.Chain})
+	}
+	if out.Capabilities == nil {
+		out.Capabilities = []CapabilityView{}
+	}
+	return out, nil
+}
+
+func (d *Daemon) checkRead(req *ReadRequest, needPath bool) error {
+	if err := events.ValidateFingerprint(req.Root); err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
+	if req.Path != "" || needPath {
+		if err := events.ValidatePath(req.Path); err != nil {
+			return fmt.Errorf("path: %w", err)
+		}
+	}
+	return nil
+}
+
+// view runs fn on a root's registry caught up to at least req.MinSeq. The
+// runtime catches a root up to the newest message of its subjects on every
+// read, so a write acknowledged before the read is always included.
+func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.Registry) (any, error)) (any, error) {
+	var out any
+	err := d.rt.View(ctx, req.Root, func(reg *projector.Registry) error {
+		if reg.Def == nil {
+			return fmt.Errorf("root %.12s has no history: %w", req.Root, events.ErrNotFound)
+		}
+		var err error
+		out, err = fn(reg)
+		return err
+	})
+	return out, err
+}
+
+func agentView(reg *projector.Registry, a *projector.Agent) (*AgentView, error) {
+	v := &AgentView{Root: reg.Root, Path: a.Path, Primer: a.Primer, Creator: a.Creator, CreatedSeq: a.CreatedSeq,
+		CreatedAt: time.Unix(0, a.CreatedAt).UTC(), Retired: a.Retired, RetiredSeq: a.RetiredSeq,
+		Granted: []events.Capability{}, Tasks: []events.TaskDef{}, Seq: reg.Seq}
+	for _, k := range sortedKeys(a.Capabilities) {
+		v.Granted = append(v.Granted, a.Capabilities[k].Capability)
+	}
+	for _, k := range sortedKeys(a.Tasks) {
+		v.Tasks = append(v.Tasks, a.Tasks[k])
+	}
+	eff, err := reg.Effective(a.Path)
+	if err != nil {
+		return nil, err
+	}
+	v.Effective = effectiveViews(eff)
+	return v, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (d *Daemon) describe(ctx context.Context, req *ReadRequest) (any, error) {
+	if err := d.checkRead(req, true); err != nil {
+		return nil, err
+	}
+	return d.view(ctx, req, func(reg *projector.Registry) (any, error) {
+		a, err := reg.Agent(req.Path)
+		if err != nil {
+			return nil, err
+		}
+		return agentView(reg, a)
+	})
+}
+
+func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
+	if err := d.checkRead(req, false); err != nil {
+		return nil, err
+	}
+	return d.view(ctx, req, func(reg *projector.Registry) (any, error) {
+		out := []*AgentView{}
+		for _, p := range reg.Paths() {
+			if req.Path != "" && p != req.Path && !events.IsDescendant(p, req.Path) {
+				continue
+			}
+			v, err := agentView(reg, reg.Agents[p])
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return map[string]any{"root": reg.Root, "name": reg.Def.Name, "agents": out, "seq": reg.Seq, "violations": len(reg.Violations)}, nil
+	})
+}
+
+// steps are an agent's lineage facts kept in the registry: creation, each
+// grant it still holds, retirement.
+func steps(a *projector.Agent) []Step {
+	out := []Step{{Path: a.Path, What: "created", Seq: a.CreatedSeq, Time: time.Unix(0, a.CreatedAt).UTC(), Actor: a.Creator}}
+	for _, k := range sortedKeys(a.Capabilities) {
+		g := a.Capabilities[k]
+		out = append(out, Step{Path: a.Path, What: "granted " + string(g.Capability.Kind) + " " + g.Capability.Name, Seq: g.Seq, Time: time.Unix(0, g.Time).UTC(), Actor: g.Actor})
+	}
+	if a.Retired {
+		out = append(out, Step{Path: a.Path, What: "retired", Seq: a.RetiredSeq, Actor: a.RetiredBy})
+	}
+	slices.SortStableFunc(out, func(x, y Step) int { return int(x.Seq) - int(y.Seq) })
+	return out
+}
+
+func (d *Daemon) lineage(ctx context.Context, req *ReadRequest) (any, error) {
+	if err := d.checkRead(req, true); err != nil {
+		return nil, err
+	}
+	return d.view(ctx, req, func(reg *projector.Registry) (any, error) {
+		a, err := reg.Agent(req.Path)
+		if err != nil {
+			return nil, err
+		}
+		out := &LineageReply{Root: reg.Root, Path: req.Path, Agent: steps(a), Ancestors: []Step{}, Descendants: []Step{}, Seq: reg.Seq}
+		out.Ancestors = append(out.Ancestors, Step{Path: "", What: "root " + reg.Def.Name + " registered", Seq: reg.RootSeq, Time: time.Unix(0, reg.RootTime).UTC(), Actor: reg.RootActor})
+		for _, p := range events.Ancestors(req.Path) {
+			out.Ancestors = append(out.Ancestors, steps(reg.Agents[p])...)
+		}
+		for _, p := range reg.Descendants(req.Path) {
+			out.Descendants = append(out.Descendants, steps(reg.Agents[p])...)
+		}
+		return out, nil
+	})
+}
+
+func (d *Daemon) invoke(ctx context.Context, req *InvokeRequest) (any, error) {
+	ref, err := agent.ParseTaskRef(req.Ref)
+	if err != nil {
+		return nil, err
+	}
+	t, err := d.rt.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	res, err := t.Call(d.actorCtx(ctx, req.Actor), req.Args)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"ref": ref.String(), "result": res}, nil
+}
+
+type healthReq struct{}
+
+func (d *Daemon) health(ctx context.Context, _ *healthReq) (any, error) {
+	last, err := d.store.LastSeq(ctx, []string{d.cfg.Stream.Prefix + ".>"})
+	if err != nil {
+		return nil, &apiError{code: "503", err: fmt.Errorf("stream not reachable: %w", err)}
+	}
+	return map[string]any{"status": "ok", "stream": d.store.Config().Stream, "last_seq": last, "followed_seq": d.followed.Load()}, nil
+}

@@ -1,0 +1,367 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/natsstore"
+)
+
+// Log keys, in one place.
+const (
+	keyEndpoint = "endpoint"
+	keyCode     = "code"
+	keyErr      = "err"
+	keyRoot     = "root"
+	keyURL      = "url"
+	keyDir      = "data"
+)
+
+// Version is the API version the micro service announces.
+const Version = "1.0.0"
+
+// Config configures a daemon. The zero value of each field takes the
+// default shown.
+type Config struct {
+	// Embedded server (used when Conn.URL is empty).
+	DataDir    string // default "./data"
+	Host       string // default 127.0.0.1
+	Port       int    // default 4222; -1 picks a free port
+	NATSConfig string // a nats-server configuration file (cluster routes, accounts, TLS, auth)
+
+	Conn   natsstore.ConnectOptions // an external server or cluster: Conn.URL set
+	Stream natsstore.Config         // stream and bucket names, replicas, limits
+
+	HTTPAddr       string         // /healthz and /metrics; "" serves no HTTP
+	Catalog        *agent.Catalog // nil: capabilities stay symbolic (recipes only)
+	Executor       agent.Executor // non-nil serves the task_invoke endpoint
+	SnapshotEvery  uint64         // default 1000
+	RequestTimeout time.Duration  // default 10s
+	Logger         *slog.Logger   // default slog.Default()
+}
+
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.Port == 0 {
+		c.Port = 4222
+	}
+	if c.Stream.Prefix == "" {
+		c.Stream.Prefix = "agentreg"
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = 1000
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Catalog == nil {
+		c.Catalog = agent.SymbolicCatalog()
+	}
+	return c
+}
+
+// Daemon owns the stream, keeps the registries of active roots hot by
+// following the stream, takes snapshots, and answers the API over NATS.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	emb     *natsstore.Embedded
+	nc      *nats.Conn
+	store   *natsstore.Log
+	rt      *agent.Runtime
+	svc     micro.Service
+	http    *http.Server
+	httpLn  net.Listener
+	metrics *metrics
+	wg      sync.WaitGroup
+	errc    chan error
+
+	followed atomic.Uint64 // last stream sequence the follower saw
+}
+
+// Start starts a daemon: the embedded server (or a connection), the stream
+// and buckets, the runtime with every root found in the log, the follower,
+// the API and the HTTP endpoints. Close stops it.
+func Start(ctx context.Context, cfg Config) (*Daemon, error) {
+	cfg = cfg.withDefaults()
+	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agentd"), metrics: newMetrics(), errc: make(chan error, 4)}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	var err error
+	if cfg.Conn.URL == "" {
+		d.emb, err = natsstore.StartEmbedded(natsstore.EmbeddedOptions{Dir: cfg.DataDir, Host: cfg.Host, Port: cfg.Port, ConfigFile: cfg.NATSConfig})
+		if err != nil {
+			return nil, err
+		}
+		d.nc, err = d.emb.Connect(nats.MaxReconnects(-1))
+	} else {
+		d.nc, err = cfg.Conn.Dial()
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.store, err = natsstore.OpenLog(ctx, d.nc, cfg.Stream)
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := natsstore.OpenSnapshots(ctx, d.store)
+	if err != nil {
+		return nil, err
+	}
+	opts := []agent.Option{agent.WithLog(d.store, snaps), agent.WithCatalog(cfg.Catalog), agent.WithLogger(cfg.Logger),
+		agent.WithSnapshotEvery(cfg.SnapshotEvery), agent.WithDefaultActor("agentd")}
+	if cfg.Executor != nil {
+		opts = append(opts, agent.WithExecutor(cfg.Executor))
+	}
+	d.rt, err = agent.Open(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.adoptRoots(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startFollower(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startService(); err != nil {
+		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		if err := d.startHTTP(); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return d, nil
+}
+
+// URL is where clients reach the daemon's NATS server.
+func (d *Daemon) URL() string {
+	if d.emb != nil {
+		return d.emb.URL()
+	}
+	return d.cfg.Conn.URL
+}
+
+// HTTPAddr is the address the HTTP endpoints listen on ("" if none).
+func (d *Daemon) HTTPAddr() string {
+	if d.httpLn == nil {
+		return ""
+	}
+	return d.httpLn.Addr().String()
+}
+
+// Runtime is the daemon's runtime, for programs that embed the daemon.
+func (d *Daemon) Runtime() *agent.Runtime { return d.rt }
+
+// Err reports a fatal error of a background part (follower, HTTP server).
+func (d *Daemon) Err() <-chan error { return d.errc }
+
+// adoptRoots registers every root whose definition is in the log, so refs
+// made through any process resolve here, and loads their registries.
+func (d *Daemon) adoptRoots(ctx context.Context) error {
+	subjects, err := d.store.Subjects(ctx, d.cfg.Stream.Prefix+".*")
+	if err != nil {
+		return err
+	}
+	stop := errors.New("stop")
+	for _, subj := range subjects {
+		var def *events.RootDef
+		_, err := d.store.ReadSubjects(ctx, []string{subj}, 1, func(r events.Record) error {
+			if e, err := events.Decode(r.Data); err == nil && e.Type == events.RootRegistered {
+				def = &e.Registered.Def
+				return stop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, stop) {
+			return fmt.Errorf("adopt roots: read %s: %w", subj, err)
+		}
+		if def == nil {
+			d.log.Warn("subject holds no root definition; skipped", "subject", subj)
+			continue
+		}
+		ref, err := d.rt.RegisterRoot(ctx, *def)
+		if err != nil {
+			d.log.Warn("root in the log cannot be served", keyRoot, subj, keyErr, err)
+			continue
+		}
+		if _, _, err := d.rt.StateHash(ctx, ref.Root); err != nil {
+			return fmt.Errorf("load root %s: %w", ref.Root, err)
+		}
+		d.log.Debug("root adopted", keyRoot, ref.Root, "name", def.Name)
+	}
+	return nil
+}
+
+// startFollower follows the stream from its current end: each new message
+// of a loaded root is folded at once, so reads find the registry hot.
+func (d *Daemon) startFollower(ctx context.Context) error {
+	js := d.store.JetStream()
+	last, err := d.store.LastSeq(ctx, []string{d.cfg.Stream.Prefix + ".>"})
+	if err != nil {
+		return err
+	}
+	d.followed.Store(last)
+	cons, err := js.OrderedConsumer(ctx, d.store.Config().Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{d.cfg.Stream.Prefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    last + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("follow stream: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		d.followed.Store(meta.Sequence.Stream)
+		d.metrics.eventsSeen.Inc()
+		d.metrics.lag.Set(float64(meta.NumPending))
+		root, _, err := events.ParseSubject(d.cfg.Stream.Prefix, m.Subject())
+		if err != nil || events.ValidateFingerprint(root) != nil {
+			return
+		}
+		if e, err := events.Decode(m.Data()); err == nil && e.Type == events.RootRegistered {
+			if _, err := d.rt.RegisterRoot(d.ctx, e.Registered.Def); err != nil {
+				d.log.Warn("new root cannot be served", keyRoot, root, keyErr, err)
+			}
+		}
+		if err := d.rt.RefreshLoaded(d.ctx, root); err != nil && d.ctx.Err() == nil {
+			d.log.Warn("fold failed", keyRoot, root, keyErr, err)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("follow stream: %w", err)
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		<-d.ctx.Done()
+		cc.Stop()
+	}()
+	return nil
+}
+
+func (d *Daemon) startService() error {
+	svc, err := micro.AddService(d.nc, micro.Config{
+		Name:        "agentreg",
+		Version:     Version,
+		Description: "agentreg registry daemon: durable dynamic agents",
+		QueueGroup:  "agentreg",
+	})
+	if err != nil {
+		return fmt.Errorf("start API service: %w", err)
+	}
+	d.svc = svc
+	g := svc.AddGroup(d.cfg.Stream.Prefix + ".api")
+	add := func(name, subject string, h micro.Handler, desc string) error {
+		return g.AddEndpoint(name, h, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(map[string]string{"description": desc}))
+	}
+	eps := []struct {
+		name, subject, desc string
+		h                   micro.Handler
+	}{
+		{epRootRegister, "root.register", "register a root from its recipe: {def}", handle(d, epRootRegister, d.registerRoot)},
+		{epAgentCreate, "agent.create", "create an agent: {root, parent, name, primer, capabilities, tasks, actor}", handle(d, epAgentCreate, d.create)},
+		{epAgentGrant, "agent.grant", "grant a capability: {root, path, capability, actor}", handle(d, epAgentGrant, d.grant)},
+		{epAgentRevoke, "agent.revoke", "revoke a capability from an agent and its subtree: {root, path, kind, name, actor}", handle(d, epAgentRevoke, d.revoke)},
+		{epTaskDefine, "task.define", "define a task: {root, path, task, actor}", handle(d, epTaskDefine, d.defineTask)},
+		{epAgentRetire, "agent.retire", "retire an agent and its subtree: {root, path, reason, actor}", handle(d, epAgentRetire, d.retire)},
+		{epTaskResolve, "task.resolve", "resolve a task ref: {ref, min_seq}", handle(d, epTaskResolve, d.resolve)},
+		{epAgentDescribe, "agent.describe", "describe an agent: {root, path, min_seq}", handle(d, epAgentDescribe, d.describe)},
+		{epAgentList, "agent.list", "list a root's agents: {root, path?, min_seq}", handle(d, epAgentList, d.list)},
+		{epAgentLineage, "agent.lineage", "ancestors and descendants with actor and time: {root, path, min_seq}", handle(d, epAgentLineage, d.lineage)},
+		{epHealth, "health", "readiness: the stream is reachable", handle(d, epHealth, d.health)},
+	}
+	if d.cfg.Executor != nil {
+		eps = append(eps, struct {
+			name, subject, desc string
+			h                   micro.Handler
+		}{epTaskInvoke, "task.invoke", "call a task: {ref, args, actor}", handle(d, epTaskInvoke, d.invoke)})
+	}
+	for _, ep := range eps {
+		if err := add(ep.name, ep.subject, ep.h, ep.desc); err != nil {
+			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
+		}
+	}
+	return nil
+}
+
+// Close stops taking requests, lets in-flight ones finish, stops the
+// follower, drains the connection and shuts the embedded server down.
+func (d *Daemon) Close() error {
+	if d.svc != nil {
+		_ = d.svc.Stop() // unsubscribes; handlers already running finish
+	}
+	if d.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = d.http.Shutdown(ctx)
+		cancel()
+	}
+	d.cancel()
+	d.wg.Wait()
+	if d.nc != nil {
+		if err := d.nc.Drain(); err == nil {
+			deadline := time.Now().Add(5 * time.Second)
+			for !d.nc.IsClosed() && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		d.nc.Close()
+	}
+	if d.emb != nil {
+		return d.emb.Close()
+	}
+	return nil
+}
+
+// Run starts a daemon, prints where it listens and stores, and serves
+// until ctx ends (SIGINT/SIGTERM in agentd) or a background part fails.
+func Run(ctx context.Context, cfg Config, ready func(*Daemon)) error {
+	d, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(d)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-d.errc:
+	}
+	if err := d.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
