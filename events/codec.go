@@ -9,7 +9,8 @@ import (
 )
 
 // Encode returns the wire form of an event: a msgpack map with the field
-// names of the struct tags, keys in the struct's order, empty bodies left out.
+// names of the struct tags, keys in the struct's order, empty bodies left
+// out, every integer in its shortest msgpack form.
 func Encode(e *Event) ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, fmt.Errorf("encode event: %w", err)
@@ -17,6 +18,7 @@ func Encode(e *Event) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := msgpack.NewEncoder(&buf)
 	enc.SetSortMapKeys(true)
+	enc.UseCompactInts(true)
 	if err := enc.Encode(e); err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}

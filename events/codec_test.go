@@ -398,3 +398,18 @@ func TestDecodeBounded(t *testing.T) {
 		assert.Error(t, err)
 	})
 }
+
+// TestVersionDoesNotWrap: a schema version beyond any small integer type is
+// refused as a future version, not truncated into a known one.
+func TestVersionDoesNotWrap(t *testing.T) {
+	e := *goldenEvents()["AgentRetired"]
+	e.Version = 65537 // 1 modulo 2^16
+	raw, err := msgpack.Marshal(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = events.Decode(raw)
+	if !errors.Is(err, events.ErrFutureVersion) {
+		t.Fatalf("Decode(version 65537) = %v, want ErrFutureVersion", err)
+	}
+}

@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the newest event schema this code writes and reads.
 // An event with a higher version is not applied (see projector).
-const SchemaVersion uint16 = 1
+const SchemaVersion uint64 = 1
 
 // Type names an event. The value is what goes on the wire and into the
 // Agentreg-Type header.
@@ -79,7 +79,7 @@ var (
 type Event struct {
 	ID          string `msgpack:"id" json:"id"`     // ULID, also the Nats-Msg-Id
 	Type        Type   `msgpack:"type" json:"type"` // one of the Type constants
-	Version     uint16 `msgpack:"v" json:"v"`       // schema version
+	Version     uint64 `msgpack:"v" json:"v"`       // schema version; uint64 so that no wire value wraps
 	Root        string `msgpack:"root" json:"root"` // root fingerprint, 64 lowercase hex digits
 	Path        string `msgpack:"path" json:"path"` // agent path; "" for the root itself
 	Time        int64  `msgpack:"time" json:"time"` // Unix nanoseconds, set by the writer
