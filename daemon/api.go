@@ -19,7 +19,8 @@ import (
 )
 
 // The API: one NATS micro service, JSON in and out. Each endpoint's subject
-// is <prefix>.api.<name with '_' as '.'>, e.g. agentreg.api.agent.create.
+// is <api prefix>.<name with '_' as '.'>, e.g. agentd.agent.create. The API
+// prefix lies outside the stream's subjects, so requests are never stored.
 const (
 	epRootRegister  = "root_register"
 	epAgentCreate   = "agent_create"

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ type Config struct {
 	Conn   natsstore.ConnectOptions // an external server or cluster: Conn.URL set
 	Stream natsstore.Config         // stream and bucket names, replicas, limits
 
+	APIPrefix      string         // API subjects <APIPrefix>.<endpoint>; default "agentd"; must lie outside the stream's subjects
 	HTTPAddr       string         // /healthz and /metrics; "" serves no HTTP
 	Catalog        *agent.Catalog // nil: capabilities stay symbolic (recipes only)
 	Executor       agent.Executor // non-nil serves the task_invoke endpoint
@@ -65,6 +67,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Stream.Prefix == "" {
 		c.Stream.Prefix = "agentreg"
+	}
+	if c.APIPrefix == "" {
+		c.APIPrefix = "agentd"
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = 1000
@@ -107,6 +112,9 @@ type Daemon struct {
 // the API and the HTTP endpoints. Close stops it.
 func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
+	if cfg.APIPrefix == cfg.Stream.Prefix || strings.HasPrefix(cfg.APIPrefix, cfg.Stream.Prefix+".") {
+		return nil, fmt.Errorf("API prefix %q lies under the event prefix %q: the stream would capture API requests; pick another", cfg.APIPrefix, cfg.Stream.Prefix)
+	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agentd"), metrics: newMetrics(), errc: make(chan error, 4)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -178,6 +186,9 @@ func (d *Daemon) HTTPAddr() string {
 	}
 	return d.httpLn.Addr().String()
 }
+
+// APIPrefix is the subject prefix of the API.
+func (d *Daemon) APIPrefix() string { return d.cfg.APIPrefix }
 
 // Runtime is the daemon's runtime, for programs that embed the daemon.
 func (d *Daemon) Runtime() *agent.Runtime { return d.rt }
@@ -283,7 +294,7 @@ func (d *Daemon) startService() error {
 		return fmt.Errorf("start API service: %w", err)
 	}
 	d.svc = svc
-	g := svc.AddGroup(d.cfg.Stream.Prefix + ".api")
+	g := svc.AddGroup(d.cfg.APIPrefix)
 	add := func(name, subject string, h micro.Handler, desc string) error {
 		return g.AddEndpoint(name, h, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(map[string]string{"description": desc}))
 	}

@@ -259,12 +259,12 @@ func (r *Registry) checkGrant(path string, c events.Capability) error {
 			}
 		}
 		if len(denied) > 0 {
-			return fmt.Errorf("grant %s %q to %q: %s does not hold member(s) %s: %w",
-				c.Kind, c.Name, path, who, strings.Join(denied, ", "), events.ErrEscalation)
+			return fmt.Errorf("%s does not hold member(s) %s of %s %q: %w",
+				who, strings.Join(denied, ", "), c.Kind, c.Name, events.ErrEscalation)
 		}
 		return nil
 	}
-	return fmt.Errorf("grant %s %q to %q: %s does not hold it: %w", c.Kind, c.Name, path, who, events.ErrEscalation)
+	return fmt.Errorf("%s does not hold %s %q: %w", who, c.Kind, c.Name, events.ErrEscalation)
 }
 
 // liveAgent returns the agent at path if it exists and is not retired.

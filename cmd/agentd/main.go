@@ -1,0 +1,122 @@
+// Command agentd is the agentreg registry daemon: it owns the event stream,
+// keeps every active root's registry hot, takes snapshots, and answers a
+// NATS micro service API (agentd.*). With no flags it runs an
+// embedded NATS server with JetStream on 127.0.0.1:4222, storing in ./data.
+//
+// agentd is a thin main over package daemon, which a service imports to
+// run the daemon with its own catalog and executor.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/agentreg/agentreg/daemon"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "agentd:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+// Run parses flags, starts the daemon and serves until ctx ends.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg daemon.Config
+	fs := flag.NewFlagSet("agentd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: agentd [flags]\n\nRuns the agentreg registry daemon. With no flags: an embedded NATS server on 127.0.0.1:4222, data in ./data.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.DataDir, "data", env("AGENTD_DATA", "./data"), "data directory of the embedded server (env AGENTD_DATA)")
+	fs.StringVar(&cfg.Host, "host", env("AGENTD_HOST", "127.0.0.1"), "embedded server: listen host (env AGENTD_HOST)")
+	fs.IntVar(&cfg.Port, "port", envInt("AGENTD_PORT", 4222), "embedded server: client port, -1 for a free one (env AGENTD_PORT)")
+	fs.StringVar(&cfg.NATSConfig, "nats-config", env("AGENTD_NATS_CONFIG", ""), "embedded server: a nats-server configuration file (cluster, accounts, TLS, auth)")
+	fs.StringVar(&cfg.Conn.URL, "nats-url", os.Getenv("NATS_URL"), "connect to this NATS server or cluster instead of embedding one (env NATS_URL)")
+	fs.StringVar(&cfg.Conn.CredsFile, "creds", os.Getenv("NATS_CREDS"), "external server: .creds file (env NATS_CREDS)")
+	fs.StringVar(&cfg.Conn.User, "user", os.Getenv("NATS_USER"), "external server: user (env NATS_USER)")
+	fs.StringVar(&cfg.Conn.Password, "password", os.Getenv("NATS_PASSWORD"), "external server: password (env NATS_PASSWORD)")
+	fs.StringVar(&cfg.Conn.Token, "token", os.Getenv("NATS_TOKEN"), "external server: token (env NATS_TOKEN)")
+	fs.StringVar(&cfg.Conn.NKeySeed, "nkey", os.Getenv("NATS_NKEY"), "external server: file holding an nkey seed (env NATS_NKEY)")
+	fs.StringVar(&cfg.Conn.TLSCA, "tls-ca", os.Getenv("NATS_CA"), "external server: CA certificate (env NATS_CA)")
+	fs.StringVar(&cfg.Conn.TLSCert, "tls-cert", os.Getenv("NATS_CERT"), "external server: client certificate (env NATS_CERT)")
+	fs.StringVar(&cfg.Conn.TLSKey, "tls-key", os.Getenv("NATS_KEY"), "external server: client key (env NATS_KEY)")
+	fs.IntVar(&cfg.Stream.Replicas, "replicas", envInt("AGENTD_REPLICAS", 1), "stream and bucket replicas: 3 on a cluster (env AGENTD_REPLICAS)")
+	fs.StringVar(&cfg.Stream.Stream, "stream", "AGENTREG", "stream name")
+	fs.StringVar(&cfg.Stream.Prefix, "prefix", "agentreg", "subject prefix of events and of the API")
+	fs.StringVar(&cfg.APIPrefix, "api-prefix", "agentd", "subject prefix of the API (outside the event prefix)")
+	fs.StringVar(&cfg.HTTPAddr, "http", env("AGENTD_HTTP", ""), "serve /healthz and /metrics on this address, e.g. 127.0.0.1:8222 (env AGENTD_HTTP)")
+	snapEvery := fs.Uint64("snapshot-every", 1000, "take a snapshot of a root after this many of its events")
+	logFormat := fs.String("log-format", env("AGENTD_LOG_FORMAT", "text"), "text or json (env AGENTD_LOG_FORMAT)")
+	logLevel := fs.String("log-level", env("AGENTD_LOG_LEVEL", "info"), "debug, info, warn or error (env AGENTD_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%v\nhint: run 'agentd --help': %w", err, errUsage)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q\nhint: run 'agentd --help': %w", fs.Arg(0), errUsage)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error: %w", *logLevel, errUsage)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch *logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, hopts))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, hopts))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json: %w", *logFormat, errUsage)
+	}
+	if cfg.Stream.Replicas < 1 || cfg.Stream.Replicas > 5 {
+		return fmt.Errorf("--replicas %d: want 1..5: %w", cfg.Stream.Replicas, errUsage)
+	}
+	cfg.SnapshotEvery = *snapEvery
+	return daemon.Run(ctx, cfg, func(d *daemon.Daemon) {
+		where := "embedded NATS at " + d.URL() + ", data in " + cfg.DataDir
+		if cfg.Conn.URL != "" {
+			where = "NATS at " + cfg.Conn.URL + " (external)"
+		}
+		if a := d.HTTPAddr(); a != "" {
+			where += ", HTTP on " + a
+		}
+		fmt.Fprintf(stdout, "agentd: serving %s.* on %s\n", d.APIPrefix(), where)
+	})
+}
