@@ -20,6 +20,7 @@ type config struct {
 	executor  Executor
 	actor     string
 	snapEvery uint64
+	maxRoots  int
 	logger    *slog.Logger
 	now       clock
 	log       Log
@@ -120,6 +121,19 @@ func WithDefaultActor(principal string) Option {
 func WithSnapshotEvery(n uint64) Option {
 	return func(c *config) error {
 		c.snapEvery = n
+		return nil
+	}
+}
+
+// WithMaxLoadedRoots bounds how many roots' registries stay in memory;
+// the least recently used beyond n are dropped and reloaded (snapshot plus
+// tail) when next used. 0, the default, keeps every registry loaded.
+func WithMaxLoadedRoots(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("WithMaxLoadedRoots: %d is negative", n)
+		}
+		c.maxRoots = n
 		return nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -54,6 +55,7 @@ type Runtime struct {
 	closer func()
 
 	mu    sync.Mutex
+	tick  uint64                    // use counter for eviction
 	roots map[string]events.RootDef // registered in code, by fingerprint
 	state map[string]*rootState     // projected registries, by fingerprint
 }
@@ -66,6 +68,7 @@ type rootState struct {
 	cachedAt uint64
 	restored *snapshot.Header // the snapshot the registry was first restored from
 	snapTime time.Time        // of the newest snapshot taken or loaded
+	used     atomic.Uint64    // rt.tick at the last use, for eviction
 }
 
 // Open starts a runtime. With no NATS URL it starts an embedded JetStream
@@ -204,12 +207,40 @@ func (rt *Runtime) RegisterRoot(ctx context.Context, def events.RootDef) (AgentR
 func (rt *Runtime) stateOf(root string) *rootState {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	rt.tick++
 	st := rt.state[root]
 	if st == nil {
 		st = &rootState{}
+		st.used.Store(rt.tick)
 		rt.state[root] = st
+		rt.evictLocked()
 	}
+	st.used.Store(rt.tick)
 	return st
+}
+
+// evictLocked drops the least recently used registries beyond the bound
+// (WithMaxLoadedRoots). A dropped root is read again from its newest
+// snapshot when next used. rt.mu must be held.
+func (rt *Runtime) evictLocked() {
+	if rt.cfg.maxRoots <= 0 {
+		return
+	}
+	for len(rt.state) > rt.cfg.maxRoots {
+		var victim string
+		var oldest uint64
+		for root, st := range rt.state {
+			if u := st.used.Load(); victim == "" || u < oldest {
+				victim, oldest = root, u
+			}
+		}
+		st := rt.state[victim]
+		if !st.mu.TryLock() {
+			return // in use: try again on the next load
+		}
+		delete(rt.state, victim)
+		st.mu.Unlock()
+	}
 }
 
 // catchUp brings st.reg up to the newest event of its root: the first time
