@@ -75,9 +75,12 @@ func (t *Task) Call(ctx context.Context, args map[string]any) (any, error) {
 const maxMigrationHops = 16
 
 // Resolve turns a task ref into a callable task: the root from this
-// process's registry of roots, the root's registry from snapshot plus tail,
-// and the agent rebuilt from its recipe. Resolution is cached per root and
-// the cache follows new events of that root.
+// process's registry of roots, then the agent rebuilt from its recipe. For
+// a root whose registry this process has loaded (it wrote to it, or viewed
+// it), the registry is caught up first and resolution is cached until the
+// root's next event; for any other root only the ref's ancestor chain is
+// read (a few literal subjects), so a cold resolve costs the same however
+// long the stream has grown.
 //
 // A ref whose root this process did not register resolves only if the log
 // records a migration (RootMigrated) from that root to one registered here;
@@ -90,6 +93,19 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	st := rt.stateOf(ref.Root)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.reg == nil {
+		// Cold root: fold only the ref's ancestor chain, so the cost follows
+		// the chain and not the stream or the root's size.
+		reg, err := rt.chainRegistry(ctx, ref.Root, ref.Path)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", ref, err)
+		}
+		t, err := rt.resolveLocked(ctx, ref, reg)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", ref, err)
+		}
+		return t, nil
+	}
 	if err := rt.catchUp(ctx, ref.Root, st); err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}

@@ -39,6 +39,9 @@ var (
 type Log interface {
 	Append(ctx context.Context, msgs []events.Message) (uint64, error)
 	ReadRoot(ctx context.Context, root string, from uint64, fn func(events.Record) error) (uint64, error)
+	// ReadLiteral reads every message of a few literal subjects, in
+	// stream order.
+	ReadLiteral(ctx context.Context, subjects []string, fn func(events.Record) error) error
 }
 
 // Runtime is the handle services embed: it registers roots, writes dynamic
@@ -46,8 +49,9 @@ type Log interface {
 // writes to one root are serialised in the process, and across processes
 // by optimistic concurrency on each agent's subject.
 type Runtime struct {
-	cfg   config
-	log   Log
+	cfg    config
+	prefix string // subject prefix of the log
+	log    Log
 	snaps snapshot.Store
 	lg    *slog.Logger
 
@@ -88,8 +92,12 @@ func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 	}
 	rt := &Runtime{cfg: cfg, lg: cfg.logger.With("component", "agent"),
 		roots: map[string]events.RootDef{}, state: map[string]*rootState{}}
+	rt.prefix = cfg.store.Prefix
 	if cfg.log != nil {
 		rt.log, rt.snaps, rt.closer = cfg.log, cfg.snaps, func() {}
+		if p, ok := cfg.log.(interface{ Config() natsstore.Config }); ok {
+			rt.prefix = p.Config().Prefix
+		}
 		return rt, nil
 	}
 	var closers []func()
@@ -179,6 +187,13 @@ func (rt *Runtime) RegisterRoot(ctx context.Context, def events.RootDef) (AgentR
 	rt.roots[fp] = def
 	rt.mu.Unlock()
 	ref := AgentRef{Root: fp}
+	// Registered before (the usual case at start-up): one read of the root's
+	// own subject, without loading its registry.
+	if ok, err := rt.rootRecorded(ctx, fp); err != nil {
+		return AgentRef{}, fmt.Errorf("register root %q: %w", def.Name, err)
+	} else if ok {
+		return ref, nil
+	}
 	_, err := rt.write(ctx, fp, func(reg *projector.Registry) ([]*events.Event, error) {
 		if reg.Def != nil {
 			return nil, nil // registered before: idempotent
@@ -202,6 +217,37 @@ func (rt *Runtime) RegisterRoot(ctx context.Context, def events.RootDef) (AgentR
 		return AgentRef{}, fmt.Errorf("register root %q: %w", def.Name, err)
 	}
 	return ref, nil
+}
+
+// rootRecorded reports whether the root's subject holds its RootRegistered.
+func (rt *Runtime) rootRecorded(ctx context.Context, root string) (bool, error) {
+	found := false
+	err := rt.log.ReadLiteral(ctx, []string{events.Subject(rt.prefix, root, "")}, func(r events.Record) error {
+		if e, err := events.Decode(r.Data); err == nil && e.Type == events.RootRegistered && e.Root == root &&
+			e.Prev == "" && e.Registered.Def.Fingerprint() == root {
+			found = true
+		}
+		return nil
+	})
+	return found, err
+}
+
+// chainRegistry folds only the events of an agent's ancestor chain (the
+// root's subject, each ancestor's, the agent's own): everything that
+// decides the agent's recipe and effective capabilities, read from a few
+// literal subjects however long the stream and however large the root.
+func (rt *Runtime) chainRegistry(ctx context.Context, root, path string) (*projector.Registry, error) {
+	subjects := []string{events.Subject(rt.prefix, root, "")}
+	if path != "" {
+		for _, p := range append(events.Ancestors(path), path) {
+			subjects = append(subjects, events.Subject(rt.prefix, root, p))
+		}
+	}
+	reg := projector.New(root)
+	if err := rt.log.ReadLiteral(ctx, subjects, func(r events.Record) error { reg.Apply(r); return nil }); err != nil {
+		return nil, fmt.Errorf("read the ancestor chain of %q: %w", path, err)
+	}
+	return reg, nil
 }
 
 func (rt *Runtime) stateOf(root string) *rootState {
@@ -388,7 +434,7 @@ func (rt *Runtime) write(ctx context.Context, root string, build func(*projector
 			return 0, err
 		}
 		prev = events.Hash(data)
-		msgs[i] = events.Message{Subject: events.Subject(rt.cfg.store.Prefix, root, path), Data: data, ID: e.ID, Type: e.Type}
+		msgs[i] = events.Message{Subject: events.Subject(rt.prefix, root, path), Data: data, ID: e.ID, Type: e.Type}
 	}
 	expect := st.reg.SubjectSeq[path]
 	msgs[0].ExpectSeq = &expect

@@ -236,6 +236,50 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) (uint64, error)
 	return l.appendBatch(ctx, msgs)
 }
 
+// AppendPipelined appends each message as its own single-event append
+// (with its own optimistic concurrency check and dedupe id), sending them
+// all before waiting for any acknowledgement: many agents written at the
+// cost of one round trip. It returns each message's stream sequence; on
+// failure the error of the first failed message (others may be stored).
+func (l *Log) AppendPipelined(ctx context.Context, msgs []events.Message) ([]uint64, error) {
+	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(l.cfg.Stream)}
+		if m.ExpectSeq != nil {
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*m.ExpectSeq))
+		}
+		f, err := l.js.PublishMsgAsync(l.natsMsg(m), opts...)
+		if err != nil {
+			return nil, fmt.Errorf("append %s %s to %s: %w", m.Type, m.ID, m.Subject, err)
+		}
+		futures[i] = f
+	}
+	seqs := make([]uint64, len(msgs))
+	var first error
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			seqs[i] = ack.Sequence
+		case err := <-f.Err():
+			err = translate(err)
+			if errors.Is(err, events.ErrConflict) {
+				if seq, ok := l.storedAsLast(ctx, msgs[i]); ok {
+					seqs[i] = seq
+					continue
+				}
+			}
+			if first == nil {
+				first = fmt.Errorf("append %s %s to %s: %w", msgs[i].Type, msgs[i].ID, msgs[i].Subject, err)
+			}
+		case <-ctx.Done():
+			return seqs, fmt.Errorf("append %d messages: %w", len(msgs), ctx.Err())
+		}
+	}
+	return seqs, first
+}
+
 func (l *Log) natsMsg(m events.Message) *nats.Msg {
 	msg := nats.NewMsg(m.Subject)
 	msg.Data = m.Data

@@ -3,6 +3,7 @@ package natsstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -143,4 +144,36 @@ func TestOpenLogRejectsLossyStream(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "max_msgs_per_subject=1")
 	require.False(t, errors.Is(err, events.ErrConflict))
+}
+
+func TestReadLiteral(t *testing.T) {
+	ctx := context.Background()
+	l := openLog(t)
+	var want []string
+	for i := range 3000 { // more than one direct-get batch on "x"
+		path := []string{"", "x", "x/y", "z"}[i%4]
+		if i >= 40 {
+			path = "x"
+		}
+		m := msg(rootA, path, fmt.Sprintf("%s-%d", path, i), nil)
+		_, err := l.Append(ctx, []events.Message{m})
+		require.NoError(t, err)
+		if path != "z" {
+			want = append(want, string(m.Data))
+		}
+	}
+	var got []string
+	var last uint64
+	err := l.ReadLiteral(ctx, []string{
+		events.Subject("agentreg", rootA, ""), events.Subject("agentreg", rootA, "x"),
+		events.Subject("agentreg", rootA, "x/y"), events.Subject("agentreg", rootB, "none"),
+	}, func(r events.Record) error {
+		require.Greater(t, r.Seq, last, "stream order")
+		last = r.Seq
+		require.False(t, r.Time.IsZero())
+		got = append(got, string(r.Data))
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, want, got)
 }
