@@ -52,8 +52,8 @@ type Runtime struct {
 	cfg    config
 	prefix string // subject prefix of the log
 	log    Log
-	snaps snapshot.Store
-	lg    *slog.Logger
+	snaps  snapshot.Store
+	lg     *slog.Logger
 
 	emb    *natsstore.Embedded
 	closer func()
