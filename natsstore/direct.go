@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentreg/agentreg/events"
@@ -24,11 +23,20 @@ const directBatch = 1024
 // index, so the cost follows the messages on those subjects and not the
 // size of the stream. fn sees the records in stream order.
 func (l *Log) ReadLiteral(ctx context.Context, subjects []string, fn func(events.Record) error) error {
+	return l.readDirect(ctx, subjects, 1, 0, fn)
+}
+
+// readDirect reads the messages matching each filter (literal or wildcard)
+// from sequence from up to bound (0: no bound) with batched direct gets, one
+// request stream per filter, no consumer: for short reads such as a
+// registry's catch-up.
+func (l *Log) readDirect(ctx context.Context, subjects []string, from, bound uint64, fn func(events.Record) error) error {
 	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
 	inbox := l.nc.NewRespInbox()
-	ch := make(chan *nats.Msg, 256)
-	sub, err := l.nc.ChanSubscribe(inbox+".*", ch)
+	// A synchronous subscription buffers whole batches (the default pending
+	// limits are far above one batch); a small channel would drop them.
+	sub, err := l.nc.SubscribeSync(inbox + ".*")
 	if err != nil {
 		return fmt.Errorf("read %v: %w", subjects, err)
 	}
@@ -43,18 +51,16 @@ func (l *Log) ReadLiteral(ctx context.Context, subjects []string, fn func(events
 		return l.nc.PublishRequest(api, inbox+"."+strconv.Itoa(i), req)
 	}
 	for i := range subjects {
-		if err := request(i, 1); err != nil {
+		if err := request(i, from); err != nil {
 			return fmt.Errorf("read %s: %w", subjects[i], err)
 		}
 	}
 	var recs []events.Record
 	pending := len(subjects)
 	for pending > 0 {
-		var m *nats.Msg
-		select {
-		case m = <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("read %v: %w", subjects, ctx.Err())
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return fmt.Errorf("read %v: %w", subjects, err)
 		}
 		i, err := strconv.Atoi(m.Subject[len(inbox)+1:])
 		if err != nil || i < 0 || i >= len(subjects) {
@@ -66,8 +72,8 @@ func (l *Log) ReadLiteral(ctx context.Context, subjects []string, fn func(events
 			pending--
 			continue
 		case "204": // end of batch
-			if np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64); np > 0 {
-				last, _ := strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+			last, _ := strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+			if np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64); np > 0 && (bound == 0 || last < bound) {
 				if err := request(i, last+1); err != nil {
 					return fmt.Errorf("read %s: %w", subjects[i], err)
 				}
@@ -83,6 +89,9 @@ func (l *Log) ReadLiteral(ctx context.Context, subjects []string, fn func(events
 			return fmt.Errorf("read %s: direct get reply without a sequence", subjects[i])
 		}
 		ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+		if bound != 0 && seq > bound {
+			continue
+		}
 		recs = append(recs, events.Record{Seq: seq, Subject: m.Header.Get(jetstream.SubjectHeader), Data: m.Data, Time: ts})
 	}
 	slices.SortFunc(recs, func(a, b events.Record) int { return cmp.Compare(a.Seq, b.Seq) })

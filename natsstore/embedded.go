@@ -180,11 +180,21 @@ func StartCopy(dir string) (*Embedded, error) {
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		return nil, fmt.Errorf("data directory %s holds no JetStream store (no jetstream/ folder): %w", dir, err)
 	}
-	lock, err := lockDir(dir)
-	if err != nil {
-		return nil, err
+	// Check the lock without creating a lock file: the directory is only read.
+	lock, err := os.Open(filepath.Join(dir, lockName))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		// No process ever ran an embedded server here with a lock: nothing holds it.
+	case err != nil:
+		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
+	default:
+		defer lock.Close() // held only while copying
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+			info, _ := os.ReadFile(filepath.Join(dir, lockName))
+			return nil, fmt.Errorf("%w: %s is held by %s; stop that process, or connect to the URL it serves instead",
+				ErrStoreLocked, dir, strings.TrimSpace(string(info)))
+		}
 	}
-	defer lock.Close() // held only while copying
 	tmp, err := os.MkdirTemp("", "agentreg-copy-")
 	if err != nil {
 		return nil, fmt.Errorf("copy data directory: %w", err)

@@ -397,6 +397,10 @@ func (l *Log) ReadRoot(ctx context.Context, root string, from uint64, fn func(ev
 	return l.ReadSubjects(ctx, events.RootSubjects(l.cfg.Prefix, root), from, fn)
 }
 
+// directReadMax is the span of stream sequences below which a read uses
+// direct gets rather than an ordered consumer.
+const directReadMax = 4096
+
 // ReadSubjects is ReadRoot for any set of subject filters, for instance the
 // literal subjects of one agent's ancestor chain.
 func (l *Log) ReadSubjects(ctx context.Context, subjects []string, from uint64, fn func(events.Record) error) (uint64, error) {
@@ -409,6 +413,11 @@ func (l *Log) ReadSubjects(ctx context.Context, subjects []string, from uint64, 
 	}
 	if from == 0 {
 		from = 1
+	}
+	if bound-from < directReadMax {
+		// A short read (a catch-up): batched direct gets, no consumer to
+		// create and delete on the server.
+		return bound, l.readDirect(ctx, subjects, from, bound, fn)
 	}
 	cons, err := l.js.OrderedConsumer(ctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: subjects,

@@ -113,10 +113,44 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range state.Deleted {
-		if d <= last || p.seq == 0 && p.at.IsZero() {
+	// Removed messages: those inside the stream are listed in Deleted; those
+	// removed from its start (seq 1, the first RootRegistered, or a purge)
+	// only move FirstSeq up. A stream that agentreg created starts at seq 1.
+	inPoint := func(d uint64) bool {
+		switch {
+		case p.seq != 0:
+			return d <= p.seq
+		case !p.at.IsZero():
+			return d <= last
+		}
+		return true
+	}
+	var removed []uint64
+	for d := uint64(1); d < state.FirstSeq; d++ {
+		removed = append(removed, d)
+	}
+	removed = append(removed, state.Deleted...)
+	for _, d := range removed {
+		if inPoint(d) {
 			add(problem{Seq: d, Kind: "deleted", Detail: "a message was removed from the stream; an event log never deletes"})
 		}
+	}
+	if c.root != "" {
+		// Only the selected root's problems; deleted messages are reported
+		// whatever root they belonged to (a deleted message has no subject).
+		root, err := src.pickRoot(ctx, "audit", c.root)
+		if err != nil {
+			return nil, err
+		}
+		byRoot = map[string][]events.Record{root: byRoot[root]}
+		kept := rep.Problems[:0]
+		for _, pr := range rep.Problems {
+			if pr.Kind != "stray" {
+				kept = append(kept, pr)
+			}
+		}
+		rep.Problems = kept
+		delete(rep.Counts, "stray")
 	}
 	roots := slices.Sorted(mapsKeys(byRoot))
 	rep.Roots = len(roots)
@@ -136,7 +170,12 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 			if v.Code == projector.CodeChain && chainSeqs[v.Seq] {
 				continue // reported above, with more detail
 			}
-			add(problem{Seq: v.Seq, Kind: v.Code, Root: root, Path: v.Path, Subject: v.Subject, Detail: v.Reason})
+			path := v.Path
+			if v.EventID == "" {
+				// Not decoded: the subject is all there is to say whose it is.
+				_, path, _ = events.ParseSubject(src.cfg.Prefix, v.Subject)
+			}
+			add(problem{Seq: v.Seq, Kind: v.Code, Root: root, Path: path, Subject: v.Subject, Detail: v.Reason})
 		}
 	}
 	if p.seq == 0 && p.at.IsZero() {
@@ -169,8 +208,9 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 // others), as only those are what an honest writer links its next event to.
 func checkChains(root, prefix string, recs []events.Record, rejected map[uint64]bool) []problem {
 	type chain struct {
-		last  string
-		seqOf map[string]uint64 // hash -> seq, for every event seen on the subject
+		last     string
+		seqOf    map[string]uint64 // hash -> seq, for every event seen on the subject
+		accepted map[string]bool   // hashes of the events that extended the chain
 	}
 	chains := map[string]*chain{}
 	ids := map[string]uint64{}
@@ -188,7 +228,7 @@ func checkChains(root, prefix string, recs []events.Record, rejected map[uint64]
 		}
 		ch := chains[r.Subject]
 		if ch == nil {
-			ch = &chain{seqOf: map[string]uint64{}}
+			ch = &chain{seqOf: map[string]uint64{}, accepted: map[string]bool{}}
 			chains[r.Subject] = ch
 		}
 		h := events.Hash(r.Data)
@@ -197,6 +237,9 @@ func checkChains(root, prefix string, recs []events.Record, rejected map[uint64]
 			switch prevSeq, known := ch.seqOf[e.Prev]; {
 			case e.Prev == "":
 				detail = fmt.Sprintf("%s %s claims to be the agent's first event, but seq %d came before it", e.Type, e.ID, ch.seqOf[ch.last])
+			case known && !ch.accepted[e.Prev]:
+				detail = fmt.Sprintf("%s %s names seq %d as previous, an event that was not applied (see its own problem)",
+					e.Type, e.ID, prevSeq)
 			case known:
 				detail = fmt.Sprintf("%s %s names seq %d as previous, but seq %d came after that: reordered, replayed or edited copy",
 					e.Type, e.ID, prevSeq, ch.seqOf[ch.last])
@@ -213,6 +256,7 @@ func checkChains(root, prefix string, recs []events.Record, rejected map[uint64]
 		ch.seqOf[h] = r.Seq
 		if !rejected[r.Seq] {
 			ch.last = h
+			ch.accepted[h] = true
 		}
 	}
 	return out

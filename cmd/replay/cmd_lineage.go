@@ -165,11 +165,21 @@ func writeTree(w io.Writer, n *node, indent string, last, top bool) {
 	}
 }
 
-func nodeID(p string) string {
-	if p == "" {
-		return "root"
+// nodeIDs names the nodes of a tree for DOT and Mermaid: the root "root",
+// the others n1, n2, ... in pre-order. Paths are not used as identifiers:
+// no mangling of them into identifier characters is both readable and
+// one-to-one ("math-solver" and "math_solver" are different agents).
+func nodeIDs(top *node) map[*node]string {
+	ids := map[*node]string{top: "root"}
+	var walk func(n *node)
+	walk = func(n *node) {
+		for _, c := range n.Children {
+			ids[c] = fmt.Sprintf("n%d", len(ids))
+			walk(c)
+		}
 	}
-	return "a_" + strings.NewReplacer("/", "__", "-", "_").Replace(p)
+	walk(top)
+	return ids
 }
 
 func created(n *node) string {
@@ -182,6 +192,7 @@ func created(n *node) string {
 }
 
 func writeDot(w io.Writer, top *node) {
+	id := nodeIDs(top)
 	fmt.Fprintln(w, "digraph lineage {")
 	fmt.Fprintln(w, "  rankdir=TB; node [shape=box];")
 	var walk func(n *node)
@@ -193,9 +204,9 @@ func writeDot(w io.Writer, top *node) {
 		if n.Retired {
 			style += ", color=gray"
 		}
-		fmt.Fprintf(w, "  %s [label=%q%s];\n", nodeID(n.Path), fmt.Sprintf("%s\n%s", n.Name, created(n)), style)
+		fmt.Fprintf(w, "  %s [label=%q%s];\n", id[n], fmt.Sprintf("%s\n%s", n.Name, created(n)), style)
 		for _, c := range n.Children {
-			fmt.Fprintf(w, "  %s -> %s [label=%q];\n", nodeID(n.Path), nodeID(c.Path), created(c))
+			fmt.Fprintf(w, "  %s -> %s [label=%q];\n", id[n], id[c], created(c))
 			walk(c)
 		}
 	}
@@ -204,16 +215,23 @@ func writeDot(w io.Writer, top *node) {
 }
 
 func writeMermaid(w io.Writer, top *node) {
+	id := nodeIDs(top)
 	fmt.Fprintln(w, "graph TD")
+	// Labels are quoted; a quote inside one (an actor may hold any
+	// character) is written as Mermaid's entity code.
+	quote := strings.NewReplacer(`"`, "#quot;").Replace
 	var walk func(n *node)
 	walk = func(n *node) {
 		label := n.Name
 		if n.Retired {
 			label += " (retired)"
 		}
-		fmt.Fprintf(w, "  %s[\"%s\"]\n", nodeID(n.Path), label)
+		fmt.Fprintf(w, "  %s[\"%s\"]\n", id[n], quote(label))
+		if n.Selected {
+			fmt.Fprintf(w, "  style %s stroke-width:3px\n", id[n])
+		}
 		for _, c := range n.Children {
-			fmt.Fprintf(w, "  %s -->|\"%s\"| %s\n", nodeID(n.Path), created(c), nodeID(c.Path))
+			fmt.Fprintf(w, "  %s -->|\"%s\"| %s\n", id[n], quote(created(c)), id[c])
 			walk(c)
 		}
 	}

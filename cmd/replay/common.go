@@ -30,6 +30,7 @@ type common struct {
 	root   string
 	json   bool
 	stderr io.Writer
+	fs     *flag.FlagSet
 }
 
 func newFlagSet(name, args, summary string, c *common, stderr io.Writer) *flag.FlagSet {
@@ -39,7 +40,7 @@ func newFlagSet(name, args, summary string, c *common, stderr io.Writer) *flag.F
 		fmt.Fprintf(stderr, "Usage: replay %s [flags] %s\n\n%s\n\nFlags:\n", name, args, summary)
 		fs.PrintDefaults()
 	}
-	c.stderr = stderr
+	c.stderr, c.fs = stderr, fs
 	fs.StringVar(&c.conn.URL, "nats-url", os.Getenv("NATS_URL"), "NATS server URL(s) (env NATS_URL)")
 	fs.StringVar(&c.conn.CredsFile, "creds", os.Getenv("NATS_CREDS"), "NATS .creds file (env NATS_CREDS)")
 	fs.StringVar(&c.conn.User, "user", os.Getenv("NATS_USER"), "NATS user (env NATS_USER)")
@@ -59,11 +60,17 @@ func newFlagSet(name, args, summary string, c *common, stderr io.Writer) *flag.F
 	return fs
 }
 
-// parse parses flags and reports usage errors with a hint.
+// errHelp is returned by a command whose --help was asked for: the usage
+// has been printed and there is nothing more to do (Run returns nil).
+var errHelp = errors.New("help requested")
+
+// parse parses flags and reports usage errors with a hint. After -h or
+// --help it returns errHelp, so that the command stops there instead of
+// going on to run.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return errHelp
 		}
 		return fmt.Errorf("%s: %v\nhint: run 'replay %s --help': %w", fs.Name(), err, fs.Name(), errUsage)
 	}
@@ -144,9 +151,11 @@ func (c *common) open(ctx context.Context, cmd string) (*source, error) {
 	s := &source{cfg: natsstore.Config{Stream: c.stream, Prefix: c.prefix}}
 	var err error
 	switch {
-	case c.data != "" && c.conn.URL != "":
+	case c.data != "" && c.flagSet("nats-url"):
 		return nil, usageErr(cmd, "give --nats-url or --data, not both")
 	case c.data != "":
+		// An explicit --data wins over a URL that only came from NATS_URL.
+		c.conn.URL = ""
 		s.emb, err = natsstore.StartCopy(c.data)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", c.data, err)
@@ -179,6 +188,16 @@ func (c *common) open(ctx context.Context, cmd string) (*source, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// flagSet reports whether the flag was given on the command line (not
+// merely defaulted, possibly from the environment).
+func (c *common) flagSet(name string) bool {
+	set := false
+	if c.fs != nil {
+		c.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	}
+	return set
 }
 
 // rootInfo is a root found in the stream.

@@ -90,5 +90,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !ok {
 		return fmt.Errorf("unknown command %q\nhint: run 'replay --help' for the list: %w", args[0], errUsage)
 	}
-	return cmd(ctx, args[1:], stdout, stderr)
+	if err := cmd(ctx, args[1:], stdout, stderr); !errors.Is(err, errHelp) {
+		return err
+	}
+	return nil
 }
