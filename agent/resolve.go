@@ -131,12 +131,12 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 		return nil, err
 	}
 	t := &Task{Ref: ref, RootName: def.Name, Seq: reg.Seq, Migrated: migrated, rt: rt}
-	var tasks map[string]events.TaskDef
+	var tasks map[string]*events.TaskDef
 	if ref.Path == "" {
 		t.Primer = def.Primer
-		tasks = map[string]events.TaskDef{}
-		for _, td := range def.Tasks {
-			tasks[td.Name] = td
+		tasks = map[string]*events.TaskDef{}
+		for i := range def.Tasks {
+			tasks[def.Tasks[i].Name] = &def.Tasks[i]
 		}
 	} else {
 		a, err := reg.Agent(ref.Path)
@@ -157,7 +157,7 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 		slices.Sort(names)
 		return nil, fmt.Errorf("agent %q has no task %q (it has: %s): %w", ref.Path, ref.Task, strings.Join(names, ", "), ErrNotFound)
 	}
-	t.Def = td
+	t.Def = *td
 	eff, err := reg.EffectiveUnder(def.Capabilities, ref.Path)
 	if err != nil {
 		return nil, err

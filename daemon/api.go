@@ -232,7 +232,10 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 		start := time.Now()
 		var req Req
 		var out any
-		err := decode(r.Data(), &req)
+		var err error
+		if _, ok := any(&req).(bodyOptional); !ok || len(bytes.TrimSpace(r.Data())) > 0 {
+			err = decode(r.Data(), &req)
+		}
 		if err == nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
 			out, err = fn(ctx, &req)
@@ -257,11 +260,19 @@ func (d *Daemon) actorCtx(ctx context.Context, actor string) context.Context {
 	return agent.WithActor(ctx, actor)
 }
 
-// written reads the sequence the root's registry reached after a write.
+// written returns the sequence the root's registry reached with a write to
+// the agent at path: at least that of the newest message the leader holds
+// on the agent's subject, so that it covers the write (on a cluster the
+// replica the runtime folded from may lag) and a read with it as min_seq
+// sees the write.
 func (d *Daemon) written(ctx context.Context, root, path, ref string) (*WriteReply, error) {
-	_, seq, err := d.rt.StateHash(ctx, root)
+	target, err := d.leaderLastSeq(ctx, events.Subject(d.cfg.Stream.Prefix, root, path))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stored, but its sequence is unknown: %w", err)
+	}
+	seq, err := d.catchUpTo(ctx, root, target)
+	if err != nil {
+		return nil, fmt.Errorf("stored at seq %d or later, but not yet read back: %w", target, err)
 	}
 	return &WriteReply{Root: root, Path: path, Ref: ref, Seq: seq}, nil
 }
@@ -280,6 +291,9 @@ func (d *Daemon) create(ctx context.Context, req *CreateRequest) (any, error) {
 			return nil, fmt.Errorf("parent: %w", err)
 		}
 	}
+	if err := d.syncRoot(ctx, req.Root); err != nil {
+		return nil, err
+	}
 	child, err := d.rt.Create(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Parent},
 		agent.Spec{Name: req.Name, Primer: req.Primer, Capabilities: req.Capabilities, Tasks: req.Tasks})
 	if err != nil {
@@ -289,6 +303,9 @@ func (d *Daemon) create(ctx context.Context, req *CreateRequest) (any, error) {
 }
 
 func (d *Daemon) grant(ctx context.Context, req *GrantRequest) (any, error) {
+	if err := d.syncRoot(ctx, req.Root); err != nil {
+		return nil, err
+	}
 	if err := d.rt.Grant(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Capability); err != nil {
 		return nil, err
 	}
@@ -296,6 +313,9 @@ func (d *Daemon) grant(ctx context.Context, req *GrantRequest) (any, error) {
 }
 
 func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
+	if err := d.syncRoot(ctx, req.Root); err != nil {
+		return nil, err
+	}
 	if err := d.rt.Revoke(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Kind, req.Name); err != nil {
 		return nil, err
 	}
@@ -303,6 +323,9 @@ func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
 }
 
 func (d *Daemon) defineTask(ctx context.Context, req *DefineTaskRequest) (any, error) {
+	if err := d.syncRoot(ctx, req.Root); err != nil {
+		return nil, err
+	}
 	ref, err := d.rt.DefineTask(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Task)
 	if err != nil {
 		return nil, err
@@ -311,6 +334,9 @@ func (d *Daemon) defineTask(ctx context.Context, req *DefineTaskRequest) (any, e
 }
 
 func (d *Daemon) retire(ctx context.Context, req *RetireRequest) (any, error) {
+	if err := d.syncRoot(ctx, req.Root); err != nil {
+		return nil, err
+	}
 	if err := d.rt.Retire(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Reason); err != nil {
 		return nil, err
 	}
@@ -328,6 +354,9 @@ func effectiveViews(eff []projector.Effective) []CapabilityView {
 func (d *Daemon) resolve(ctx context.Context, req *ResolveRequest) (any, error) {
 	ref, err := agent.ParseTaskRef(req.Ref)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.minSeq(ctx, ref.Root, req.MinSeq); err != nil {
 		return nil, err
 	}
 	t, err := d.rt.Resolve(ctx, ref)
@@ -357,9 +386,13 @@ func (d *Daemon) checkRead(req *ReadRequest, needPath bool) error {
 }
 
 // view runs fn on a root's registry caught up to at least req.MinSeq. The
-// runtime catches a root up to the newest message of its subjects on every
-// read, so a write acknowledged before the read is always included.
+// runtime catches a root up to the newest message it can read on every
+// read; on a cluster the replica it reads may lag behind the leader, and
+// minSeq waits until the registry covers req.MinSeq.
 func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.Registry) (any, error)) (any, error) {
+	if err := d.minSeq(ctx, req.Root, req.MinSeq); err != nil {
+		return nil, err
+	}
 	var out any
 	err := d.rt.View(ctx, req.Root, func(reg *projector.Registry) error {
 		if reg.Def == nil {
@@ -380,7 +413,7 @@ func agentView(reg *projector.Registry, a *projector.Agent) (*AgentView, error) 
 		v.Granted = append(v.Granted, a.Capabilities[k].Capability)
 	}
 	for _, k := range sortedKeys(a.Tasks) {
-		v.Tasks = append(v.Tasks, a.Tasks[k])
+		v.Tasks = append(v.Tasks, *a.Tasks[k])
 	}
 	eff, err := reg.Effective(a.Path)
 	if err != nil {
@@ -484,7 +517,13 @@ func (d *Daemon) invoke(ctx context.Context, req *InvokeRequest) (any, error) {
 	return map[string]any{"ref": ref.String(), "result": res}, nil
 }
 
+// bodyOptional marks requests that may come with no body at all, such as
+// a readiness probe (`nats req agentd.health ""`).
+type bodyOptional interface{ bodyOptional() }
+
 type healthReq struct{}
+
+func (*healthReq) bodyOptional() {}
 
 func (d *Daemon) health(ctx context.Context, _ *healthReq) (any, error) {
 	last, err := d.store.LastSeq(ctx, []string{d.cfg.Stream.Prefix + ".>"})

@@ -91,10 +91,15 @@ func (c Capability) Validate() error {
 
 // Allows reports whether a member name passes the capability's patterns:
 // it matches some include pattern and no exclude pattern.
+// Unset patterns take the defaults of Normalized (include "*", exclude
+// "_*"); it allocates nothing.
 func (c Capability) Allows(member string) bool {
-	c = c.Normalized()
-	in := false
+	in := len(c.Include) == 0 // default include "*"
 	for _, p := range c.Include {
+		if p == "*" || p == member {
+			in = true
+			break
+		}
 		if ok, _ := path.Match(p, member); ok {
 			in = true
 			break
@@ -102,6 +107,9 @@ func (c Capability) Allows(member string) bool {
 	}
 	if !in {
 		return false
+	}
+	if c.Exclude == nil {
+		return !strings.HasPrefix(member, "_") // default exclude "_*"
 	}
 	for _, p := range c.Exclude {
 		if ok, _ := path.Match(p, member); ok {

@@ -79,10 +79,10 @@ func (r *Registry) wire() *wireRegistry {
 			Capabilities: make([]Grant, 0, len(a.Capabilities)), Tasks: make([]events.TaskDef, 0, len(a.Tasks)),
 		}
 		for _, k := range sortedKeys(a.Capabilities) {
-			wa.Capabilities = append(wa.Capabilities, a.Capabilities[k])
+			wa.Capabilities = append(wa.Capabilities, *a.Capabilities[k])
 		}
 		for _, k := range sortedKeys(a.Tasks) {
-			wa.Tasks = append(wa.Tasks, a.Tasks[k])
+			wa.Tasks = append(wa.Tasks, *a.Tasks[k])
 		}
 		w.Agents = append(w.Agents, wa)
 	}
@@ -104,16 +104,17 @@ func (w *wireRegistry) registry() (*Registry, error) {
 			return nil, fmt.Errorf("%w: registry: agent entry %q is invalid or repeated", events.ErrMalformed, wa.Path)
 		}
 		a := &Agent{
-			Path: wa.Path, Primer: wa.Primer, Creator: wa.Creator, Correlation: wa.Correlation,
+			Path: wa.Path, Primer: wa.Primer, Creator: istr(wa.Creator), Correlation: wa.Correlation,
 			CreatedSeq: wa.CreatedSeq, CreatedAt: wa.CreatedAt, Retired: wa.Retired, RetiredSeq: wa.RetiredSeq,
 			RetiredBy: wa.RetiredBy, LastHash: wa.LastHash, LastSeq: wa.LastSeq,
-			Capabilities: make(map[string]Grant, len(wa.Capabilities)), Tasks: make(map[string]events.TaskDef, len(wa.Tasks)),
+			Capabilities: make(map[string]*Grant, len(wa.Capabilities)), Tasks: make(map[string]*events.TaskDef, len(wa.Tasks)),
 		}
 		for _, g := range wa.Capabilities {
-			a.Capabilities[g.Capability.Key()] = g
+			g.Capability, g.Actor = icap(g.Capability), istr(g.Actor)
+			a.Capabilities[g.Capability.Key()] = &g
 		}
 		for _, t := range wa.Tasks {
-			a.Tasks[t.Name] = t
+			a.Tasks[t.Name] = r.itask(t)
 		}
 		r.Agents[wa.Path] = a
 	}

@@ -24,19 +24,19 @@ type Grant struct {
 
 // Agent is a dynamic agent's recipe and lineage facts.
 type Agent struct {
-	Path         string                    `msgpack:"path"`
-	Primer       string                    `msgpack:"primer"`
-	Capabilities map[string]Grant          `msgpack:"caps"`  // own grants, by Capability.Key
-	Tasks        map[string]events.TaskDef `msgpack:"tasks"` // by task name
-	Creator      string                    `msgpack:"creator"`
-	Correlation  string                    `msgpack:"corr"`
-	CreatedSeq   uint64                    `msgpack:"cseq"`
-	CreatedAt    int64                     `msgpack:"ctime"`
-	Retired      bool                      `msgpack:"retired"`
-	RetiredSeq   uint64                    `msgpack:"rseq"`
-	RetiredBy    string                    `msgpack:"rby"`
-	LastHash     string                    `msgpack:"hash"` // hash of the last applied event
-	LastSeq      uint64                    `msgpack:"lseq"`
+	Path         string                     `msgpack:"path"`
+	Primer       string                     `msgpack:"primer"`
+	Capabilities map[string]*Grant          `msgpack:"caps"`  // own grants, by Capability.Key (shared: never change in place)
+	Tasks        map[string]*events.TaskDef `msgpack:"tasks"` // by task name (interned: never change in place)
+	Creator      string                     `msgpack:"creator"`
+	Correlation  string                     `msgpack:"corr"`
+	CreatedSeq   uint64                     `msgpack:"cseq"`
+	CreatedAt    int64                      `msgpack:"ctime"`
+	Retired      bool                       `msgpack:"retired"`
+	RetiredSeq   uint64                     `msgpack:"rseq"`
+	RetiredBy    string                     `msgpack:"rby"`
+	LastHash     string                     `msgpack:"hash"` // hash of the last applied event
+	LastSeq      uint64                     `msgpack:"lseq"`
 }
 
 // Parent returns the agent's parent path ("" is the root).
@@ -74,6 +74,8 @@ type Registry struct {
 	Seq        uint64            `msgpack:"seq"`   // last stream sequence folded
 	Count      uint64            `msgpack:"count"` // records folded
 	Violations []Violation       `msgpack:"violations"`
+
+	tasks map[string]*events.TaskDef // interned task definitions (see itask)
 }
 
 // New returns the empty registry of a root.
@@ -237,34 +239,65 @@ func (r *Registry) CheckGrant(path string, c events.Capability) error {
 // usable by the parent.
 func (r *Registry) checkGrant(path string, c events.Capability) error {
 	parent := events.Parent(path)
-	eff, err := r.Effective(parent)
-	if err != nil {
-		return err
+	if r.Def == nil {
+		return fmt.Errorf("root %s is not registered: %w", short(r.Root), events.ErrNotFound)
 	}
 	who := "the root"
 	if parent != "" {
 		who = fmt.Sprintf("parent %q", parent)
+		if r.Agents[parent] == nil {
+			return fmt.Errorf("agent %q under root %s: %w", parent, short(r.Root), events.ErrNotFound)
+		}
 	}
-	for _, e := range eff {
-		if e.Capability.Key() != c.Key() {
-			continue
-		}
-		var denied []string
-		for _, p := range c.Include {
-			if strings.ContainsAny(p, `*?[\`) {
-				continue // a pattern: intersected, never widened
-			}
-			if !e.Allows(p) {
-				denied = append(denied, p)
-			}
-		}
-		if len(denied) > 0 {
-			return fmt.Errorf("%s does not hold member(s) %s of %s %q: %w",
-				who, strings.Join(denied, ", "), c.Kind, c.Name, events.ErrEscalation)
-		}
-		return nil
+	chain, ok := r.chain(r.Def.Capabilities, parent, c.Key())
+	if !ok {
+		return fmt.Errorf("%s does not hold %s %q: %w", who, c.Kind, c.Name, events.ErrEscalation)
 	}
-	return fmt.Errorf("%s does not hold %s %q: %w", who, c.Kind, c.Name, events.ErrEscalation)
+	e := Effective{Capability: chain[len(chain)-1], Chain: chain}
+	var denied []string
+	for _, p := range c.Include {
+		if strings.ContainsAny(p, `*?[\`) {
+			continue // a pattern: intersected, never widened
+		}
+		if !e.Allows(p) {
+			denied = append(denied, p)
+		}
+	}
+	if len(denied) > 0 {
+		return fmt.Errorf("%s does not hold member(s) %s of %s %q: %w",
+			who, strings.Join(denied, ", "), c.Kind, c.Name, events.ErrEscalation)
+	}
+	return nil
+}
+
+// chain returns the grants of capability key from the root down to the
+// agent at path (included), false if the root or any of them lacks it.
+func (r *Registry) chain(rootCaps []events.Capability, path, key string) ([]events.Capability, bool) {
+	var chain []events.Capability
+	for _, c := range rootCaps {
+		if c.Key() == key {
+			chain = append(chain, c.Normalized())
+			break
+		}
+	}
+	if chain == nil {
+		return nil, false
+	}
+	if path == "" {
+		return chain, true
+	}
+	for _, p := range append(events.Ancestors(path), path) {
+		a := r.Agents[p]
+		if a == nil {
+			return nil, false
+		}
+		g, ok := a.Capabilities[key]
+		if !ok {
+			return nil, false
+		}
+		chain = append(chain, g.Capability)
+	}
+	return chain, true
 }
 
 // liveAgent returns the agent at path if it exists and is not retired.
@@ -399,12 +432,12 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 	case events.AgentCreated:
 		r.Agents[e.Path] = &Agent{
 			Path: e.Path, Primer: e.Created.Primer,
-			Capabilities: map[string]Grant{}, Tasks: map[string]events.TaskDef{},
-			Creator: e.Actor, Correlation: e.Correlation, CreatedSeq: rec.Seq, CreatedAt: e.Time,
+			Capabilities: map[string]*Grant{}, Tasks: map[string]*events.TaskDef{},
+			Creator: istr(e.Actor), Correlation: e.Correlation, CreatedSeq: rec.Seq, CreatedAt: e.Time,
 		}
 	case events.CapabilityGranted:
-		c := e.Granted.Capability.Normalized()
-		r.Agents[e.Path].Capabilities[c.Key()] = Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: e.Actor}
+		c := icap(e.Granted.Capability.Normalized())
+		r.Agents[e.Path].Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: istr(e.Actor)}
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
 		delete(r.Agents[e.Path].Capabilities, key)
@@ -412,7 +445,8 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 			delete(r.Agents[d].Capabilities, key)
 		}
 	case events.TaskDefined:
-		r.Agents[e.Path].Tasks[e.Task.Task.Name] = e.Task.Task
+		t := r.itask(e.Task.Task)
+		r.Agents[e.Path].Tasks[t.Name] = t
 	case events.AgentRetired:
 		for _, p := range append([]string{e.Path}, r.Descendants(e.Path)...) {
 			if a := r.Agents[p]; !a.Retired {

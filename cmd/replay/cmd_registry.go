@@ -79,8 +79,8 @@ func viewOf(reg *projector.Registry) (*registryView, error) {
 			}
 		}
 		for _, n := range slices.Sorted(mapsKeys(a.Tasks)) {
-			av.Tasks = append(av.Tasks, a.Tasks[n])
-			av.taskByName[n] = a.Tasks[n]
+			av.Tasks = append(av.Tasks, *a.Tasks[n])
+			av.taskByName[n] = *a.Tasks[n]
 		}
 		v.Agents = append(v.Agents, av)
 	}
@@ -305,11 +305,11 @@ func resolveAt(ctx context.Context, src *source, c *common, ref refParts, p poin
 		}
 		def, res.ResolvedUnder, res.Migrated, cur = *next.Def, cur.MigratedTo, true, next
 	}
-	tasks := map[string]events.TaskDef{}
+	tasks := map[string]*events.TaskDef{}
 	if ref.Path == "" {
 		res.Primer = def.Primer
-		for _, t := range def.Tasks {
-			tasks[t.Name] = t
+		for i := range def.Tasks {
+			tasks[def.Tasks[i].Name] = &def.Tasks[i]
 		}
 	} else {
 		a := reg.Agents[ref.Path]
@@ -326,7 +326,7 @@ func resolveAt(ctx context.Context, src *source, c *common, ref refParts, p poin
 		return nil, fmt.Errorf("agent %s has no task %q as of %s (it has: %s): %w", orRoot(ref.Path), ref.Task, p,
 			strings.Join(slices.Sorted(mapsKeys(tasks)), ", "), errUnresolvable)
 	}
-	res.Task = t
+	res.Task = *t
 	eff, err := reg.EffectiveUnder(def.Capabilities, ref.Path)
 	if err != nil {
 		return nil, err
