@@ -61,9 +61,24 @@ func (c Capability) Normalized() Capability {
 	if c.Visibility == "" {
 		c.Visibility = VisibilityHigh
 	}
-	c.Include = slices.Compact(slices.Sorted(slices.Values(c.Include)))
-	c.Exclude = slices.Compact(slices.Sorted(slices.Values(c.Exclude)))
+	if !sortedUnique(c.Include) {
+		c.Include = slices.Compact(slices.Sorted(slices.Values(c.Include)))
+	}
+	if !sortedUnique(c.Exclude) {
+		c.Exclude = slices.Compact(slices.Sorted(slices.Values(c.Exclude)))
+	}
 	return c
+}
+
+// sortedUnique reports whether ss is strictly increasing (already in the
+// normalized form, so nothing needs copying).
+func sortedUnique(ss []string) bool {
+	for i := 1; i < len(ss); i++ {
+		if ss[i-1] >= ss[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks the kind, the name, the patterns and the visibility.
