@@ -285,9 +285,14 @@ func (s *source) records(ctx context.Context, c *common, root string, p point) (
 
 var errPast = errors.New("past the point")
 
+// longReplay is the number of events from which a read reports its rate on
+// stderr.
+const longReplay = 100_000
+
 // scan calls fn for each record on subjects up to the point.
 func (s *source) scan(ctx context.Context, c *common, subjects []string, p point, fn func(events.Record) error) error {
 	bar := c.progress(ctx, s, subjects)
+	start, n := time.Now(), 0
 	_, err := s.log.ReadSubjects(ctx, subjects, 1, func(r events.Record) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -295,6 +300,7 @@ func (s *source) scan(ctx context.Context, c *common, subjects []string, p point
 		if !p.includes(r) {
 			return errPast
 		}
+		n++
 		if bar != nil {
 			_ = bar.Set64(int64(r.Seq))
 		}
@@ -302,6 +308,9 @@ func (s *source) scan(ctx context.Context, c *common, subjects []string, p point
 	})
 	if bar != nil {
 		_ = bar.Finish()
+	}
+	if d := time.Since(start); n >= longReplay {
+		fmt.Fprintf(c.stderr, "replayed %d events in %s (%.0f events/s)\n", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
 	}
 	if errors.Is(err, errPast) {
 		return nil
