@@ -19,12 +19,13 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 	if n == -1 {
 		return nil
 	}
+	var kb [16]byte
 	for range n {
-		key, err := d.DecodeString()
+		k, err := readKey(d, &kb)
 		if err != nil {
 			return err
 		}
-		switch key {
+		switch string(k) {
 		case "id":
 			e.ID, err = d.DecodeString()
 		case "type":
@@ -51,8 +52,8 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 				break
 			}
 			e.Created = &CreatedData{}
-			err = decodeFields(d, func(k string) error {
-				if k == "primer" {
+			err = decodeFields(d, func(k []byte) error {
+				if string(k) == "primer" {
 					var err error
 					e.Created.Primer, err = d.DecodeString()
 					return err
@@ -65,8 +66,8 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 				break
 			}
 			e.Granted = &GrantedData{}
-			err = decodeFields(d, func(k string) error {
-				if k == "cap" {
+			err = decodeFields(d, func(k []byte) error {
+				if string(k) == "cap" {
 					return decodeCapability(d, &e.Granted.Capability)
 				}
 				return d.Skip()
@@ -78,8 +79,17 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 			e.Revoked = nil
 			err = d.Decode(&e.Revoked)
 		case "task":
-			e.Task = nil
-			err = d.Decode(&e.Task)
+			if isNil(d) {
+				e.Task, err = nil, d.DecodeNil()
+				break
+			}
+			e.Task = &TaskData{}
+			err = decodeFields(d, func(k []byte) error {
+				if string(k) == "task" {
+					return decodeTask(d, &e.Task.Task)
+				}
+				return d.Skip()
+			})
 		case "retired":
 			e.Retired = nil
 			err = d.Decode(&e.Retired)
@@ -90,10 +100,32 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 			err = d.Skip()
 		}
 		if err != nil {
-			return fmt.Errorf("field %q: %w", key, err)
+			return fmt.Errorf("field %q: %w", k, err)
 		}
 	}
 	return nil
+}
+
+// readKey reads a map key into buf without allocating; a key longer than
+// buf is read whole (it matches no known field).
+func readKey(d *msgpack.Decoder, buf *[16]byte) ([]byte, error) {
+	n, err := d.DecodeBytesLen()
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	var b []byte
+	if n <= len(buf) {
+		b = buf[:n]
+	} else {
+		b = make([]byte, n)
+	}
+	if err := d.ReadFull(b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func isNil(d *msgpack.Decoder) bool {
@@ -101,14 +133,16 @@ func isNil(d *msgpack.Decoder) bool {
 	return err == nil && c == msgpcode.Nil
 }
 
-// decodeFields reads a map, calling field for each key.
-func decodeFields(d *msgpack.Decoder, field func(key string) error) error {
+// decodeFields reads a map, calling field for each key (valid only during
+// the call).
+func decodeFields(d *msgpack.Decoder, field func(key []byte) error) error {
 	n, err := d.DecodeMapLen()
 	if err != nil {
 		return err
 	}
+	var kb [16]byte
 	for range n {
-		k, err := d.DecodeString()
+		k, err := readKey(d, &kb)
 		if err != nil {
 			return err
 		}
@@ -138,10 +172,10 @@ func decodeCapability(d *msgpack.Decoder, c *Capability) error {
 		*c = Capability{}
 		return d.DecodeNil()
 	}
-	return decodeFields(d, func(k string) error {
+	return decodeFields(d, func(k []byte) error {
 		var err error
 		var s string
-		switch k {
+		switch string(k) {
 		case "kind":
 			s, err = d.DecodeString()
 			c.Kind = Kind(s)
@@ -154,6 +188,95 @@ func decodeCapability(d *msgpack.Decoder, c *Capability) error {
 		case "vis":
 			s, err = d.DecodeString()
 			c.Visibility = Visibility(s)
+		default:
+			err = d.Skip()
+		}
+		return err
+	})
+}
+
+func decodeTask(d *msgpack.Decoder, t *TaskDef) error {
+	if isNil(d) {
+		*t = TaskDef{}
+		return d.DecodeNil()
+	}
+	return decodeFields(d, func(k []byte) error {
+		var err error
+		switch string(k) {
+		case "name":
+			t.Name, err = d.DecodeString()
+		case "doc":
+			t.Doc, err = d.DecodeString()
+		case "input":
+			err = decodeSchema(d, &t.Input, 0)
+		case "output":
+			err = decodeSchema(d, &t.Output, 0)
+		default:
+			err = d.Skip()
+		}
+		return err
+	})
+}
+
+// maxSchemaDepth bounds schema nesting (checkWire bounds it already; this
+// keeps the recursion safe on its own).
+const maxSchemaDepth = 64
+
+func decodeSchema(d *msgpack.Decoder, s *Schema, depth int) error {
+	if depth > maxSchemaDepth {
+		return fmt.Errorf("schema nested deeper than %d", maxSchemaDepth)
+	}
+	if isNil(d) {
+		*s = Schema{}
+		return d.DecodeNil()
+	}
+	return decodeFields(d, func(k []byte) error {
+		var err error
+		switch string(k) {
+		case "type":
+			s.Type, err = d.DecodeString()
+		case "fields":
+			var n int
+			if n, err = d.DecodeArrayLen(); err != nil || n == -1 {
+				s.Fields = nil
+				return err
+			}
+			s.Fields = make([]Field, n)
+			for i := range s.Fields {
+				if err = decodeField(d, &s.Fields[i], depth+1); err != nil {
+					return err
+				}
+			}
+		case "items":
+			if isNil(d) {
+				s.Items = nil
+				return d.DecodeNil()
+			}
+			s.Items = &Schema{}
+			err = decodeSchema(d, s.Items, depth+1)
+		default:
+			err = d.Skip()
+		}
+		return err
+	})
+}
+
+func decodeField(d *msgpack.Decoder, f *Field, depth int) error {
+	if isNil(d) {
+		*f = Field{}
+		return d.DecodeNil()
+	}
+	return decodeFields(d, func(k []byte) error {
+		var err error
+		switch string(k) {
+		case "name":
+			f.Name, err = d.DecodeString()
+		case "schema":
+			err = decodeSchema(d, &f.Schema, depth)
+		case "required":
+			f.Required, err = d.DecodeBool()
+		case "doc":
+			f.Doc, err = d.DecodeString()
 		default:
 			err = d.Skip()
 		}

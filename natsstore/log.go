@@ -209,11 +209,10 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) (uint64, error)
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
-	defer cancel()
 	if len(msgs) == 1 {
+		// The JetStream client applies its own timeout when ctx has none.
 		m := msgs[0]
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(l.cfg.Stream)}
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID)}
 		if m.ExpectSeq != nil {
 			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*m.ExpectSeq))
 		}
@@ -233,6 +232,8 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) (uint64, error)
 		}
 		return ack.Sequence, nil
 	}
+	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
 	return l.appendBatch(ctx, msgs)
 }
 
@@ -246,7 +247,7 @@ func (l *Log) AppendPipelined(ctx context.Context, msgs []events.Message) ([]uin
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	for i, m := range msgs {
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(l.cfg.Stream)}
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID)}
 		if m.ExpectSeq != nil {
 			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*m.ExpectSeq))
 		}
@@ -297,7 +298,6 @@ func (l *Log) appendBatch(ctx context.Context, msgs []events.Message) (uint64, e
 	for i, m := range msgs {
 		msg := l.natsMsg(m)
 		msg.Header.Set(jetstream.MsgIDHeader, m.ID)
-		msg.Header.Set(jetstream.ExpectedStreamHeader, l.cfg.Stream)
 		if m.ExpectSeq != nil {
 			msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*m.ExpectSeq, 10))
 		}

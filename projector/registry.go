@@ -242,16 +242,20 @@ func (r *Registry) checkGrant(path string, c events.Capability) error {
 	if r.Def == nil {
 		return fmt.Errorf("root %s is not registered: %w", short(r.Root), events.ErrNotFound)
 	}
-	who := "the root"
+	who := func() string {
+		if parent == "" {
+			return "the root"
+		}
+		return fmt.Sprintf("parent %q", parent)
+	}
 	if parent != "" {
-		who = fmt.Sprintf("parent %q", parent)
 		if r.Agents[parent] == nil {
 			return fmt.Errorf("agent %q under root %s: %w", parent, short(r.Root), events.ErrNotFound)
 		}
 	}
 	chain, ok := r.chain(r.Def.Capabilities, parent, c.Key())
 	if !ok {
-		return fmt.Errorf("%s does not hold %s %q: %w", who, c.Kind, c.Name, events.ErrEscalation)
+		return fmt.Errorf("%s does not hold %s %q: %w", who(), c.Kind, c.Name, events.ErrEscalation)
 	}
 	e := Effective{Capability: chain[len(chain)-1], Chain: chain}
 	var denied []string
@@ -265,7 +269,7 @@ func (r *Registry) checkGrant(path string, c events.Capability) error {
 	}
 	if len(denied) > 0 {
 		return fmt.Errorf("%s does not hold member(s) %s of %s %q: %w",
-			who, strings.Join(denied, ", "), c.Kind, c.Name, events.ErrEscalation)
+			who(), strings.Join(denied, ", "), c.Kind, c.Name, events.ErrEscalation)
 	}
 	return nil
 }

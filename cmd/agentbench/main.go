@@ -20,7 +20,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +68,7 @@ type params struct {
 	memAgents, appends, creates       int
 	pipelined                         int
 	dir                               string
+	profile                           string
 	jsonOnly                          bool
 }
 
@@ -87,6 +91,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&p.creates, "creates", 1_000, "atomic agent creations measured")
 	fs.StringVar(&p.dir, "dir", "", "data directory (default: a new temporary one, removed after)")
 	fs.BoolVar(&p.jsonOnly, "json", false, "print only the JSON lines")
+	fs.StringVar(&p.profile, "profile", "", "write a CPU profile of each phase into this directory (append.pprof, replay.pprof, ...)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,9 +103,18 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer b.close()
-	steps := []func(context.Context) error{b.appendFigures, b.historyFigures, b.snapshotFigure, b.memoryFigure}
+	steps := []struct {
+		name string
+		run  func(context.Context) error
+	}{{"append", b.appendFigures}, {"history", b.historyFigures}, {"replay", b.replayFigure}, {"snapshot", b.snapshotFigure}, {"memory", b.memoryFigure}}
 	for _, step := range steps {
-		if err := step(ctx); err != nil {
+		stop, err := b.startProfile(step.name)
+		if err != nil {
+			return err
+		}
+		err = step.run(ctx)
+		stop()
+		if err != nil {
 			return err
 		}
 	}
@@ -155,6 +169,25 @@ func newBench(ctx context.Context, p params, stderr io.Writer) (*bench, error) {
 	b.gen = newGenerator(p)
 	b.log.Info("agentbench", "dir", dir, "events", p.events, "roots", p.roots, "depth", p.depth, "cpus", runtime.NumCPU())
 	return b, nil
+}
+
+// startProfile starts a CPU profile of a phase when -profile is set.
+func (b *bench) startProfile(name string) (func(), error) {
+	if b.p.profile == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(b.p.profile, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(b.p.profile, name+".pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func (b *bench) close() {
@@ -232,6 +265,26 @@ func (b *bench) appendFigures(ctx context.Context) error {
 	b.add(Figure{Name: "append.sequential_occ", Value: rate(n, ours), Unit: "events/s", Baseline: rate(n, rawD), BaseName: "raw sync publish",
 		Target: ">= 0.8 x raw", Met: met(rate(n, ours) >= 0.8*rate(n, rawD))})
 
+	// The same raw publish carrying the headers an append needs (dedupe id,
+	// expected subject sequence, type and version): what the server's
+	// checks cost, apart from the library.
+	rawSeq := map[string]uint64{}
+	start = time.Now()
+	for i := range n {
+		subj := "raw.seqh." + strconv.Itoa(i%64)
+		msg := nats.NewMsg(subj)
+		msg.Data = payload
+		msg.Header.Set(natsstore.HeaderType, "CapabilityGranted")
+		msg.Header.Set(natsstore.HeaderVersion, "1")
+		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ulid.Make().String()), jetstream.WithExpectLastSequencePerSubject(rawSeq[subj]))
+		if err != nil {
+			return err
+		}
+		rawSeq[subj] = ack.Sequence
+	}
+	rawH := time.Since(start)
+	b.add(Figure{Name: "append.sequential_occ_vs_same_headers", Value: rate(n, ours), Unit: "events/s", Baseline: rate(n, rawH), BaseName: "raw sync publish with the same headers"})
+
 	// The same through the runtime: Grant checks the registry before writing.
 	rt, err := agent.Open(ctx, agent.WithLog(b.store, b.snaps), agent.WithCatalog(agent.SymbolicCatalog()), agent.WithSnapshotEvery(0),
 		agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
@@ -285,6 +338,26 @@ func (b *bench) appendFigures(ctx context.Context) error {
 	ourP := time.Since(start)
 	b.add(Figure{Name: "append.pipelined_occ", Value: rate(pn, ourP), Unit: "events/s", Baseline: rate(pn, rawP), BaseName: "raw async publish",
 		Target: ">= 0.7 x raw", Met: met(rate(pn, ourP) >= 0.7*rate(pn, rawP))})
+
+	start = time.Now()
+	for off := 0; off < pn; off += window {
+		for i := off; i < min(off+window, pn); i++ {
+			msg := nats.NewMsg("raw.pipeh." + strconv.Itoa(i))
+			msg.Data = payload
+			msg.Header.Set(natsstore.HeaderType, "AgentCreated")
+			msg.Header.Set(natsstore.HeaderVersion, "1")
+			if _, err := b.js.PublishMsgAsync(msg, jetstream.WithMsgID(ulid.Make().String()), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-b.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	rawPH := time.Since(start)
+	b.add(Figure{Name: "append.pipelined_occ_vs_same_headers", Value: rate(pn, ourP), Unit: "events/s", Baseline: rate(pn, rawPH), BaseName: "raw async publish with the same headers"})
 
 	// Atomic agent creation: create + grants + tasks in one batch.
 	cn := b.p.creates
@@ -408,7 +481,7 @@ func (b *bench) historyFigures(ctx context.Context) error {
 	b.add(Figure{Name: fmt.Sprintf("resolve.cold_p99_at_%d", b.p.events), Value: ms(pct(large, 99)), Unit: "ms"})
 	b.add(Figure{Name: "resolve.cold_p50_growth", Value: ms(p50l), Unit: "ms", Baseline: ms(p50s), BaseName: fmt.Sprintf("p50 at %d events", b.p.small),
 		Target: "<= 1.2", Met: met(ms(p50l)/ms(p50s) <= 1.2)})
-	return b.replayFigure(ctx)
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -464,45 +537,75 @@ func (b *bench) coldResolve(ctx context.Context, refs []agent.TaskRef) ([]time.D
 
 func (b *bench) replayFigure(ctx context.Context) error {
 	filter := []string{"agentreg.>"}
-	stop := errors.New("stop")
 	last, err := b.store.LastSeq(ctx, filter)
 	if err != nil {
 		return err
 	}
-	// Raw: an ordered consumer reading the same messages.
+	// Alternate raw and ours, three rounds each, and keep each one's best:
+	// the machine's other work then weighs on both alike.
+	var rawBest, ourBest float64
+	violations := 0
+	for range 3 {
+		n, d, err := b.rawReplay(ctx, filter, last)
+		if err != nil {
+			return err
+		}
+		rawBest = max(rawBest, rate(n, d))
+		n, d, v, err := b.foldReplay(ctx, filter, last)
+		if err != nil {
+			return err
+		}
+		ourBest, violations = max(ourBest, rate(n, d)), v
+	}
+	if violations > 0 {
+		b.log.Warn("replay found violations in the generated history", "count", violations)
+	}
+	b.add(Figure{Name: "replay.fold_full_stream", Value: ourBest, Unit: "events/s", Baseline: rawBest, BaseName: "raw ordered consumer",
+		Target: ">= 0.8 x raw", Met: met(ourBest >= 0.8*rawBest)})
+	return nil
+}
+
+// rawReplay reads the messages with an ordered consumer and does nothing
+// with them.
+func (b *bench) rawReplay(ctx context.Context, filter []string, last uint64) (int, time.Duration, error) {
 	start := time.Now()
 	n := 0
 	cons, err := b.js.OrderedConsumer(ctx, "AGENTREG", jetstream.OrderedConsumerConfig{FilterSubjects: filter})
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(512))
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
+	defer it.Stop()
 	for {
 		m, err := it.Next()
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		n++
 		meta, err := m.Metadata()
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		if meta.Sequence.Stream >= last {
-			break
+			return n, time.Since(start), nil
 		}
 	}
-	it.Stop()
-	rawD := time.Since(start)
+}
 
-	// Ours: read and fold every root's registry.
-	start = time.Now()
-	ours := 0
+// foldReplay reads the same messages through the log and folds every
+// root's registry, with the garbage collector tuned as cmd/replay tunes it
+// for a long replay (a batch job trades memory for speed).
+func (b *bench) foldReplay(ctx context.Context, filter []string, last uint64) (int, time.Duration, int, error) {
+	defer debug.SetGCPercent(debug.SetGCPercent(replayGCPercent))
+	stop := errors.New("stop")
+	start := time.Now()
+	n := 0
 	regs := map[string]*projector.Registry{}
-	_, err = b.store.ReadSubjects(ctx, filter, 1, func(r events.Record) error {
-		ours++
+	_, err := b.store.ReadSubjects(ctx, filter, 1, func(r events.Record) error {
+		n++
 		root, _, _ := events.ParseSubject("agentreg", r.Subject)
 		reg := regs[root]
 		if reg == nil {
@@ -516,20 +619,18 @@ func (b *bench) replayFigure(ctx context.Context) error {
 		return nil
 	})
 	if err != nil && !errors.Is(err, stop) {
-		return err
+		return 0, 0, 0, err
 	}
-	ourD := time.Since(start)
-	violations := 0
+	d := time.Since(start)
+	v := 0
 	for _, r := range regs {
-		violations += len(r.Violations)
+		v += len(r.Violations)
 	}
-	if violations > 0 {
-		b.log.Warn("replay found violations in the generated history", "count", violations)
-	}
-	b.add(Figure{Name: "replay.fold_full_stream", Value: rate(ours, ourD), Unit: "events/s", Baseline: rate(n, rawD), BaseName: "raw ordered consumer",
-		Target: ">= 0.8 x raw", Met: met(rate(ours, ourD) >= 0.8*rate(n, rawD))})
-	return nil
+	return n, d, v, nil
 }
+
+// replayGCPercent is the GOGC value of a long replay (as in cmd/replay).
+const replayGCPercent = 400
 
 // --- snapshot restore ---
 
