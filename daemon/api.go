@@ -230,6 +230,12 @@ func decode(data []byte, v any) error {
 func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any, error)) micro.HandlerFunc {
 	return func(r micro.Request) {
 		start := time.Now()
+		if !d.enter() {
+			_ = r.Error("503", "agentd is shutting down: send the request again (another daemon of the queue group, or this one restarted, takes it)", nil)
+			d.metrics.request(name, "503", time.Since(start))
+			return
+		}
+		defer d.inflight.Done()
 		var req Req
 		var out any
 		var err error

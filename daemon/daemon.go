@@ -104,6 +104,10 @@ type Daemon struct {
 	wg      sync.WaitGroup
 	errc    chan error
 
+	gate     sync.Mutex     // guards closing and inflight.Add
+	closing  bool           // Close has begun: handlers refuse new work
+	inflight sync.WaitGroup // API handlers running
+
 	followed atomic.Uint64 // last stream sequence the follower saw
 }
 
@@ -136,11 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.store, err = natsstore.OpenLog(ctx, d.nc, cfg.Stream)
-	if err != nil {
-		return nil, err
-	}
-	snaps, err := natsstore.OpenSnapshots(ctx, d.store)
+	snaps, err := d.openStore(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +162,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.startService(); err != nil {
 		return nil, err
 	}
+	// The endpoints' subscriptions reach the server asynchronously: flush,
+	// so that a client asking right after Start returns finds a responder.
+	if err := d.nc.FlushTimeout(cfg.RequestTimeout); err != nil {
+		return nil, fmt.Errorf("start API service: flush subscriptions: %w", err)
+	}
 	if cfg.HTTPAddr != "" {
 		if err := d.startHTTP(); err != nil {
 			return nil, err
@@ -169,6 +174,82 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	ok = true
 	return d, nil
+}
+
+// openStore opens (or creates) the stream and the snapshot buckets. It
+// retries with backoff, until ctx ends, while JetStream cannot answer yet:
+// a clustered server answers the JetStream API only once the cluster has
+// elected a meta leader, and a replicated stream needs its peers, so the
+// nodes of a cluster started together would otherwise exit at once (their
+// first request goes unanswered). Other errors (an existing stream with
+// settings the log cannot use, replicas on a single server) fail at once.
+func (d *Daemon) openStore(ctx context.Context) (*natsstore.Snapshots, error) {
+	// A request JetStream drops while it has no leader is never answered:
+	// keep attempts short so that the first one after the cluster forms
+	// comes soon.
+	backoff, attempt := 100*time.Millisecond, time.Second
+	maxAttempt := min(d.cfg.Stream.Timeout, 5*time.Second)
+	if maxAttempt <= 0 {
+		maxAttempt = 5 * time.Second
+	}
+	for try := 1; ; try++ {
+		actx, cancel := context.WithTimeout(ctx, min(attempt, maxAttempt))
+		store, err := natsstore.OpenLog(actx, d.nc, d.cfg.Stream)
+		var snaps *natsstore.Snapshots
+		if err == nil {
+			snaps, err = natsstore.OpenSnapshots(actx, store)
+		}
+		cancel()
+		if err == nil {
+			d.store = store
+			return snaps, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("open stream %s: %w (last error: %v)", d.cfg.Stream.Stream, ctx.Err(), err)
+		}
+		if !jetStreamNotReady(err) {
+			return nil, err
+		}
+		d.log.Warn("JetStream not ready (cluster forming?); retrying", "attempt", try, "in", backoff, keyErr, err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open stream %s: %w (last error: %v)", d.cfg.Stream.Stream, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff, attempt = min(2*backoff, 2*time.Second), attempt*3/2
+	}
+}
+
+// jetStreamNotReady reports whether err is one JetStream gives while it
+// starts or while its cluster forms: no answer, no responders, or an API
+// error saying the cluster or its peers are not available yet.
+func jetStreamNotReady(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	var jsErr jetstream.JetStreamError
+	if errors.As(err, &jsErr) && jsErr.APIError() != nil {
+		switch api := jsErr.APIError(); {
+		case api.Code == 503: // not enabled yet, cluster unavailable, insufficient resources, incomplete results
+			return true
+		case api.ErrorCode == 10005, api.ErrorCode == 10009, api.ErrorCode == 10118: // no suitable peers, not leader, stream offline
+			return true
+		}
+	}
+	return false
+}
+
+// enter admits an API handler unless Close has begun; the caller calls
+// d.inflight.Done when it returns true.
+func (d *Daemon) enter() bool {
+	d.gate.Lock()
+	defer d.gate.Unlock()
+	if d.closing {
+		return false
+	}
+	d.inflight.Add(1)
+	return true
 }
 
 // URL is where clients reach the daemon's NATS server.
@@ -332,7 +413,23 @@ func (d *Daemon) startService() error {
 // follower, drains the connection and shuts the embedded server down.
 func (d *Daemon) Close() error {
 	if d.svc != nil {
-		_ = d.svc.Stop() // unsubscribes; handlers already running finish
+		_ = d.svc.Stop() // unsubscribes; messages already received are still handed to handlers
+	}
+	// Let running handlers finish before their context is cancelled (a
+	// write cut short after its append would be reported as failed).
+	// A request that reaches a handler from now on is refused with 503.
+	d.gate.Lock()
+	d.closing = true
+	d.gate.Unlock()
+	done := make(chan struct{})
+	go func() {
+		d.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d.cfg.RequestTimeout + time.Second):
+		d.log.Warn("requests still running at shutdown; cancelling them")
 	}
 	if d.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -629,7 +629,7 @@ func (b *bench) foldReplay(ctx context.Context, filter []string, last uint64) (i
 	return n, d, v, nil
 }
 
-// replayGCPercent is the GOGC value of a long replay (as in cmd/replay).
+// replayGCPercent is the GOGC value of a long replay (cmd/replay's gcPercent).
 const replayGCPercent = 400
 
 // --- snapshot restore ---
