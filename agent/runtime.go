@@ -314,6 +314,28 @@ func (rt *Runtime) catchUp(ctx context.Context, root string, st *rootState) erro
 	return nil
 }
 
+// boundedReader is the optional log feature of reading a root up to a
+// known sequence, without looking the bound up first.
+type boundedReader interface {
+	ReadRootUpTo(ctx context.Context, root string, from, bound uint64, fn func(events.Record) error) error
+}
+
+// catchUpTo folds a loaded registry up to bound (a sequence the caller knows
+// exists, such as its own append's). st.mu must be held.
+func (rt *Runtime) catchUpTo(ctx context.Context, root string, st *rootState, bound uint64) error {
+	br, ok := rt.log.(boundedReader)
+	if !ok || st.reg == nil || bound <= st.reg.Seq {
+		return rt.catchUp(ctx, root, st)
+	}
+	if err := br.ReadRootUpTo(ctx, root, st.reg.Seq+1, bound, func(r events.Record) error {
+		st.reg.Apply(r)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("catch up root %s to seq %d: %w", root, bound, err)
+	}
+	return nil
+}
+
 func (rt *Runtime) snapshotLocked(ctx context.Context, st *rootState) error {
 	h, body, err := snapshot.Capture(st.reg, rt.cfg.now())
 	if err != nil {
@@ -443,9 +465,9 @@ func (rt *Runtime) write(ctx context.Context, root string, build func(*projector
 		return 0, err
 	}
 	// Fold what was just written (and anything before it) so a read in this
-	// process sees its own write.
+	// process sees its own write. The append's sequence bounds the read.
 	nv := len(st.reg.Violations)
-	if err := rt.catchUp(ctx, root, st); err != nil {
+	if err := rt.catchUpTo(ctx, root, st, seq); err != nil {
 		return seq, err
 	}
 	// OCC covers only this agent's subject: a change on another subject (a

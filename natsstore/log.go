@@ -375,18 +375,35 @@ func (l *Log) LastRootSeq(ctx context.Context, root string) (uint64, error) {
 func (l *Log) LastSeq(ctx context.Context, subjects []string) (uint64, error) {
 	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
-	var last uint64
-	for _, s := range subjects {
-		raw, err := l.stream.GetLastMsgForSubject(ctx, s)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("last message on %s: %w", s, err)
-		}
-		last = max(last, raw.Sequence)
+	// One request per subject, all in flight at once.
+	type result struct {
+		seq uint64
+		err error
 	}
-	return last, nil
+	results := make(chan result, len(subjects))
+	for _, s := range subjects {
+		go func() {
+			raw, err := l.stream.GetLastMsgForSubject(ctx, s)
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+				results <- result{}
+			case err != nil:
+				results <- result{err: fmt.Errorf("last message on %s: %w", s, err)}
+			default:
+				results <- result{seq: raw.Sequence}
+			}
+		}()
+	}
+	var last uint64
+	var first error
+	for range subjects {
+		r := <-results
+		if r.err != nil && first == nil {
+			first = r.err
+		}
+		last = max(last, r.seq)
+	}
+	return last, first
 }
 
 // ReadRoot calls fn, in stream order, for every message of root's subtree
@@ -408,6 +425,17 @@ func (l *Log) ReadSubjects(ctx context.Context, subjects []string, from uint64, 
 	if err != nil {
 		return 0, err
 	}
+	return l.readSubjects(ctx, subjects, from, bound, fn)
+}
+
+// ReadRootUpTo is ReadRoot with a known bound (for instance the sequence
+// an append just returned): it saves looking the bound up.
+func (l *Log) ReadRootUpTo(ctx context.Context, root string, from, bound uint64, fn func(events.Record) error) error {
+	_, err := l.readSubjects(ctx, events.RootSubjects(l.cfg.Prefix, root), from, bound, fn)
+	return err
+}
+
+func (l *Log) readSubjects(ctx context.Context, subjects []string, from, bound uint64, fn func(events.Record) error) (uint64, error) {
 	if bound == 0 || bound < from {
 		return bound, nil
 	}

@@ -222,24 +222,13 @@ func (b *bench) appendFigures(ctx context.Context) error {
 		return err
 	}
 	payload := b.gen.encode(root.agent("warm", "").grantEvent("", 0)).Data
+	n, pn := b.p.appends, b.p.pipelined
+	const rounds, window = 3, 512
 
-	// Sequential single-event appends with optimistic concurrency.
-	n := b.p.appends
-	raw := func() (time.Duration, error) {
-		start := time.Now()
-		for i := range n {
-			if _, err := b.js.Publish(ctx, "raw.seq."+strconv.Itoa(i%64), payload); err != nil {
-				return 0, err
-			}
-		}
-		return time.Since(start), nil
-	}
-	rawD, err := raw()
-	if err != nil {
-		return err
-	}
-	subjSeq := map[string]uint64{}
+	// Agents to append to: created first, then events encoded ahead (each
+	// in its agent's hash chain), so the timed loops only append.
 	agents := make([]*genAgent, 64)
+	subjSeq := map[string]uint64{}
 	for i := range agents {
 		agents[i] = root.agent(fmt.Sprintf("seq%d", i), "")
 		for _, m := range b.gen.encodeAll(agents[i].create()) {
@@ -250,114 +239,150 @@ func (b *bench) appendFigures(ctx context.Context) error {
 			subjSeq[m.Subject] = seq
 		}
 	}
-	start := time.Now()
-	for i := range n {
-		m := b.gen.encode(agents[i%64].grantEvent(fmt.Sprintf("x%d", i), i))
-		exp := subjSeq[m.Subject]
-		m.ExpectSeq = &exp
-		seq, err := b.store.Append(ctx, []events.Message{m})
-		if err != nil {
-			return err
+	encodeStart := time.Now()
+	seqMsgs := make([][]events.Message, rounds)
+	for r := range seqMsgs {
+		seqMsgs[r] = make([]events.Message, n)
+		for i := range n {
+			seqMsgs[r][i] = b.gen.encode(agents[i%64].grantEvent("", i))
 		}
-		subjSeq[m.Subject] = seq
 	}
-	ours := time.Since(start)
-	b.add(Figure{Name: "append.sequential_occ", Value: rate(n, ours), Unit: "events/s", Baseline: rate(n, rawD), BaseName: "raw sync publish",
-		Target: ">= 0.8 x raw", Met: met(rate(n, ours) >= 0.8*rate(n, rawD))})
-
-	// The same raw publish carrying the headers an append needs (dedupe id,
-	// expected subject sequence, type and version): what the server's
-	// checks cost, apart from the library.
-	rawSeq := map[string]uint64{}
-	start = time.Now()
-	for i := range n {
-		subj := "raw.seqh." + strconv.Itoa(i%64)
-		msg := nats.NewMsg(subj)
-		msg.Data = payload
-		msg.Header.Set(natsstore.HeaderType, "CapabilityGranted")
-		msg.Header.Set(natsstore.HeaderVersion, "1")
-		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ulid.Make().String()), jetstream.WithExpectLastSequencePerSubject(rawSeq[subj]))
-		if err != nil {
-			return err
+	encodeD := time.Since(encodeStart)
+	pipeMsgs := make([][]events.Message, rounds)
+	for r := range pipeMsgs {
+		pipeMsgs[r] = make([]events.Message, pn)
+		for i := range pn {
+			m := b.gen.encode(root.agent(fmt.Sprintf("pipe%d_%d", r, i), "").createdEvent())
+			zero := uint64(0)
+			m.ExpectSeq = &zero
+			pipeMsgs[r][i] = m
 		}
-		rawSeq[subj] = ack.Sequence
 	}
-	rawH := time.Since(start)
-	b.add(Figure{Name: "append.sequential_occ_vs_same_headers", Value: rate(n, ours), Unit: "events/s", Baseline: rate(n, rawH), BaseName: "raw sync publish with the same headers"})
 
-	// The same through the runtime: Grant checks the registry before writing.
+	// Sequential single-event appends with optimistic concurrency, and the
+	// raw sync publish of the same bytes, alternating; each keeps its best.
+	var rawBest, rawHBest, ourBest float64
+	for r := range rounds {
+		start := time.Now()
+		for i := range n {
+			if _, err := b.js.Publish(ctx, "raw.seq."+strconv.Itoa(i%64), payload); err != nil {
+				return err
+			}
+		}
+		rawBest = max(rawBest, rate(n, time.Since(start)))
+
+		// The raw publish carrying the headers an append needs (dedupe id,
+		// expected subject sequence, type, version): the server's checks.
+		rawSeq := map[string]uint64{}
+		start = time.Now()
+		for i := range n {
+			subj := "raw.seqh" + strconv.Itoa(r) + "." + strconv.Itoa(i%64)
+			msg := nats.NewMsg(subj)
+			msg.Data = payload
+			msg.Header.Set(natsstore.HeaderType, "CapabilityGranted")
+			msg.Header.Set(natsstore.HeaderVersion, "1")
+			ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(seqMsgs[r][i].ID+"h"), jetstream.WithExpectLastSequencePerSubject(rawSeq[subj]))
+			if err != nil {
+				return err
+			}
+			rawSeq[subj] = ack.Sequence
+		}
+		rawHBest = max(rawHBest, rate(n, time.Since(start)))
+
+		start = time.Now()
+		for i := range n {
+			m := seqMsgs[r][i]
+			exp := subjSeq[m.Subject]
+			m.ExpectSeq = &exp
+			seq, err := b.store.Append(ctx, []events.Message{m})
+			if err != nil {
+				return err
+			}
+			subjSeq[m.Subject] = seq
+		}
+		ourBest = max(ourBest, rate(n, time.Since(start)))
+	}
+	b.add(Figure{Name: "append.sequential_occ", Value: ourBest, Unit: "events/s", Baseline: rawBest, BaseName: "raw sync publish",
+		Target: ">= 0.8 x raw", Met: met(ourBest >= 0.8*rawBest)})
+	b.add(Figure{Name: "append.sequential_occ_vs_same_headers", Value: ourBest, Unit: "events/s", Baseline: rawHBest, BaseName: "raw sync publish with the same headers"})
+	b.add(Figure{Name: "encode.event", Value: float64(encodeD.Nanoseconds()) / float64(rounds*n) / 1000, Unit: "µs/event"})
+
+	seqRaw := rawBest
+
+	// Pipelined appends to distinct agents, against raw async publish.
+	rawBest, rawHBest, ourBest = 0, 0, 0
+	for r := range rounds {
+		start := time.Now()
+		for off := 0; off < pn; off += window {
+			for i := off; i < min(off+window, pn); i++ {
+				if _, err := b.js.PublishAsync("raw.pipe."+strconv.Itoa(r)+"."+strconv.Itoa(i), payload); err != nil {
+					return err
+				}
+			}
+			select {
+			case <-b.js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		rawBest = max(rawBest, rate(pn, time.Since(start)))
+
+		start = time.Now()
+		for off := 0; off < pn; off += window {
+			for i := off; i < min(off+window, pn); i++ {
+				msg := nats.NewMsg("raw.pipeh." + strconv.Itoa(r) + "." + strconv.Itoa(i))
+				msg.Data = payload
+				msg.Header.Set(natsstore.HeaderType, "AgentCreated")
+				msg.Header.Set(natsstore.HeaderVersion, "1")
+				if _, err := b.js.PublishMsgAsync(msg, jetstream.WithMsgID(pipeMsgs[r][i].ID+"h"), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+					return err
+				}
+			}
+			select {
+			case <-b.js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		rawHBest = max(rawHBest, rate(pn, time.Since(start)))
+
+		start = time.Now()
+		for off := 0; off < pn; off += window {
+			if _, err := b.store.AppendPipelined(ctx, pipeMsgs[r][off:min(off+window, pn)]); err != nil {
+				return err
+			}
+		}
+		ourBest = max(ourBest, rate(pn, time.Since(start)))
+	}
+	b.add(Figure{Name: "append.pipelined_occ", Value: ourBest, Unit: "events/s", Baseline: rawBest, BaseName: "raw async publish",
+		Target: ">= 0.7 x raw", Met: met(ourBest >= 0.7*rawBest)})
+	b.add(Figure{Name: "append.pipelined_occ_vs_same_headers", Value: ourBest, Unit: "events/s", Baseline: rawHBest, BaseName: "raw async publish with the same headers"})
+
+	// The same through the runtime, on a root of its own with a handful of
+	// agents: Grant catches the registry up and checks it before writing,
+	// and folds the write after.
+	rtRoot := b.gen.newRoot("bench-runtime")
 	rt, err := agent.Open(ctx, agent.WithLog(b.store, b.snaps), agent.WithCatalog(agent.SymbolicCatalog()), agent.WithSnapshotEvery(0),
 		agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		return err
 	}
-	ref, err := rt.RegisterRoot(ctx, root.def)
+	ref, err := rt.RegisterRoot(ctx, rtRoot.def)
 	if err != nil {
 		return err
 	}
-	target := agent.AgentRef{Root: ref.Root, Path: "seq0"}
+	target, err := rt.Create(ctx, ref, rtRoot.spec("target"))
+	if err != nil {
+		return err
+	}
 	rn := min(n, 1000)
-	start = time.Now()
+	start := time.Now()
 	for i := range rn {
 		if err := rt.Grant(ctx, target, events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i%b.p.caps)}); err != nil {
 			return err
 		}
 	}
-	b.add(Figure{Name: "append.sequential_runtime_grant", Value: rate(rn, time.Since(start)), Unit: "events/s", Baseline: rate(n, rawD), BaseName: "raw sync publish"})
-
-	// Pipelined appends to distinct agents.
-	pn := b.p.pipelined
-	const window = 512
-	start = time.Now()
-	for off := 0; off < pn; off += window {
-		for i := off; i < min(off+window, pn); i++ {
-			if _, err := b.js.PublishAsync("raw.pipe."+strconv.Itoa(i), payload); err != nil {
-				return err
-			}
-		}
-		select {
-		case <-b.js.PublishAsyncComplete():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	rawP := time.Since(start)
-	msgs := make([]events.Message, pn)
-	for i := range msgs {
-		a := root.agent(fmt.Sprintf("pipe%d", i), "")
-		msgs[i] = b.gen.encode(a.createdEvent())
-		zero := uint64(0)
-		msgs[i].ExpectSeq = &zero
-	}
-	start = time.Now()
-	for off := 0; off < pn; off += window {
-		if _, err := b.store.AppendPipelined(ctx, msgs[off:min(off+window, pn)]); err != nil {
-			return err
-		}
-	}
-	ourP := time.Since(start)
-	b.add(Figure{Name: "append.pipelined_occ", Value: rate(pn, ourP), Unit: "events/s", Baseline: rate(pn, rawP), BaseName: "raw async publish",
-		Target: ">= 0.7 x raw", Met: met(rate(pn, ourP) >= 0.7*rate(pn, rawP))})
-
-	start = time.Now()
-	for off := 0; off < pn; off += window {
-		for i := off; i < min(off+window, pn); i++ {
-			msg := nats.NewMsg("raw.pipeh." + strconv.Itoa(i))
-			msg.Data = payload
-			msg.Header.Set(natsstore.HeaderType, "AgentCreated")
-			msg.Header.Set(natsstore.HeaderVersion, "1")
-			if _, err := b.js.PublishMsgAsync(msg, jetstream.WithMsgID(ulid.Make().String()), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
-				return err
-			}
-		}
-		select {
-		case <-b.js.PublishAsyncComplete():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	rawPH := time.Since(start)
-	b.add(Figure{Name: "append.pipelined_occ_vs_same_headers", Value: rate(pn, ourP), Unit: "events/s", Baseline: rate(pn, rawPH), BaseName: "raw async publish with the same headers"})
+	b.add(Figure{Name: "append.sequential_runtime_grant", Value: rate(rn, time.Since(start)), Unit: "events/s", Baseline: seqRaw, BaseName: "raw sync publish"})
 
 	// Atomic agent creation: create + grants + tasks in one batch.
 	cn := b.p.creates
@@ -389,7 +414,7 @@ func (b *bench) appendFigures(ctx context.Context) error {
 	rc := min(cn, 300)
 	start = time.Now()
 	for i := range rc {
-		if _, err := rt.Create(ctx, ref, root.spec(fmt.Sprintf("rt%d", i))); err != nil {
+		if _, err := rt.Create(ctx, ref, rtRoot.spec(fmt.Sprintf("rt%d", i))); err != nil {
 			return err
 		}
 	}
