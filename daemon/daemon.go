@@ -184,16 +184,19 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 // first request goes unanswered). Other errors (an existing stream with
 // settings the log cannot use, replicas on a single server) fail at once.
 func (d *Daemon) openStore(ctx context.Context) (*natsstore.Snapshots, error) {
-	// A request JetStream drops while it has no leader is never answered:
-	// keep attempts short so that the first one after the cluster forms
-	// comes soon.
-	backoff, attempt := 100*time.Millisecond, time.Second
+	// A request JetStream drops while it has no leader is never answered,
+	// and a creation answered only once the new asset has a leader may
+	// outlast an attempt (the next attempt finds it made): keep attempts
+	// short (1 s three times, then 2 s three times, ...) so that the first
+	// one after the cluster is ready comes soon.
+	backoff := 100 * time.Millisecond
 	maxAttempt := min(d.cfg.Stream.Timeout, 5*time.Second)
 	if maxAttempt <= 0 {
 		maxAttempt = 5 * time.Second
 	}
 	for try := 1; ; try++ {
-		actx, cancel := context.WithTimeout(ctx, min(attempt, maxAttempt))
+		attempt := min(time.Second<<min((try-1)/3, 3), maxAttempt)
+		actx, cancel := context.WithTimeout(ctx, attempt)
 		store, err := natsstore.OpenLog(actx, d.nc, d.cfg.Stream)
 		var snaps *natsstore.Snapshots
 		if err == nil {
@@ -216,7 +219,7 @@ func (d *Daemon) openStore(ctx context.Context) (*natsstore.Snapshots, error) {
 			return nil, fmt.Errorf("open stream %s: %w (last error: %v)", d.cfg.Stream.Stream, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
-		backoff, attempt = min(2*backoff, 2*time.Second), attempt*3/2
+		backoff = min(2*backoff, time.Second)
 	}
 }
 
@@ -314,6 +317,9 @@ func (d *Daemon) adoptRoots(ctx context.Context) error {
 	return nil
 }
 
+// followTimeout bounds the follower's work on one event.
+const followTimeout = 2 * time.Second
+
 // startFollower follows the stream from its current end: each new message
 // of a loaded root is folded at once, so reads find the registry hot.
 func (d *Daemon) startFollower(ctx context.Context) error {
@@ -343,12 +349,18 @@ func (d *Daemon) startFollower(ctx context.Context) error {
 		if err != nil || events.ValidateFingerprint(root) != nil {
 			return
 		}
+		// Bounded: a refresh holds the root's lock, and a read stuck behind
+		// a catch-up whose consumer sat on a node that just died would wait
+		// for the consumer's heartbeat to time out. Folded events are kept,
+		// and the next refresh or read goes on from there.
+		ctx, cancel := context.WithTimeout(d.ctx, min(d.cfg.RequestTimeout, followTimeout))
+		defer cancel()
 		if e, err := events.Decode(m.Data()); err == nil && e.Type == events.RootRegistered {
-			if _, err := d.rt.RegisterRoot(d.ctx, e.Registered.Def); err != nil {
+			if _, err := d.rt.RegisterRoot(ctx, e.Registered.Def); err != nil {
 				d.log.Warn("new root cannot be served", keyRoot, root, keyErr, err)
 			}
 		}
-		if err := d.rt.RefreshLoaded(d.ctx, root); err != nil && d.ctx.Err() == nil {
+		if err := d.rt.RefreshLoaded(ctx, root); err != nil && d.ctx.Err() == nil {
 			d.log.Warn("fold failed", keyRoot, root, keyErr, err)
 		}
 	})
