@@ -55,3 +55,13 @@ func (rt *Runtime) Stats() []RootStats {
 	slices.SortFunc(out, func(a, b RootStats) int { return strings.Compare(a.Root, b.Root) })
 	return out
 }
+
+// forgetUnloaded drops the entry of a root whose registry was never loaded.
+// st.mu is held by the caller.
+func (rt *Runtime) forgetUnloaded(root string, st *rootState) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.state[root] == st && st.reg == nil {
+		delete(rt.state, root)
+	}
+}

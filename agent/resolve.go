@@ -95,7 +95,9 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	defer st.mu.Unlock()
 	if st.reg == nil {
 		// Cold root: fold only the ref's ancestor chain, so the cost follows
-		// the chain and not the stream or the root's size.
+		// the chain and not the stream or the root's size. Nothing is kept
+		// for the root, so refs to unknown roots cost no memory.
+		defer rt.forgetUnloaded(ref.Root, st)
 		reg, err := rt.chainRegistry(ctx, ref.Root, ref.Path)
 		if err != nil {
 			return nil, fmt.Errorf("resolve %s: %w", ref, err)

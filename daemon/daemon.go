@@ -51,6 +51,7 @@ type Config struct {
 	Catalog        *agent.Catalog // nil: capabilities stay symbolic (recipes only)
 	Executor       agent.Executor // non-nil serves the task_invoke endpoint
 	SnapshotEvery  uint64         // default 1000
+	MaxLoadedRoots int            // registries kept in memory, least recently used dropped; default 10000
 	RequestTimeout time.Duration  // default 10s
 	Logger         *slog.Logger   // default slog.Default()
 }
@@ -70,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.APIPrefix == "" {
 		c.APIPrefix = "agentd"
+	}
+	if c.MaxLoadedRoots == 0 {
+		c.MaxLoadedRoots = 10_000
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = 1000
@@ -145,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	opts := []agent.Option{agent.WithLog(d.store, snaps), agent.WithCatalog(cfg.Catalog), agent.WithLogger(cfg.Logger),
-		agent.WithSnapshotEvery(cfg.SnapshotEvery), agent.WithDefaultActor("agentd")}
+		agent.WithSnapshotEvery(cfg.SnapshotEvery), agent.WithDefaultActor("agentd"), agent.WithMaxLoadedRoots(cfg.MaxLoadedRoots)}
 	if cfg.Executor != nil {
 		opts = append(opts, agent.WithExecutor(cfg.Executor))
 	}

@@ -3,8 +3,10 @@ package natsstore
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -76,6 +78,17 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	opts.NoSigs = true
 	if o.Logger == nil {
 		opts.NoLog = true
+	}
+	if !opts.DontListen && opts.Port > 0 {
+		// Say at once that the port is taken, rather than after the
+		// server's readiness wait.
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("embedded server: cannot listen on %s (another server there? pick another port): %w", addr, err)
+		}
+		ln.Close()
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
