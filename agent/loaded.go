@@ -56,12 +56,13 @@ func (rt *Runtime) Stats() []RootStats {
 	return out
 }
 
-// forgetUnloaded drops the entry of a root whose registry was never loaded.
-// st.mu is held by the caller.
+// forgetUnloaded drops the entry of a root whose registry was never loaded,
+// or whose log holds nothing: a ref or a read naming an unknown root costs no
+// memory. st.mu is held by the caller.
 func (rt *Runtime) forgetUnloaded(root string, st *rootState) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	if rt.state[root] == st && st.reg == nil {
+	if rt.state[root] == st && (st.reg == nil || st.reg.Count == 0) {
 		delete(rt.state, root)
 	}
 }

@@ -90,8 +90,7 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	if err := ref.Validate(); err != nil {
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
-	st := rt.stateOf(ref.Root)
-	st.mu.Lock()
+	st := rt.lockState(ref.Root)
 	defer st.mu.Unlock()
 	if st.reg == nil {
 		// Cold root: fold only the ref's ancestor chain, so the cost follows

@@ -82,7 +82,7 @@ type rootState struct {
 // that process serves.
 //
 // Options: WithNATSURL, WithDataDir, WithReplicas, WithStream, WithCatalog,
-// WithExecutor, WithDefaultActor, WithSnapshotEvery, WithClock, WithLogger, WithLog.
+// WithExecutor, WithDefaultActor, WithSnapshotEvery, WithMaxLoadedRoots, WithClock, WithLogger, WithLog.
 func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -205,8 +205,7 @@ func (rt *Runtime) RegisterRoot(ctx context.Context, def events.RootDef) (AgentR
 		if _, err := rt.refresh(ctx, fp); err != nil {
 			return AgentRef{}, err
 		}
-		st := rt.stateOf(fp)
-		st.mu.Lock()
+		st := rt.lockState(fp)
 		ok := st.reg.Def != nil
 		st.mu.Unlock()
 		if ok {
@@ -263,6 +262,24 @@ func (rt *Runtime) stateOf(root string) *rootState {
 	}
 	st.used.Store(rt.tick)
 	return st
+}
+
+// lockState returns a root's state with its lock held. A state dropped (by
+// eviction or forgetUnloaded) while the caller waited for its lock is not
+// used: the caller retries with the current one, so there is never more than
+// one live state per root and writes to a root stay serialised.
+func (rt *Runtime) lockState(root string) *rootState {
+	for {
+		st := rt.stateOf(root)
+		st.mu.Lock()
+		rt.mu.Lock()
+		current := rt.state[root] == st
+		rt.mu.Unlock()
+		if current {
+			return st
+		}
+		st.mu.Unlock()
+	}
 }
 
 // evictLocked drops the least recently used registries beyond the bound
@@ -357,8 +374,7 @@ func (rt *Runtime) Snapshot(ctx context.Context, root string) (snapshot.Header, 
 	if rt.snaps == nil {
 		return snapshot.Header{}, fmt.Errorf("snapshot root %s: this runtime has no snapshot store", root)
 	}
-	st := rt.stateOf(root)
-	st.mu.Lock()
+	st := rt.lockState(root)
 	defer st.mu.Unlock()
 	if err := rt.catchUp(ctx, root, st); err != nil {
 		return snapshot.Header{}, err
@@ -378,8 +394,7 @@ func (rt *Runtime) Snapshot(ctx context.Context, root string) (snapshot.Header, 
 // registry from, if it did (false: replayed from the log's start, or not
 // loaded yet).
 func (rt *Runtime) RestoredFrom(root string) (snapshot.Header, bool) {
-	st := rt.stateOf(root)
-	st.mu.Lock()
+	st := rt.lockState(root)
 	defer st.mu.Unlock()
 	if st.restored == nil {
 		return snapshot.Header{}, false
@@ -389,8 +404,7 @@ func (rt *Runtime) RestoredFrom(root string) (snapshot.Header, bool) {
 
 // refresh catches a root's registry up and returns its sequence.
 func (rt *Runtime) refresh(ctx context.Context, root string) (uint64, error) {
-	st := rt.stateOf(root)
-	st.mu.Lock()
+	st := rt.lockState(root)
 	defer st.mu.Unlock()
 	if err := rt.catchUp(ctx, root, st); err != nil {
 		return 0, err
@@ -404,9 +418,9 @@ func (rt *Runtime) View(ctx context.Context, root string, fn func(*projector.Reg
 	if err := events.ValidateFingerprint(root); err != nil {
 		return err
 	}
-	st := rt.stateOf(root)
-	st.mu.Lock()
+	st := rt.lockState(root)
 	defer st.mu.Unlock()
+	defer rt.forgetUnloaded(root, st)
 	if err := rt.catchUp(ctx, root, st); err != nil {
 		return err
 	}
@@ -429,8 +443,7 @@ func (rt *Runtime) StateHash(ctx context.Context, root string) (hash string, seq
 // refuse), fills the envelopes, checks them, and appends them as one
 // atomic batch with optimistic concurrency on the agent's subject.
 func (rt *Runtime) write(ctx context.Context, root string, build func(*projector.Registry) ([]*events.Event, error)) (uint64, error) {
-	st := rt.stateOf(root)
-	st.mu.Lock()
+	st := rt.lockState(root)
 	defer st.mu.Unlock()
 	if err := rt.catchUp(ctx, root, st); err != nil {
 		return 0, err
@@ -468,7 +481,7 @@ func (rt *Runtime) write(ctx context.Context, root string, build func(*projector
 	// process sees its own write. The append's sequence bounds the read.
 	nv := len(st.reg.Violations)
 	if err := rt.catchUpTo(ctx, root, st, seq); err != nil {
-		return seq, err
+		return seq, fmt.Errorf("stored at seq %d, then reading it back failed (the write stands; read again before retrying it): %w", seq, err)
 	}
 	// OCC covers only this agent's subject: a change on another subject (a
 	// parent's revoke or retirement) can land between the check above and

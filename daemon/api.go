@@ -244,7 +244,7 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 		}
 		if err == nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
-			out, err = fn(ctx, &req)
+			out, err = call(d, ctx, name, fn, &req)
 			cancel()
 		}
 		code := "200"
@@ -257,6 +257,18 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 		}
 		d.metrics.request(name, code, time.Since(start))
 	}
+}
+
+// call runs an endpoint's function; a panic in it (an executor's, say)
+// becomes a 500 reply instead of stopping the daemon.
+func call[Req any](d *Daemon, ctx context.Context, name string, fn func(context.Context, *Req) (any, error), req *Req) (out any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.log.Error("request panicked", keyEndpoint, name, keyErr, p)
+			out, err = nil, fmt.Errorf("internal error in %s: %v", name, p)
+		}
+	}()
+	return fn(ctx, req)
 }
 
 func (d *Daemon) actorCtx(ctx context.Context, actor string) context.Context {

@@ -157,10 +157,17 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The follower starts after the stream's end as it is before the roots
+	// are listed: a root registered in between is seen by the follower
+	// (registering twice is harmless), never missed by both.
+	last, err := d.store.LastSeq(ctx, []string{d.cfg.Stream.Prefix + ".>"})
+	if err != nil {
+		return nil, err
+	}
 	if err := d.adoptRoots(ctx); err != nil {
 		return nil, err
 	}
-	if err := d.startFollower(ctx); err != nil {
+	if err := d.startFollower(ctx, last); err != nil {
 		return nil, err
 	}
 	if err := d.startService(); err != nil {
@@ -326,12 +333,8 @@ const followTimeout = 2 * time.Second
 
 // startFollower follows the stream from its current end: each new message
 // of a loaded root is folded at once, so reads find the registry hot.
-func (d *Daemon) startFollower(ctx context.Context) error {
+func (d *Daemon) startFollower(ctx context.Context, last uint64) error {
 	js := d.store.JetStream()
-	last, err := d.store.LastSeq(ctx, []string{d.cfg.Stream.Prefix + ".>"})
-	if err != nil {
-		return err
-	}
 	d.followed.Store(last)
 	cons, err := js.OrderedConsumer(ctx, d.store.Config().Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{d.cfg.Stream.Prefix + ".>"},
@@ -341,33 +344,13 @@ func (d *Daemon) startFollower(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("follow stream: %w", err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err != nil {
-			return
+	cc, err := cons.Consume(d.follow, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// The ordered consumer recreates itself after transient errors;
+		// log them, so that a follower that stalls is visible.
+		if d.ctx.Err() == nil {
+			d.log.Warn("follower", keyErr, err)
 		}
-		d.followed.Store(meta.Sequence.Stream)
-		d.metrics.eventsSeen.Inc()
-		d.metrics.lag.Set(float64(meta.NumPending))
-		root, _, err := events.ParseSubject(d.cfg.Stream.Prefix, m.Subject())
-		if err != nil || events.ValidateFingerprint(root) != nil {
-			return
-		}
-		// Bounded: a refresh holds the root's lock, and a read stuck behind
-		// a catch-up whose consumer sat on a node that just died would wait
-		// for the consumer's heartbeat to time out. Folded events are kept,
-		// and the next refresh or read goes on from there.
-		ctx, cancel := context.WithTimeout(d.ctx, min(d.cfg.RequestTimeout, followTimeout))
-		defer cancel()
-		if e, err := events.Decode(m.Data()); err == nil && e.Type == events.RootRegistered {
-			if _, err := d.rt.RegisterRoot(ctx, e.Registered.Def); err != nil {
-				d.log.Warn("new root cannot be served", keyRoot, root, keyErr, err)
-			}
-		}
-		if err := d.rt.RefreshLoaded(ctx, root); err != nil && d.ctx.Err() == nil {
-			d.log.Warn("fold failed", keyRoot, root, keyErr, err)
-		}
-	})
+	}))
 	if err != nil {
 		return fmt.Errorf("follow stream: %w", err)
 	}
@@ -376,8 +359,38 @@ func (d *Daemon) startFollower(ctx context.Context) error {
 		defer d.wg.Done()
 		<-d.ctx.Done()
 		cc.Stop()
+		<-cc.Closed() // no callback runs after Close returns
 	}()
 	return nil
+}
+
+// follow folds one message of the stream into the registry it belongs to.
+func (d *Daemon) follow(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	d.followed.Store(meta.Sequence.Stream)
+	d.metrics.eventsSeen.Inc()
+	d.metrics.lag.Set(float64(meta.NumPending))
+	root, _, err := events.ParseSubject(d.cfg.Stream.Prefix, m.Subject())
+	if err != nil || events.ValidateFingerprint(root) != nil {
+		return
+	}
+	// Bounded: a refresh holds the root's lock, and a read stuck behind
+	// a catch-up whose consumer sat on a node that just died would wait
+	// for the consumer's heartbeat to time out. Folded events are kept,
+	// and the next refresh or read goes on from there.
+	ctx, cancel := context.WithTimeout(d.ctx, min(d.cfg.RequestTimeout, followTimeout))
+	defer cancel()
+	if e, err := events.Decode(m.Data()); err == nil && e.Type == events.RootRegistered {
+		if _, err := d.rt.RegisterRoot(ctx, e.Registered.Def); err != nil {
+			d.log.Warn("new root cannot be served", keyRoot, root, keyErr, err)
+		}
+	}
+	if err := d.rt.RefreshLoaded(ctx, root); err != nil && d.ctx.Err() == nil {
+		d.log.Warn("fold failed", keyRoot, root, keyErr, err)
+	}
 }
 
 func (d *Daemon) startService() error {

@@ -88,7 +88,10 @@ func (l *Log) readDirect(ctx context.Context, subjects []string, from, bound uin
 		if err != nil {
 			return fmt.Errorf("read %s: direct get reply without a sequence", subjects[i])
 		}
-		ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+		ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+		if err != nil {
+			return fmt.Errorf("read %s: direct get reply at seq %d without a valid time stamp: %w", subjects[i], seq, err)
+		}
 		if bound != 0 && seq > bound {
 			continue
 		}

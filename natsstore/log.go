@@ -349,6 +349,11 @@ func (l *Log) seqOfID(ctx context.Context, m events.Message) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("append %s: batch was stored before; look up its sequence: %w", m.ID, translate(err))
 	}
+	if raw.Header.Get(jetstream.MsgIDHeader) != m.ID {
+		// Stored before, and the agent has had events since: the sequence
+		// is not at hand, and 0 says so (callers catch up by reading).
+		return 0, nil
+	}
 	return raw.Sequence, nil
 }
 

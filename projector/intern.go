@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"unique"
@@ -27,15 +28,19 @@ func islice(ss []string) []string {
 		return nil
 	}
 	key := strings.Join(ss, "\x00")
-	if v, ok := patternSets.Load(key); ok {
+	if v, ok := patternSets.Load(key); ok && slices.Equal(v.([]string), ss) {
 		return v.([]string)
 	}
 	c := make([]string, len(ss))
 	for i, s := range ss {
 		c[i] = istr(s)
 	}
-	v, _ := patternSets.LoadOrStore(key, c)
-	return v.([]string)
+	// A set whose patterns contain the separator may share a key with
+	// another set: it is then kept unshared.
+	if v, loaded := patternSets.LoadOrStore(key, c); loaded && slices.Equal(v.([]string), ss) {
+		return v.([]string)
+	}
+	return c
 }
 
 func icap(c events.Capability) events.Capability {

@@ -675,3 +675,16 @@ func TestUnmarshalErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestInternedPatternsDoNotCollide: pattern sets whose joined forms are
+// equal stay distinct (a NUL is a valid pattern character).
+func TestInternedPatternsDoNotCollide(t *testing.T) {
+	f := newFold(t)
+	ok(t, f.register())
+	ok(t, f.create("a", "A"))
+	ok(t, f.grant("a", mathCap([]string{"cos", "sin"}, nil)))
+	ok(t, f.create("b", "B"))
+	ok(t, f.grant("b", mathCap([]string{"cos\x00sin"}, nil)))
+	require.Equal(t, []string{"cos", "sin"}, f.reg.Agents["a"].Capabilities["module:math"].Capability.Include)
+	require.Equal(t, []string{"cos\x00sin"}, f.reg.Agents["b"].Capabilities["module:math"].Capability.Include)
+}

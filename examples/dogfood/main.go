@@ -313,7 +313,9 @@ func createSpecialist(ctx context.Context, call *agent.Call) (any, error) {
 	case err != nil:
 		return nil, err
 	}
-	if !reused {
+	// Created even when math_solver was there: a run that stopped between
+	// the two creates left the parser missing.
+	{
 		_, err = rt.Create(ctx, solver, agent.Spec{
 			Name:         "equation_parser",
 			Primer:       "You turn an equation like '4x + 5 = 13' into its coefficients.",

@@ -1,0 +1,22 @@
+// Package daemon is agentd as a library: the registry daemon that owns the
+// event stream, keeps the registries of active roots hot by following the
+// stream, takes snapshots, and answers a NATS micro service API (agentd.*,
+// JSON in and out) with /healthz and Prometheus /metrics over HTTP.
+//
+// cmd/agentd is a thin main over it. A service that wants the daemon with
+// its own catalog (so that capabilities resolve to its Go functions) and an
+// executor (which adds the task_invoke endpoint) runs it itself:
+//
+//	err := daemon.Run(ctx, daemon.Config{
+//		DataDir:  "./data",           // embedded NATS; or Conn: natsstore.ConnectOptions{URL: ...}
+//		Catalog:  cat,
+//		Executor: agent.ExecutorFunc(modelLoop),
+//		HTTPAddr: "127.0.0.1:8222",
+//	}, func(d *daemon.Daemon) { log.Println("serving on", d.URL()) })
+//
+// Lifecycle: Start opens the store (retrying while a cluster elects a
+// leader), registers every root recorded in the log, starts the follower,
+// then the API and HTTP. Close stops taking requests, waits for in-flight
+// ones, stops the follower, drains the connection and shuts an embedded
+// server down. Run does both around ctx.
+package daemon
