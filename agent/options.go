@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
+	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/snapshot"
 )
@@ -21,6 +24,7 @@ type config struct {
 	actor     string
 	snapEvery uint64
 	maxRoots  int
+	signer    events.Signer
 	logger    *slog.Logger
 	now       clock
 	log       Log
@@ -121,6 +125,20 @@ func WithDefaultActor(principal string) Option {
 func WithSnapshotEvery(n uint64) Option {
 	return func(c *config) error {
 		c.snapEvery = n
+		return nil
+	}
+}
+
+// WithSigningSeed signs every event this runtime appends with the ed25519
+// key of an nkeys seed (for instance a user seed, "SU..."): the event carries
+// the public key and the signature, which `replay audit` verifies.
+func WithSigningSeed(seed []byte) Option {
+	return func(c *config) error {
+		kp, err := nkeys.FromSeed(seed)
+		if err != nil {
+			return fmt.Errorf("WithSigningSeed: not an nkeys seed: %w", err)
+		}
+		c.signer = kp
 		return nil
 	}
 }

@@ -82,7 +82,8 @@ type rootState struct {
 // that process serves.
 //
 // Options: WithNATSURL, WithDataDir, WithReplicas, WithStream, WithCatalog,
-// WithExecutor, WithDefaultActor, WithSnapshotEvery, WithMaxLoadedRoots, WithClock, WithLogger, WithLog.
+// WithExecutor, WithDefaultActor, WithSigningSeed, WithSnapshotEvery, WithMaxLoadedRoots, WithClock,
+// WithLogger, WithLog.
 func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -464,7 +465,13 @@ func (rt *Runtime) write(ctx context.Context, root string, build func(*projector
 		}
 		e.ID, e.Version, e.Root, e.Time, e.Actor, e.Correlation, e.Prev =
 			ulid.Make().String(), events.SchemaVersion, root, now, actor, corr, prev
-		data, err := events.Encode(e)
+		var data []byte
+		var err error
+		if rt.cfg.signer != nil {
+			data, err = events.EncodeSigned(e, rt.cfg.signer)
+		} else {
+			data, err = events.Encode(e)
+		}
 		if err != nil {
 			return 0, err
 		}

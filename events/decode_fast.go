@@ -46,6 +46,10 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 			e.Correlation, err = d.DecodeString()
 		case "prev":
 			e.Prev, err = d.DecodeString()
+		case "signer":
+			e.Signer, err = d.DecodeString()
+		case "sig":
+			e.Sig, err = d.DecodeString()
 		case "created":
 			if isNil(d) {
 				e.Created, err = nil, d.DecodeNil()

@@ -97,6 +97,11 @@ type Event struct {
 	Task       *TaskData     `msgpack:"task,omitempty" json:"task,omitempty"`
 	Retired    *RetiredData  `msgpack:"retired,omitempty" json:"retired,omitempty"`
 	Migration  *MigratedData `msgpack:"migrated,omitempty" json:"migrated,omitempty"`
+	// Signer is the nkey public key of the writer that signed the event and
+	// Sig its ed25519 signature (base64url, unpadded) over the event's
+	// encoding without Sig. Both empty: unsigned. See EncodeSigned.
+	Signer string `msgpack:"signer,omitempty" json:"signer,omitempty"`
+	Sig    string `msgpack:"sig,omitempty" json:"sig,omitempty"`
 }
 
 // RootData is the body of RootRegistered: the root's whole definition.

@@ -4,10 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
+
+	"github.com/nats-io/nkeys"
 
 	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/projector"
@@ -30,6 +34,9 @@ type auditReport struct {
 	Roots     int            `json:"roots"`
 	Events    int            `json:"events"`
 	Snapshots int            `json:"snapshots"`
+	Signed    int            `json:"signed"`   // events with a valid signature
+	Unsigned  int            `json:"unsigned"` // events without one
+	Signers   []string       `json:"signers"`  // keys that signed valid events
 	Problems  []problem      `json:"problems"`
 	Counts    map[string]int `json:"counts"`
 	Clean     bool           `json:"clean"`
@@ -39,9 +46,22 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var c common
 	fs := newFlagSet("audit", "", "Verify the history up to the point: per-agent hash chains (events edited, removed or reordered),\n"+
 		"deleted messages, invariant violations (escalations, unknown parents, undecodable events), and stored\n"+
-		"snapshots against a fresh replay. Exit status 0 when clean, 1 with a summary when not.", &c, stderr)
+		"snapshots against a fresh replay; signatures when events are signed. Exit status 0 when clean, 1 with a\n"+
+		"summary when not.", &c, stderr)
+	signers := fs.String("signers", os.Getenv("AGENTREG_SIGNERS"), "allow-list of signers' nkey public keys, comma-separated: events signed by\nother keys are problems (env AGENTREG_SIGNERS)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	for _, k := range strings.Split(*signers, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			if _, err := nkeys.FromPublicKey(k); err != nil {
+				return usageErr("audit", "--signers: %q is not an nkey public key", k)
+			}
+			if c.signers == nil {
+				c.signers = map[string]bool{}
+			}
+			c.signers[k] = true
+		}
 	}
 	if fs.NArg() > 0 {
 		return usageErr("audit", "unexpected argument %q", fs.Arg(0))
@@ -65,6 +85,12 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	} else {
 		fmt.Fprintf(stdout, "audit of stream %s as of %s: %d root(s), %d event(s), %d snapshot(s)\n", rep.Stream, rep.Point, rep.Roots, rep.Events, rep.Snapshots)
+		switch {
+		case rep.Signed == 0:
+			fmt.Fprintf(stdout, "signatures: the history is unsigned (%d events)\n", rep.Unsigned)
+		default:
+			fmt.Fprintf(stdout, "signatures: %d event(s) signed by %d key(s), %d unsigned\n", rep.Signed, len(rep.Signers), rep.Unsigned)
+		}
 		for _, pr := range rep.Problems {
 			where := pr.Subject
 			if pr.Root != "" {
@@ -166,6 +192,9 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 			chainSeqs[pr.Seq] = true
 			add(pr)
 		}
+		for _, pr := range checkSignatures(root, recs, c.signers, rep) {
+			add(pr)
+		}
 		for _, v := range reg.Violations {
 			if v.Code == projector.CodeChain && chainSeqs[v.Seq] {
 				continue // reported above, with more detail
@@ -257,6 +286,40 @@ func checkChains(root, prefix string, recs []events.Record, rejected map[uint64]
 		if !rejected[r.Seq] {
 			ch.last = h
 			ch.accepted[h] = true
+		}
+	}
+	return out
+}
+
+// checkSignatures verifies each decodable event's signature, counts signed
+// and unsigned events, and reports bad signatures and, with an allow-list,
+// signers not on it.
+func checkSignatures(root string, recs []events.Record, allowed map[string]bool, rep *auditReport) []problem {
+	var out []problem
+	seen := map[string]bool{}
+	for _, k := range rep.Signers {
+		seen[k] = true
+	}
+	for _, r := range recs {
+		e, err := events.Decode(r.Data)
+		if err != nil {
+			continue // reported as malformed by the fold
+		}
+		switch err := events.VerifySignature(e); {
+		case errors.Is(err, events.ErrUnsigned):
+			rep.Unsigned++
+		case err != nil:
+			out = append(out, problem{Seq: r.Seq, Kind: "bad_signature", Root: root, Path: e.Path, Subject: r.Subject, Detail: err.Error()})
+		default:
+			rep.Signed++
+			if !seen[e.Signer] {
+				seen[e.Signer] = true
+				rep.Signers = append(rep.Signers, e.Signer)
+			}
+			if allowed != nil && !allowed[e.Signer] {
+				out = append(out, problem{Seq: r.Seq, Kind: "unknown_signer", Root: root, Path: e.Path, Subject: r.Subject,
+					Detail: fmt.Sprintf("%s %s is signed by %s, which is not in --signers", e.Type, e.ID, e.Signer)})
+			}
 		}
 	}
 	return out

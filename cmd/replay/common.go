@@ -21,16 +21,17 @@ import (
 
 // common holds the flags every command takes.
 type common struct {
-	conn   natsstore.ConnectOptions
-	data   string
-	stream string
-	prefix string
-	seq    uint64
-	at     string
-	root   string
-	json   bool
-	stderr io.Writer
-	fs     *flag.FlagSet
+	conn    natsstore.ConnectOptions
+	data    string
+	stream  string
+	prefix  string
+	seq     uint64
+	at      string
+	root    string
+	json    bool
+	stderr  io.Writer
+	signers map[string]bool // audit's allow-list; nil: any signer
+	fs      *flag.FlagSet
 }
 
 func newFlagSet(name, args, summary string, c *common, stderr io.Writer) *flag.FlagSet {

@@ -524,6 +524,7 @@ func TestAuditHonest(t *testing.T) {
 
 	text := replayOK(t, "audit", "--nats-url", h.url)
 	require.Equal(t, fmt.Sprintf("audit of stream AGENTREG as of now: 1 root(s), %d event(s), 1 snapshot(s)\n", last)+
+		fmt.Sprintf("signatures: the history is unsigned (%d events)\n", last)+
 		"clean: every hash chain intact, no violations, every snapshot agrees with a fresh replay\n", text)
 	rep := decode[auditReport](t, replayOK(t, "audit", "--nats-url", h.url, "--json"))
 	require.True(t, rep.Clean)

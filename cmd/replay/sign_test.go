@@ -1,0 +1,101 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/nats-io/nkeys"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/natsstore"
+	"github.com/agentreg/agentreg/testutil"
+)
+
+// TestAuditSignatures: a history written by a signing runtime audits clean
+// with its key allowed; other keys' events are reported with an allow-list;
+// an event edited after signing (republished with its old signature) is a
+// bad signature; unsigned events are counted, not failed.
+func TestAuditSignatures(t *testing.T) {
+	ctx := agent.WithActor(t.Context(), "user:alice")
+	srv := testutil.RunServer(t)
+	url := srv.ClientURL()
+	alice, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	aliceSeed, _ := alice.Seed()
+	alicePub, _ := alice.PublicKey()
+	bob, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	bobSeed, _ := bob.Seed()
+	bobPub, _ := bob.PublicKey()
+
+	open := func(opts ...agent.Option) *agent.Runtime {
+		rt, err := agent.Open(ctx, append(append(runtimeOptions(t), agent.WithNATSURL(url)), opts...)...)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rt.Close() })
+		return rt
+	}
+	signed := open(agent.WithSigningSeed(aliceSeed))
+	root, err := signed.RegisterRoot(ctx, architect())
+	require.NoError(t, err)
+	solver, err := signed.Create(ctx, root, agent.Spec{Name: "math_solver", Capabilities: []events.Capability{mathCap("sin", "cos")}})
+	require.NoError(t, err)
+
+	rep := decode[auditReport](t, replayOK(t, "audit", "--nats-url", url, "--json", "--signers", alicePub))
+	require.True(t, rep.Clean, "%+v", rep.Problems)
+	require.Equal(t, 3, rep.Signed) // root, create, grant
+	require.Equal(t, 0, rep.Unsigned)
+	require.Equal(t, []string{alicePub}, rep.Signers)
+
+	// Bob signs a grant; an unsigned runtime defines a task.
+	bobRT := open(agent.WithSigningSeed(bobSeed))
+	_, err = bobRT.RegisterRoot(ctx, architect())
+	require.NoError(t, err)
+	require.NoError(t, bobRT.Grant(ctx, solver, agentCap))
+	plain := open()
+	_, err = plain.RegisterRoot(ctx, architect())
+	require.NoError(t, err)
+	_, err = plain.DefineTask(ctx, solver, task("solve", "equation", events.Schema{Type: "string"}))
+	require.NoError(t, err)
+
+	_, _, err = replay(t, "audit", "--nats-url", url, "--json", "--signers", alicePub)
+	require.ErrorIs(t, err, errProblems)
+	rep = decode[auditReport](t, func() string { out, _, _ := replay(t, "audit", "--nats-url", url, "--json", "--signers", alicePub); return out }())
+	require.Equal(t, 1, rep.Counts["unknown_signer"], "%+v", rep.Problems)
+	require.Equal(t, 1, rep.Unsigned)
+	require.Equal(t, 4, rep.Signed)
+	// Without an allow-list, two signers and one unsigned event: clean.
+	rep = decode[auditReport](t, replayOK(t, "audit", "--nats-url", url, "--json"))
+	require.True(t, rep.Clean, "%+v", rep.Problems)
+	require.ElementsMatch(t, []string{alicePub, bobPub}, rep.Signers)
+	text := replayOK(t, "audit", "--nats-url", url)
+	require.Contains(t, text, "signatures: 4 event(s) signed by 2 key(s), 1 unsigned")
+
+	// Edit Alice's grant after signing: same signature, wider include.
+	nc := testutil.Connect(t, url)
+	var grant *events.Event
+	l, err := natsstore.ExistingLog(ctx, nc, natsstore.Config{})
+	require.NoError(t, err)
+	_, err = l.ReadRoot(ctx, root.Root, 1, func(r events.Record) error {
+		if e, err := events.Decode(r.Data); err == nil && e.Type == events.CapabilityGranted && e.Signer == alicePub {
+			grant = e
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.NotNil(t, grant)
+	grant.Granted.Capability.Include = []string{"*"}
+	edited, err := events.Encode(grant) // keeps Signer and the old Sig
+	require.NoError(t, err)
+	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", root.Root, solver.Path), edited, nil)
+	out, _, err := replay(t, "audit", "--nats-url", url, "--json")
+	require.ErrorIs(t, err, errProblems)
+	rep = decode[auditReport](t, out)
+	found := false
+	for _, p := range rep.Problems {
+		if p.Seq == seq && p.Kind == "bad_signature" {
+			found = true
+		}
+	}
+	require.True(t, found, "bad signature at seq %d not reported: %+v", seq, rep.Problems)
+}
