@@ -60,7 +60,10 @@ func TestAuditSignatures(t *testing.T) {
 
 	_, _, err = replay(t, "audit", "--nats-url", url, "--json", "--signers", alicePub)
 	require.ErrorIs(t, err, errProblems)
-	rep = decode[auditReport](t, func() string { out, _, _ := replay(t, "audit", "--nats-url", url, "--json", "--signers", alicePub); return out }())
+	rep = decode[auditReport](t, func() string {
+		out, _, _ := replay(t, "audit", "--nats-url", url, "--json", "--signers", alicePub)
+		return out
+	}())
 	require.Equal(t, 1, rep.Counts["unknown_signer"], "%+v", rep.Problems)
 	require.Equal(t, 1, rep.Unsigned)
 	require.Equal(t, 4, rep.Signed)
