@@ -57,6 +57,7 @@ type Runtime struct {
 
 	emb    *natsstore.Embedded
 	closer func()
+	bg     sync.WaitGroup // background snapshot stores
 
 	mu    sync.Mutex
 	tick  uint64                    // use counter for eviction
@@ -156,6 +157,7 @@ func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 // Close closes the connection and, if embedded, shuts the server down
 // cleanly and releases the data directory.
 func (rt *Runtime) Close() error {
+	rt.bg.Wait() // snapshots being stored
 	rt.closer()
 	return nil
 }
@@ -324,12 +326,33 @@ func (rt *Runtime) catchUp(ctx context.Context, root string, st *rootState) erro
 		return err
 	}
 	if rt.cfg.snapEvery > 0 && rt.snaps != nil && st.reg.Count-st.snapAt >= rt.cfg.snapEvery {
-		if err := rt.snapshotLocked(ctx, st); err != nil {
-			// A failed snapshot costs only replay time later; do not fail the caller.
-			rt.lg.Warn("snapshot failed", "root", root, "seq", st.reg.Seq, "err", err)
-		}
+		rt.snapshotInBackground(st)
 	}
 	return nil
+}
+
+// snapshotInBackground captures the registry now (under the root's lock,
+// which the caller holds) and stores it on a goroutine of its own, so that
+// no read or write waits for the object store. Close waits for it. A
+// failed snapshot costs only replay time later: it is logged, not returned.
+func (rt *Runtime) snapshotInBackground(st *rootState) {
+	h, body, err := snapshot.Capture(st.reg, rt.cfg.now())
+	if err != nil {
+		rt.lg.Warn("snapshot capture failed", "root", st.reg.Root, "seq", st.reg.Seq, "err", err)
+		return
+	}
+	st.snapAt, st.snapTime = h.Count, time.Unix(0, h.Time)
+	rt.bg.Add(1)
+	go func() {
+		defer rt.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := rt.snaps.Put(ctx, h, body); err != nil {
+			rt.lg.Warn("snapshot failed", "root", h.Root, "seq", h.Seq, "err", err)
+			return
+		}
+		rt.lg.Debug("snapshot taken", "root", h.Root, "seq", h.Seq, "bytes", h.Size)
+	}()
 }
 
 // boundedReader is the optional log feature of reading a root up to a
@@ -351,19 +374,6 @@ func (rt *Runtime) catchUpTo(ctx context.Context, root string, st *rootState, bo
 	}); err != nil {
 		return fmt.Errorf("catch up root %s to seq %d: %w", root, bound, err)
 	}
-	return nil
-}
-
-func (rt *Runtime) snapshotLocked(ctx context.Context, st *rootState) error {
-	h, body, err := snapshot.Capture(st.reg, rt.cfg.now())
-	if err != nil {
-		return err
-	}
-	if err := rt.snaps.Put(ctx, h, body); err != nil {
-		return err
-	}
-	st.snapAt, st.snapTime = st.reg.Count, time.Unix(0, h.Time)
-	rt.lg.Debug("snapshot taken", "root", h.Root, "seq", h.Seq, "bytes", h.Size)
 	return nil
 }
 
