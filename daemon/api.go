@@ -492,7 +492,7 @@ func steps(a *projector.Agent) []Step {
 		out = append(out, Step{Path: a.Path, What: "granted " + string(g.Capability.Kind) + " " + g.Capability.Name, Seq: g.Seq, Time: time.Unix(0, g.Time).UTC(), Actor: g.Actor})
 	}
 	if a.Retired {
-		out = append(out, Step{Path: a.Path, What: "retired", Seq: a.RetiredSeq, Actor: a.RetiredBy})
+		out = append(out, Step{Path: a.Path, What: "retired", Seq: a.RetiredSeq, Time: time.Unix(0, a.RetiredAt).UTC(), Actor: a.RetiredBy})
 	}
 	slices.SortStableFunc(out, func(x, y Step) int { return int(x.Seq) - int(y.Seq) })
 	return out

@@ -44,6 +44,7 @@ type wireAgent struct {
 	Retired      bool             `msgpack:"retired"`
 	RetiredSeq   uint64           `msgpack:"rseq"`
 	RetiredBy    string           `msgpack:"rby"`
+	RetiredAt    int64            `msgpack:"rtime"`
 	LastHash     string           `msgpack:"hash"`
 	LastSeq      uint64           `msgpack:"lseq"`
 }
@@ -75,7 +76,7 @@ func (r *Registry) wire() *wireRegistry {
 		wa := wireAgent{
 			Path: a.Path, Primer: a.Primer, Creator: a.Creator, Correlation: a.Correlation,
 			CreatedSeq: a.CreatedSeq, CreatedAt: a.CreatedAt, Retired: a.Retired, RetiredSeq: a.RetiredSeq,
-			RetiredBy: a.RetiredBy, LastHash: a.LastHash, LastSeq: a.LastSeq,
+			RetiredBy: a.RetiredBy, RetiredAt: a.RetiredAt, LastHash: a.LastHash, LastSeq: a.LastSeq,
 			Capabilities: make([]Grant, 0, len(a.Capabilities)), Tasks: make([]events.TaskDef, 0, len(a.Tasks)),
 		}
 		for _, k := range sortedKeys(a.Capabilities) {
@@ -106,7 +107,7 @@ func (w *wireRegistry) registry() (*Registry, error) {
 		a := &Agent{
 			Path: wa.Path, Primer: wa.Primer, Creator: istr(wa.Creator), Correlation: wa.Correlation,
 			CreatedSeq: wa.CreatedSeq, CreatedAt: wa.CreatedAt, Retired: wa.Retired, RetiredSeq: wa.RetiredSeq,
-			RetiredBy: wa.RetiredBy, LastHash: wa.LastHash, LastSeq: wa.LastSeq,
+			RetiredBy: wa.RetiredBy, RetiredAt: wa.RetiredAt, LastHash: wa.LastHash, LastSeq: wa.LastSeq,
 			Capabilities: make(map[string]*Grant, len(wa.Capabilities)), Tasks: make(map[string]*events.TaskDef, len(wa.Tasks)),
 		}
 		for _, g := range wa.Capabilities {

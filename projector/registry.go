@@ -12,7 +12,7 @@ import (
 // Version is the projector's fold version. Bump it whenever the fold would
 // give a different registry for the same events; snapshots made by another
 // version are not trusted.
-const Version = 1
+const Version = 2 // 2: agents record when they were retired (RetiredAt)
 
 // Grant is a capability held by an agent, with who granted it and when.
 type Grant struct {
@@ -35,6 +35,7 @@ type Agent struct {
 	Retired      bool                       `msgpack:"retired"`
 	RetiredSeq   uint64                     `msgpack:"rseq"`
 	RetiredBy    string                     `msgpack:"rby"`
+	RetiredAt    int64                      `msgpack:"rtime"`
 	LastHash     string                     `msgpack:"hash"` // hash of the last applied event
 	LastSeq      uint64                     `msgpack:"lseq"`
 }
@@ -454,7 +455,7 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 	case events.AgentRetired:
 		for _, p := range append([]string{e.Path}, r.Descendants(e.Path)...) {
 			if a := r.Agents[p]; !a.Retired {
-				a.Retired, a.RetiredSeq, a.RetiredBy = true, rec.Seq, e.Actor
+				a.Retired, a.RetiredSeq, a.RetiredBy, a.RetiredAt = true, rec.Seq, e.Actor, e.Time
 			}
 		}
 	}
