@@ -1,12 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
+	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/snapshot"
 )
 
@@ -40,28 +43,33 @@ func checkSnapshots(ctx context.Context, src *source, c *common, roots []string)
 		if err != nil {
 			return nil, err
 		}
+		// Oldest first, so one fold of the root's log, advanced from one
+		// snapshot's sequence to the next, gives every replay hash.
+		slices.SortStableFunc(headers, func(a, b snapshot.Header) int { return cmp.Compare(a.Seq, b.Seq) })
+		replayed, n := projector.New(root), 0
+		var checks []snapshotCheck
 		for _, h := range headers {
 			chk := snapshotCheck{Root: root, Name: h.Name(), Seq: h.Seq, Taken: time.Unix(0, h.Time).UTC().Format(time.RFC3339), Size: h.Size}
 			body, err := src.snaps.Body(ctx, h)
 			if err != nil {
 				chk.Problem = err.Error()
-				out = append(out, chk)
+				checks = append(checks, chk)
 				continue
 			}
 			reg, err := snapshot.Open(h, body)
 			if err != nil {
 				chk.Problem = err.Error()
-				out = append(out, chk)
+				checks = append(checks, chk)
 				continue
 			}
-			n := 0
 			for n < len(recs) && recs[n].Seq <= h.Seq {
+				replayed.Apply(recs[n])
 				n++
 			}
 			if chk.StateHash, err = reg.StateHash(); err != nil {
 				return nil, err
 			}
-			if chk.ReplayHash, err = fold(root, recs[:n]).StateHash(); err != nil {
+			if chk.ReplayHash, err = replayed.StateHash(); err != nil {
 				return nil, err
 			}
 			if chk.StateHash != chk.ReplayHash {
@@ -69,8 +77,10 @@ func checkSnapshots(ctx context.Context, src *source, c *common, roots []string)
 			} else {
 				chk.OK = true
 			}
-			out = append(out, chk)
+			checks = append(checks, chk)
 		}
+		slices.Reverse(checks) // newest first, as the store lists them
+		out = append(out, checks...)
 	}
 	return out, nil
 }
