@@ -28,6 +28,7 @@ var (
 	ErrInvalidName       = events.ErrInvalidName
 	ErrMigrated          = events.ErrMigrated
 	ErrStoreLocked       = natsstore.ErrStoreLocked
+	ErrFull              = natsstore.ErrFull // the stream's limits or the server's storage are reached
 	ErrUnknownCapability = errors.New("capability not offered by this process")
 	ErrRootNotRegistered = errors.New("root not registered in this process")
 	ErrRootChanged       = errors.New("root definition changed")

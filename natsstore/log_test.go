@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
@@ -176,4 +177,118 @@ func TestReadLiteral(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, want, got)
+}
+
+// TestAppendFull: a stream at its max_bytes refuses an append, single or
+// batch, with ErrFull naming the stream and its limit, and stores nothing.
+func TestAppendFull(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.RunServer(t)
+	nc := testutil.Connect(t, srv.ClientURL())
+	l, err := natsstore.OpenLog(ctx, nc, natsstore.Config{MaxBytes: 4096})
+	require.NoError(t, err)
+	body := strings.Repeat("x", 1000)
+	var stored uint64
+	for i := 0; ; i++ {
+		require.Less(t, i, 10, "a 4096-byte stream took %d messages of 1000 bytes", i)
+		seq, err := l.Append(ctx, []events.Message{msg(rootA, fmt.Sprintf("a%d", i), body, nil)})
+		if err != nil {
+			require.ErrorIs(t, err, natsstore.ErrFull)
+			break
+		}
+		stored = seq
+	}
+	for _, msgs := range [][]events.Message{
+		{msg(rootA, "single", body, nil)},
+		{msg(rootA, "batch", body, nil), msg(rootA, "batch", body, nil)},
+	} {
+		_, err := l.Append(ctx, msgs)
+		require.ErrorIs(t, err, natsstore.ErrFull)
+		require.ErrorContains(t, err, "stream AGENTREG is full (maximum bytes exceeded, max_bytes 4096)")
+		require.ErrorContains(t, err, "nats stream edit AGENTREG --max-bytes")
+	}
+	require.Len(t, readAll(t, l, rootA, 1), int(stored))
+}
+
+// TestReadRootLong: a read spanning more sequences than direct gets serve
+// (an ordered consumer on the agents' wildcard, the root's own subject
+// merged in by direct gets) returns the root's records in stream order,
+// the root's own ones included wherever they fall, and nothing of another
+// root; also when the root's own subject holds the newest message, and
+// from a sequence in the middle.
+func TestReadRootLong(t *testing.T) {
+	ctx := context.Background()
+	l := openLog(t)
+	var msgs []events.Message
+	var want []uint64 // rootA's sequences
+	for i := range 6000 {
+		root, path := rootA, fmt.Sprintf("a%d", i%700)
+		switch {
+		case i%1500 == 0 || i == 5999:
+			path = "" // the root's own subject, at the start, in the middle and last
+		case i%7 == 3:
+			root = rootB
+		}
+		msgs = append(msgs, msg(root, path, fmt.Sprint(i), nil))
+		if root == rootA {
+			want = append(want, uint64(i+1))
+		}
+	}
+	for i := 0; i < len(msgs); i += 500 {
+		_, err := l.AppendPipelined(ctx, msgs[i:i+500])
+		require.NoError(t, err)
+	}
+	seqs := func(recs []events.Record) []uint64 {
+		out := make([]uint64, len(recs))
+		for i, r := range recs {
+			out[i] = r.Seq
+			require.Equal(t, fmt.Sprint(r.Seq-1), string(r.Data))
+		}
+		return out
+	}
+	require.Equal(t, want, seqs(readAll(t, l, rootA, 1)))
+	var tail []uint64
+	for _, s := range want {
+		if s >= 1400 {
+			tail = append(tail, s)
+		}
+	}
+	require.Equal(t, tail, seqs(readAll(t, l, rootA, 1400)))
+}
+
+// TestReadRootLongServerGone: a long read (an ordered consumer) whose
+// server goes away fails after the log's Timeout without a message, even
+// with a context that has no deadline; it used to wait forever.
+func TestReadRootLongServerGone(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.RunServer(t)
+	nc := testutil.Connect(t, srv.ClientURL())
+	l, err := natsstore.OpenLog(ctx, nc, natsstore.Config{Timeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	var msgs []events.Message
+	for i := range 5000 {
+		msgs = append(msgs, msg(rootA, fmt.Sprintf("a%d", i%100), "x", nil))
+	}
+	for i := 0; i < len(msgs); i += 500 {
+		_, err := l.AppendPipelined(ctx, msgs[i:i+500])
+		require.NoError(t, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		first := true
+		_, err := l.ReadRoot(ctx, rootA, 1, func(events.Record) error {
+			if first {
+				first = false
+				srv.Shutdown()
+			}
+			return nil
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "no message for 500ms")
+	case <-time.After(20 * time.Second):
+		t.Fatal("ReadRoot still waits 20s after its server went away")
+	}
 }

@@ -100,9 +100,9 @@ func (s *Snapshots) Roots(ctx context.Context) ([]string, error) {
 func (s *Snapshots) Put(ctx context.Context, h snapshot.Header, body []byte) error {
 	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	old, err := s.List(ctx, h.Root)
-	if err != nil {
-		return err
+	revisions, err := s.index.History(ctx, h.Root) // oldest first
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("list snapshots of root %s: %w", h.Root, err)
 	}
 	if _, err := s.objects.PutBytes(ctx, h.Name(), body); err != nil {
 		return fmt.Errorf("store snapshot %s: %w", h.Name(), err)
@@ -114,22 +114,48 @@ func (s *Snapshots) Put(ctx context.Context, h snapshot.Header, body []byte) err
 	if _, err := s.index.Put(ctx, h.Root, hb); err != nil {
 		return fmt.Errorf("index snapshot %s: %w", h.Name(), err)
 	}
-	if len(old) >= snapshotHistory {
-		for _, o := range old[snapshotHistory-1:] {
-			if o.Name() == h.Name() {
-				continue
-			}
-			if err := s.objects.Delete(ctx, o.Name()); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-				return fmt.Errorf("delete old snapshot %s: %w", o.Name(), err)
-			}
+	// The index keeps the newest snapshotHistory revisions of the key: the
+	// oldest ones fall out with this put. Delete the bodies that only they
+	// name. By revision, not by sequence: processes snapshotting the same
+	// root put sequences out of order, and two of them may put the same
+	// sequence (one object name) twice.
+	drop := len(revisions) + 1 - snapshotHistory
+	if drop <= 0 {
+		return nil
+	}
+	name := func(e jetstream.KeyValueEntry) (string, bool) {
+		if e.Operation() != jetstream.KeyValuePut {
+			return "", false
+		}
+		o, err := snapshot.UnmarshalHeader(e.Value())
+		if err != nil || o.Root != h.Root {
+			return "", false
+		}
+		return o.Name(), true
+	}
+	kept := map[string]bool{h.Name(): true}
+	for _, e := range revisions[drop:] {
+		if n, ok := name(e); ok {
+			kept[n] = true
+		}
+	}
+	for _, e := range revisions[:drop] {
+		n, ok := name(e)
+		if !ok || kept[n] {
+			continue
+		}
+		kept[n] = true // deleted once
+		if err := s.objects.Delete(ctx, n); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("delete old snapshot %s: %w", n, err)
 		}
 	}
 	return nil
 }
 
 // List returns the root's snapshot headers, newest first. A header that
-// does not decode is returned with only Root set and Seq 0, so Restore
-// reports it and moves on.
+// does not decode (or names another root) is returned with only Root set,
+// so Restore reports it and moves on: Body refuses it with
+// snapshot.ErrCorrupt.
 func (s *Snapshots) List(ctx context.Context, root string) ([]snapshot.Header, error) {
 	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -158,6 +184,12 @@ func (s *Snapshots) List(ctx context.Context, root string) ([]snapshot.Header, e
 
 // Body returns a snapshot's stored body.
 func (s *Snapshots) Body(ctx context.Context, h snapshot.Header) ([]byte, error) {
+	if h.Format == 0 && h.SHA256 == "" {
+		// What List makes of an index entry it could not decode: say so,
+		// rather than look for a body under a name nobody wrote.
+		return nil, fmt.Errorf("snapshot index %s: an entry under root %s does not decode as a snapshot header of that root (damaged, or written by another version): %w",
+			s.cfg.SnapshotIndex, h.Root, snapshot.ErrCorrupt)
+	}
 	ctx, cancel := withTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	b, err := s.objects.GetBytes(ctx, h.Name())

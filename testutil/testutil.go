@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,11 +51,45 @@ func RunServerWithOptions(t testing.TB, opts *server.Options) *server.Server {
 		srv.Shutdown()
 		t.Fatalf("testutil: server on %s not ready within 10s", srv.ClientURL())
 	}
+	remember(srv, opts)
 	t.Cleanup(func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	})
 	return srv
+}
+
+// started holds, for each server these helpers started, its options with
+// the ports it bound (a port of -1 picks a new one on every start), so
+// that Restart brings it back where its clients and peers look for it.
+var started sync.Map // *server.Server -> *server.Options
+
+func remember(srv *server.Server, opts *server.Options) {
+	o := opts.Clone()
+	if a, ok := srv.Addr().(*net.TCPAddr); ok {
+		o.Port = a.Port
+	}
+	if a := srv.ClusterAddr(); a != nil {
+		o.Cluster.Port = a.Port
+	}
+	started.Store(srv, o)
+}
+
+// Restart shuts srv down (if it still runs) and starts a new server with
+// the options srv was started with by RunServer, RunServerWithOptions or
+// RunCluster: same name, store directory, client and cluster ports and
+// routes, as a node that comes back after a crash or an upgrade. Clients
+// that reconnect forever find it again. The new server is shut down in
+// t.Cleanup and can itself be restarted.
+func Restart(t testing.TB, srv *server.Server) *server.Server {
+	t.Helper()
+	o, ok := started.Load(srv)
+	if !ok {
+		t.Fatalf("testutil: Restart: server %s was not started by testutil", srv.Name())
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	return RunServerWithOptions(t, o.(*server.Options).Clone())
 }
 
 // Connect opens a client connection to srv, closed in t.Cleanup.
@@ -81,11 +116,13 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	servers := make([]*server.Server, n)
+	srvOpts := make([]*server.Options, n)
 	for i := range servers {
 		opts := ServerOptions(t.TempDir())
 		opts.ServerName = fmt.Sprintf("n%d", i+1)
 		opts.Cluster = server.ClusterOpts{Name: "agentreg-test", Host: "127.0.0.1", Port: ports[i]}
 		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		srvOpts[i] = opts
 		srv, err := server.NewServer(opts)
 		if err != nil {
 			t.Fatalf("testutil: new cluster server %d: %v", i+1, err)
@@ -96,6 +133,12 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 			srv.Shutdown()
 			srv.WaitForShutdown()
 		})
+	}
+	for i, srv := range servers {
+		if !srv.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("testutil: cluster server %d not ready within 10s", i+1)
+		}
+		remember(srv, srvOpts[i])
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {

@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentreg/agentreg/agent"
@@ -73,4 +75,34 @@ func TestPublishRaw(t *testing.T) {
 		require.Equal(t, seq, reg.Violations[0].Seq)
 		return nil
 	}))
+}
+
+// TestRestart: a restarted server comes back on the same port with the
+// same store, and a client that reconnects forever finds its data.
+func TestRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := testutil.RunServer(t)
+	url := srv.ClientURL()
+	nc := testutil.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage})
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), testutil.PublishRaw(t, nc, "s.x", []byte("before"), nil))
+
+	srv = testutil.Restart(t, srv)
+	require.Equal(t, url, srv.ClientURL())
+	srv = testutil.Restart(t, srv) // a restarted server restarts too
+	require.Equal(t, url, srv.ClientURL())
+	var msg *jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		s, err := js.Stream(ctx, "S")
+		if err != nil {
+			return false
+		}
+		msg, err = s.GetMsg(ctx, 1)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the stream and its message survive restarts")
+	require.Equal(t, "before", string(msg.Data))
 }
