@@ -230,6 +230,12 @@ func decode(data []byte, v any) error {
 func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any, error)) micro.HandlerFunc {
 	return func(r micro.Request) {
 		start := time.Now()
+		if d.unsafeReply(r.Reply()) {
+			// No reply at all: the reply subject is the problem.
+			d.log.Warn("request refused: its reply subject lies where agentd writes", keyEndpoint, name, "reply", r.Reply())
+			d.metrics.request(name, "403", time.Since(start))
+			return
+		}
 		if !d.enter() {
 			_ = r.Error("503", "agentd is shutting down: send the request again (another daemon of the queue group, or this one restarted, takes it)", nil)
 			d.metrics.request(name, "503", time.Since(start))
@@ -247,12 +253,21 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 			out, err = call(d, ctx, name, fn, &req)
 			cancel()
 		}
+		var body []byte
+		if err == nil {
+			body, err = json.Marshal(out)
+			if limit := d.nc.MaxPayload(); err == nil && int64(len(body)) > limit {
+				// Sent, it would be refused by the client library and the
+				// caller would wait for its timeout without a word.
+				err = &apiError{code: "413", err: fmt.Errorf("the reply holds %d bytes, more than the NATS server's max_payload of %d: ask for less (agent.list takes a path) or raise max_payload", len(body), limit)}
+			}
+		}
 		code := "200"
 		if err != nil {
 			code = codeOf(err)
 			d.log.Debug("request failed", keyEndpoint, name, keyCode, code, keyErr, err)
 			_ = r.Error(code, err.Error(), nil)
-		} else if rerr := r.RespondJSON(out); rerr != nil {
+		} else if rerr := r.Respond(body); rerr != nil {
 			d.log.Warn("reply failed", keyEndpoint, name, keyErr, rerr)
 		}
 		d.metrics.request(name, code, time.Since(start))

@@ -113,6 +113,8 @@ type Daemon struct {
 	inflight sync.WaitGroup // API handlers running
 
 	followed atomic.Uint64 // last stream sequence the follower saw
+
+	denied atomic.Pointer[error] // the last permissions violation the server reported
 }
 
 // Start starts a daemon: the embedded server (or a connection), the stream
@@ -137,9 +139,9 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.nc, err = d.emb.Connect(nats.MaxReconnects(-1))
+		d.nc, err = d.emb.Connect(nats.MaxReconnects(-1), nats.ErrorHandler(d.asyncError))
 	} else {
-		d.nc, err = cfg.Conn.Dial()
+		d.nc, err = cfg.Conn.Dial(nats.ErrorHandler(d.asyncError))
 	}
 	if err != nil {
 		return nil, err
@@ -218,6 +220,11 @@ func (d *Daemon) openStore(ctx context.Context) (*natsstore.Snapshots, error) {
 			d.store = store
 			return snaps, nil
 		}
+		if denied := d.denied.Load(); denied != nil {
+			// A request the server refused to route is never answered: it
+			// looks like a JetStream that is not ready, but waiting is futile.
+			return nil, fmt.Errorf("open stream %s: %w; the NATS user lacks a permission agentd needs (docs/permissions.md lists them)", d.cfg.Stream.Stream, *denied)
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("open stream %s: %w (last error: %v)", d.cfg.Stream.Stream, ctx.Err(), err)
 		}
@@ -252,6 +259,34 @@ func jetStreamNotReady(err error) bool {
 		}
 	}
 	return false
+}
+
+// asyncError logs what the server reports asynchronously on the connection
+// (a permissions violation, a slow consumer) and keeps the last permissions
+// violation for openStore.
+func (d *Daemon) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		d.denied.Store(&err)
+	}
+	if d.ctx.Err() != nil {
+		return
+	}
+	if sub != nil {
+		d.log.Error("NATS", "subject", sub.Subject, keyErr, err)
+		return
+	}
+	d.log.Error("NATS", keyErr, err)
+}
+
+// unsafeReply reports whether a request's reply subject lies where agentd
+// itself writes: under the event prefix, a KV bucket or object store
+// ($KV, $O), the JetStream API ($JS), the service API ($SRV) or the API
+// prefix. agentd answers with its own permissions, so a client allowed
+// only to send requests could otherwise have it store the reply in the
+// event stream or a snapshot bucket (docs/permissions.md).
+func (d *Daemon) unsafeReply(reply string) bool {
+	under := func(prefix string) bool { return reply == prefix || strings.HasPrefix(reply, prefix+".") }
+	return under(d.cfg.Stream.Prefix) || under(d.cfg.APIPrefix) || under("$KV") || under("$O") || under("$JS") || under("$SRV")
 }
 
 // enter admits an API handler unless Close has begun; the caller calls

@@ -59,8 +59,8 @@ func (o ConnectOptions) NATSOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// Dial connects with the options.
-func (o ConnectOptions) Dial() (*nats.Conn, error) {
+// Dial connects with the options, and then extra (an error handler, say).
+func (o ConnectOptions) Dial(extra ...nats.Option) (*nats.Conn, error) {
 	if o.URL == "" {
 		return nil, fmt.Errorf("connect: no NATS URL given")
 	}
@@ -68,5 +68,5 @@ func (o ConnectOptions) Dial() (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Connect(o.URL, opts...)
+	return Connect(o.URL, append(opts, extra...)...)
 }
