@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentreg/agentreg/events"
@@ -84,18 +85,18 @@ func (l *Log) readDirect(ctx context.Context, subjects []string, from, bound uin
 		default:
 			return fmt.Errorf("read %s: direct get answered %s %s", subjects[i], status, m.Header.Get("Description"))
 		}
-		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		seq, err := strconv.ParseUint(serverHeader(m.Header, jetstream.SequenceHeader), 10, 64)
 		if err != nil {
 			return fmt.Errorf("read %s: direct get reply without a sequence", subjects[i])
 		}
-		ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+		ts, err := time.Parse(time.RFC3339Nano, serverHeader(m.Header, jetstream.TimeStampHeaer))
 		if err != nil {
 			return fmt.Errorf("read %s: direct get reply at seq %d without a valid time stamp: %w", subjects[i], seq, err)
 		}
 		if bound != 0 && seq > bound {
 			continue
 		}
-		recs = append(recs, events.Record{Seq: seq, Subject: m.Header.Get(jetstream.SubjectHeader), Data: m.Data, Time: ts})
+		recs = append(recs, events.Record{Seq: seq, Subject: serverHeader(m.Header, jetstream.SubjectHeader), Data: m.Data, Time: ts})
 	}
 	slices.SortFunc(recs, func(a, b events.Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, r := range recs {
@@ -104,4 +105,16 @@ func (l *Log) readDirect(ctx context.Context, subjects []string, from, bound uin
 		}
 	}
 	return nil
+}
+
+// serverHeader returns the value the server set for a direct-get header.
+// The server appends its Nats-Sequence, Nats-Subject and Nats-Time-Stamp
+// after the headers the message was published with, so a publisher's forged
+// copy comes first and the server's is the last one.
+func serverHeader(h nats.Header, key string) string {
+	vs := h.Values(key)
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[len(vs)-1]
 }

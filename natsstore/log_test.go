@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
@@ -291,4 +292,25 @@ func TestReadRootLongServerGone(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("ReadRoot still waits 20s after its server went away")
 	}
+}
+
+// TestReadLiteralIgnoresForgedHeaders: a message published with its own
+// Nats-Sequence and Nats-Subject headers is read at its real sequence and
+// subject (the server appends its values after the publisher's).
+func TestReadLiteralIgnoresForgedHeaders(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.RunServer(t)
+	nc := testutil.Connect(t, srv.ClientURL())
+	l, err := natsstore.OpenLog(ctx, nc, natsstore.Config{})
+	require.NoError(t, err)
+	subj := events.Subject("agentreg", rootA, "x")
+	hdr := nats.Header{}
+	hdr.Set("Nats-Sequence", "999999")
+	hdr.Set("Nats-Subject", events.Subject("agentreg", rootB, "y"))
+	seq := testutil.PublishRaw(t, nc, subj, []byte("forged"), hdr)
+	var got []events.Record
+	require.NoError(t, l.ReadLiteral(ctx, []string{subj}, func(r events.Record) error { got = append(got, r); return nil }))
+	require.Len(t, got, 1)
+	require.Equal(t, seq, got[0].Seq)
+	require.Equal(t, subj, got[0].Subject)
 }
