@@ -65,15 +65,23 @@ func Decode(b []byte) (e *Event, err error) {
 // maxWireDepth bounds how deeply maps and arrays nest in an event's bytes.
 const maxWireDepth = 512
 
-// checkWire walks the msgpack value that must fill b exactly, without
+// checkWire is CheckWire with the bound on events.
+func checkWire(b []byte) error { return walkWire(b, maxWireDepth, " after the event") }
+
+// CheckWire walks the msgpack value that must fill b exactly, without
 // decoding it: every declared length must fit in the bytes that remain, and
-// maps and arrays nest at most maxWireDepth deep. The msgpack decoder sizes a
+// maps and arrays nest at most maxDepth deep. The msgpack decoder sizes a
 // struct slice by its declared length before reading any element, and
 // recurses once per level: without this walk a 30-byte message could make it
 // allocate gigabytes, or a deep one overflow the stack, and both are fatal
 // errors that recover cannot catch. After the walk every declared element
-// is present, so the decoder allocates in proportion to len(b).
-func checkWire(b []byte) error {
+// is present, so the decoder allocates in proportion to len(b). Every
+// decoder of bytes from the stream or the snapshot store runs it first.
+func CheckWire(b []byte, maxDepth int) error { return walkWire(b, maxDepth, "") }
+
+// walkWire is CheckWire; after names what the trailing bytes follow in its
+// error.
+func walkWire(b []byte, maxDepth int, after string) error {
 	var stack []uint64 // values still to read at each enclosing level
 	need := uint64(1)  // values still to read at the current level
 	i := 0
@@ -81,7 +89,7 @@ func checkWire(b []byte) error {
 		for need == 0 {
 			if len(stack) == 0 {
 				if i != len(b) {
-					return fmt.Errorf("%d trailing bytes after the event", len(b)-i)
+					return fmt.Errorf("%d trailing bytes%s", len(b)-i, after)
 				}
 				return nil
 			}
@@ -153,8 +161,8 @@ func checkWire(b []byte) error {
 			if children > uint64(len(b)-i) {
 				return fmt.Errorf("a map or array at offset %d declares %d values, %d bytes remain", start, children, len(b)-i)
 			}
-			if len(stack) >= maxWireDepth {
-				return fmt.Errorf("maps and arrays nest deeper than %d", maxWireDepth)
+			if len(stack) >= maxDepth {
+				return fmt.Errorf("maps and arrays nest deeper than %d", maxDepth)
 			}
 			stack = append(stack, need)
 			need = children

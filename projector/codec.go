@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -187,100 +186,5 @@ func (r *Registry) Clone() (*Registry, error) {
 // (whose tasks nest a few levels deeper in it) loads.
 const maxWireDepth = 1024
 
-// checkWire walks the msgpack value that must fill b exactly, without
-// decoding it: every declared length must fit in the bytes that remain, and
-// maps and arrays nest at most maxWireDepth deep. The msgpack decoder sizes a
-// struct slice by its declared length before reading any element, and
-// recurses once per level: without this walk a 30-byte snapshot could make it
-// allocate gigabytes, or a deep one overflow the stack, and both are fatal
-// errors that recover cannot catch. After the walk every declared element
-// is present, so the decoder allocates in proportion to len(b).
-// It is a copy of the walk in package events, which does not export it.
-func checkWire(b []byte) error {
-	var stack []uint64 // values still to read at each enclosing level
-	need := uint64(1)  // values still to read at the current level
-	i := 0
-	for {
-		for need == 0 {
-			if len(stack) == 0 {
-				if i != len(b) {
-					return fmt.Errorf("%d trailing bytes", len(b)-i)
-				}
-				return nil
-			}
-			need, stack = stack[len(stack)-1], stack[:len(stack)-1]
-		}
-		if i >= len(b) {
-			return errors.New("unexpected end of message")
-		}
-		start, c := i, b[i]
-		i++
-		need--
-		var size, width int // payload bytes; width of a length prefix
-		var children, mult uint64
-		switch {
-		case c <= 0x7f, c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
-		case c <= 0x8f:
-			children = 2 * uint64(c&0x0f)
-		case c <= 0x9f:
-			children = uint64(c & 0x0f)
-		case c <= 0xbf:
-			size = int(c & 0x1f)
-		case c == 0xc4, c == 0xd9: // bin8, str8
-			width = 1
-		case c == 0xc5, c == 0xda:
-			width = 2
-		case c == 0xc6, c == 0xdb:
-			width = 4
-		case c >= 0xc7 && c <= 0xc9: // ext8/16/32: length, type, data
-			width, size = 1<<(c-0xc7), 1
-		case c == 0xca:
-			size = 4
-		case c == 0xcb:
-			size = 8
-		case c >= 0xcc && c <= 0xcf:
-			size = 1 << (c - 0xcc)
-		case c >= 0xd0 && c <= 0xd3:
-			size = 1 << (c - 0xd0)
-		case c >= 0xd4 && c <= 0xd8: // fixext: type, data
-			size = 1 + 1<<(c-0xd4)
-		case c == 0xdc, c == 0xde:
-			width, mult = 2, 1+uint64(c-0xdc)/2
-		case c == 0xdd, c == 0xdf:
-			width, mult = 4, 1+uint64(c-0xdd)/2
-		default: // 0xc1 is never used
-			return fmt.Errorf("byte 0x%02x at offset %d is not msgpack", c, start)
-		}
-		if width > 0 {
-			if len(b)-i < width {
-				return errors.New("unexpected end of message")
-			}
-			var n uint64
-			for _, x := range b[i : i+width] {
-				n = n<<8 | uint64(x)
-			}
-			i += width
-			if mult > 0 {
-				children = n * mult
-			} else if n > uint64(len(b)-i) {
-				return fmt.Errorf("a value at offset %d declares %d bytes, %d remain", start, n, len(b)-i)
-			} else {
-				size += int(n)
-			}
-		}
-		if size > len(b)-i {
-			return errors.New("unexpected end of message")
-		}
-		i += size
-		if children > 0 {
-			if children > uint64(len(b)-i) {
-				return fmt.Errorf("a map or array at offset %d declares %d values, %d bytes remain", start, children, len(b)-i)
-			}
-			if len(stack) >= maxWireDepth {
-				return fmt.Errorf("maps and arrays nest deeper than %d", maxWireDepth)
-			}
-			stack = append(stack, need)
-			need = children
-		}
-	}
-}
+// checkWire is events.CheckWire with the bound on registries.
+func checkWire(b []byte) error { return events.CheckWire(b, maxWireDepth) }
