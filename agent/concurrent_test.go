@@ -46,8 +46,8 @@ func TestConcurrentChangeBetweenCheckAndAppend(t *testing.T) {
 	require.NoError(t, err)
 
 	t.Run("GrantWhileParentLosesIt", func(t *testing.T) {
-		hl.before = func() { require.NoError(t, other.Revoke(ctx, tr.solver, events.KindModule, "math")) }
-		err := rt.Grant(ctx, tr.parser, mathCap("sin"))
+		hl.before = func() { require.NoError(t, errOf(other.Revoke(ctx, tr.solver, events.KindModule, "math"))) }
+		_, err := rt.Grant(ctx, tr.parser, mathCap("sin"))
 		require.ErrorIs(t, err, agent.ErrEscalation)
 		require.ErrorContains(t, err, "not applied")
 		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
@@ -56,13 +56,13 @@ func TestConcurrentChangeBetweenCheckAndAppend(t *testing.T) {
 		}))
 		// Asked again, the refusal comes before anything is written.
 		seq := lastRootSeq(t, hl.Log, w.fp)
-		require.ErrorIs(t, rt.Grant(ctx, tr.parser, mathCap("sin")), agent.ErrEscalation)
+		require.ErrorIs(t, errOf(rt.Grant(ctx, tr.parser, mathCap("sin"))), agent.ErrEscalation)
 		require.Equal(t, seq, lastRootSeq(t, hl.Log, w.fp))
 	})
 
 	t.Run("CreateWhileParentRetired", func(t *testing.T) {
-		hl.before = func() { require.NoError(t, other.Retire(ctx, tr.solver, "replaced")) }
-		_, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "kid", Tasks: []events.TaskDef{solveTask()}})
+		hl.before = func() { require.NoError(t, errOf(other.Retire(ctx, tr.solver, "replaced"))) }
+		_, _, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "kid", Tasks: []events.TaskDef{solveTask()}})
 		require.ErrorIs(t, err, agent.ErrRetired)
 		require.ErrorContains(t, err, "math_solver/kid")
 		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {

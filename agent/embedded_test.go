@@ -28,7 +28,7 @@ func TestEmbeddedMode(t *testing.T) {
 	require.Regexp(t, `^nats://127\.0\.0\.1:\d+$`, url)
 	root, err := rt.RegisterRoot(ctx, def)
 	require.NoError(t, err)
-	solver, err := rt.Create(ctx, root, agent.Spec{Name: "math_solver", Primer: "You solve equations.",
+	solver, _, err := rt.Create(ctx, root, agent.Spec{Name: "math_solver", Primer: "You solve equations.",
 		Capabilities: []events.Capability{mathCap("sin", "sqrt")}, Tasks: []events.TaskDef{solveTask()}})
 	require.NoError(t, err)
 	ref := agent.TaskRef{Root: root.Root, Path: solver.Path, Task: "solve_math_problem"}
@@ -65,6 +65,6 @@ func TestEmbeddedMode(t *testing.T) {
 		return nil
 	}))
 	// And it still takes writes: the path exists.
-	_, err = rt.Create(ctx, root, agent.Spec{Name: "math_solver"})
+	_, _, err = rt.Create(ctx, root, agent.Spec{Name: "math_solver"})
 	require.ErrorIs(t, err, agent.ErrExists)
 }

@@ -25,7 +25,7 @@ func TestMaxLoadedRoots(t *testing.T) {
 	for i := range 3 {
 		r, err := rt.RegisterRoot(ctx, events.RootDef{Name: fmt.Sprintf("root%d", i)})
 		require.NoError(t, err)
-		_, err = rt.Create(ctx, r, agent.Spec{Name: "child"})
+		_, _, err = rt.Create(ctx, r, agent.Spec{Name: "child"})
 		require.NoError(t, err)
 		h, _, err := rt.StateHash(ctx, r.Root)
 		require.NoError(t, err)

@@ -192,7 +192,7 @@ type tree struct {
 func buildTree(t *testing.T, rt *agent.Runtime, root agent.AgentRef) tree {
 	t.Helper()
 	ctx := context.Background()
-	solver, err := rt.Create(ctx, root, agent.Spec{
+	solver, _, err := rt.Create(ctx, root, agent.Spec{
 		Name:         "math_solver",
 		Primer:       "You solve equations.",
 		Capabilities: []events.Capability{mathCap("sin", "cos", "pi", "sqrt")},
@@ -200,14 +200,14 @@ func buildTree(t *testing.T, rt *agent.Runtime, root agent.AgentRef) tree {
 	})
 	require.NoError(t, err)
 	require.Equal(t, agent.AgentRef{Root: root.Root, Path: "math_solver"}, solver)
-	parser, err := rt.Create(ctx, solver, agent.Spec{
+	parser, _, err := rt.Create(ctx, solver, agent.Spec{
 		Name:         "equation_parser",
 		Primer:       "You parse equations.",
 		Capabilities: []events.Capability{mathCap("s*")},
 	})
 	require.NoError(t, err)
 	require.Equal(t, "math_solver/equation_parser", parser.Path)
-	parseRef, err := rt.DefineTask(ctx, parser, parseTask())
+	parseRef, _, err := rt.DefineTask(ctx, parser, parseTask())
 	require.NoError(t, err)
 	require.Equal(t, agent.TaskRef{Root: root.Root, Path: "math_solver/equation_parser", Task: "parse_equation"}, parseRef)
 	return tree{
@@ -227,3 +227,6 @@ func memberNames(t *testing.T, task *agent.Task, kind events.Kind, name string) 
 	}
 	return c.MemberNames()
 }
+
+// errOf drops a write's receipt: for assertions on the error alone.
+func errOf[T any](_ T, err error) error { return err }

@@ -1,29 +1,10 @@
 package agent
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"time"
 )
-
-// RefreshLoaded folds new events of a root whose registry this runtime has
-// loaded; a root not loaded is left alone (it is read when first used). A
-// follower of the stream calls it to keep active registries hot.
-func (rt *Runtime) RefreshLoaded(ctx context.Context, root string) error {
-	rt.mu.Lock()
-	st := rt.state[root]
-	rt.mu.Unlock()
-	if st == nil {
-		return nil
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.reg == nil {
-		return nil
-	}
-	return rt.catchUp(ctx, root, st)
-}
 
 // RootStats describes a loaded registry.
 type RootStats struct {
@@ -64,5 +45,6 @@ func (rt *Runtime) forgetUnloaded(root string, st *rootState) {
 	defer rt.mu.Unlock()
 	if rt.state[root] == st && (st.reg == nil || st.reg.Count == 0) {
 		delete(rt.state, root)
+		st.attached, st.inbox = false, nil
 	}
 }

@@ -19,7 +19,7 @@ func TestRootChangedAndMigration(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	rt1, root1 := w.openRegistered()
-	solver, err := rt1.Create(ctx, root1, agent.Spec{
+	solver, _, err := rt1.Create(ctx, root1, agent.Spec{
 		Name:   "math_solver",
 		Primer: "You solve equations.",
 		Capabilities: []events.Capability{
@@ -59,11 +59,11 @@ func TestRootChangedAndMigration(t *testing.T) {
 	t.Run("MigrateToUnregisteredRoot", func(t *testing.T) {
 		other := w.def
 		other.Primer = "never registered"
-		err := rt2.MigrateRoot(ctx, w.fp, other.Fingerprint(), "no")
+		_, err := rt2.MigrateRoot(ctx, w.fp, other.Fingerprint(), "no")
 		require.ErrorIs(t, err, agent.ErrRootNotRegistered)
 	})
 
-	require.NoError(t, rt2.MigrateRoot(ctx, w.fp, v2fp, "release 2"))
+	require.NoError(t, errOf(rt2.MigrateRoot(ctx, w.fp, v2fp, "release 2")))
 
 	rt3 := w.open()
 	_, err = rt3.RegisterRoot(ctx, v2)
@@ -95,15 +95,15 @@ func TestRootChangedAndMigration(t *testing.T) {
 	}))
 
 	t.Run("OldRootTakesNoWrites", func(t *testing.T) {
-		_, err := rt1.Create(ctx, root1, agent.Spec{Name: "late"})
+		_, _, err := rt1.Create(ctx, root1, agent.Spec{Name: "late"})
 		require.ErrorIs(t, err, agent.ErrMigrated)
-		err = rt1.Grant(ctx, solver, mathCap("sin"))
+		_, err = rt1.Grant(ctx, solver, mathCap("sin"))
 		require.ErrorIs(t, err, agent.ErrMigrated)
-		_, err = rt1.DefineTask(ctx, solver, parseTask())
+		_, _, err = rt1.DefineTask(ctx, solver, parseTask())
 		require.ErrorIs(t, err, agent.ErrMigrated)
-		err = rt1.Retire(ctx, solver, "r")
+		_, err = rt1.Retire(ctx, solver, "r")
 		require.ErrorIs(t, err, agent.ErrMigrated)
-		err = rt2.MigrateRoot(ctx, w.fp, v2fp, "again")
+		_, err = rt2.MigrateRoot(ctx, w.fp, v2fp, "again")
 		require.ErrorIs(t, err, agent.ErrMigrated)
 		require.Equal(t, seq, lastRootSeq(t, l, w.fp))
 	})
@@ -116,10 +116,10 @@ func TestRootChangedAndMigration(t *testing.T) {
 	})
 
 	t.Run("NewRootTakesWrites", func(t *testing.T) {
-		_, err := rt2.Create(ctx, agent.AgentRef{Root: v2fp}, agent.Spec{Name: "math_solver",
+		_, _, err := rt2.Create(ctx, agent.AgentRef{Root: v2fp}, agent.Spec{Name: "math_solver",
 			Capabilities: []events.Capability{mathCap("sin")}})
 		require.NoError(t, err)
-		_, err = rt2.Create(ctx, agent.AgentRef{Root: v2fp}, agent.Spec{Name: "trig",
+		_, _, err = rt2.Create(ctx, agent.AgentRef{Root: v2fp}, agent.Spec{Name: "trig",
 			Capabilities: []events.Capability{mathCap("tan")}})
 		require.ErrorIs(t, err, agent.ErrEscalation, "release 2 does not hold tan")
 	})

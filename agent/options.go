@@ -29,6 +29,8 @@ type config struct {
 	now       clock
 	log       Log
 	snaps     snapshot.Store
+	adopt     bool
+	onFollow  func(seq, pending uint64)
 }
 
 func defaultConfig() config {
@@ -186,6 +188,29 @@ func WithLog(l Log, s snapshot.Store) Option {
 			return fmt.Errorf("WithLog: nil log")
 		}
 		c.log, c.snaps = l, s
+		return nil
+	}
+}
+
+// WithAdoptRoots lets the runtime serve roots it did not register in code:
+// the first use of such a root (a resolve, a read, a write) reads the root
+// definition recorded on the root's own subject and registers it, with
+// capabilities checked against the catalog as RegisterRoot does. agentd
+// uses it (with a symbolic catalog) so that it loads roots lazily instead
+// of registering every root in the log at start-up.
+func WithAdoptRoots() Option {
+	return func(c *config) error {
+		c.adopt = true
+		return nil
+	}
+}
+
+// WithFollowHook calls fn for every record the runtime's follower
+// receives, with its stream sequence and the messages still pending after
+// it (agentd's metrics). fn must return quickly.
+func WithFollowHook(fn func(seq, pending uint64)) Option {
+	return func(c *config) error {
+		c.onFollow = fn
 		return nil
 	}
 }

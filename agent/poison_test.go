@@ -74,7 +74,7 @@ func TestPoisonMessages(t *testing.T) {
 
 	// Revoke math from the solver, then write a raw grant of math to the
 	// parser with the right hash chain: an escalation through revocation.
-	require.NoError(t, rt.Revoke(ctx, tr.solver, events.KindModule, "math"))
+	require.NoError(t, errOf(rt.Revoke(ctx, tr.solver, events.KindModule, "math")))
 	afterRevoke := testutil.PublishRaw(t, nc, subj(tr.parser.Path), raw(grant(tr.parser.Path, mathCap("sin"))), nil)
 	want[afterRevoke] = projector.CodeEscalation
 
@@ -104,8 +104,8 @@ func TestPoisonMessages(t *testing.T) {
 	require.Equal(t, "create_specialist", task.Def.Name)
 	_, err = fresh.Resolve(ctx, tr.parseRef)
 	require.NoError(t, err)
-	_, err = rt.DefineTask(ctx, tr.parser, solveTask())
+	_, _, err = rt.DefineTask(ctx, tr.parser, solveTask())
 	require.NoError(t, err, "the parser's own subject took poison; writes to it go on")
-	_, err = rt.Create(ctx, root, agent.Spec{Name: "after_poison"})
+	_, _, err = rt.Create(ctx, root, agent.Spec{Name: "after_poison"})
 	require.NoError(t, err)
 }

@@ -90,6 +90,9 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	if err := ref.Validate(); err != nil {
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
+	if err := rt.adopt(ctx, ref.Root); err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
 	st := rt.lockState(ref.Root)
 	defer st.mu.Unlock()
 	if st.reg == nil {
@@ -107,7 +110,7 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 		}
 		return t, nil
 	}
-	if err := rt.catchUp(ctx, ref.Root, st); err != nil {
+	if err := rt.current(ctx, ref.Root, st); err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	key := ref.String()
@@ -192,8 +195,10 @@ func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Regi
 		if def, ok := rt.RootDef(cur.MigratedTo); ok {
 			return def, true, nil
 		}
-		next := projector.New(cur.MigratedTo)
-		if _, err := rt.log.ReadRoot(ctx, cur.MigratedTo, 1, func(r events.Record) error { next.Apply(r); return nil }); err != nil {
+		// The target's definition and its own migration are on its root
+		// subject: read that one literal subject, not the target's tree.
+		next, err := rt.chainRegistry(ctx, cur.MigratedTo, "")
+		if err != nil {
 			return events.RootDef{}, false, err
 		}
 		cur = next

@@ -79,7 +79,7 @@ func TestResolveAndCallInSecondRuntime(t *testing.T) {
 	t.Run("PatternOnlyNarrows", func(t *testing.T) {
 		// A child granted math "*" under math_solver gets what math_solver
 		// holds, not tan: every grant up the chain must allow a member.
-		wide, err := rt1.Create(ctx, tr.solver, agent.Spec{Name: "wide", Primer: "w",
+		wide, _, err := rt1.Create(ctx, tr.solver, agent.Spec{Name: "wide", Primer: "w",
 			Capabilities: []events.Capability{mathCap("*")}, Tasks: []events.TaskDef{solveTask()}})
 		require.NoError(t, err)
 		task, err := rt2.Resolve(ctx, agent.TaskRef{Root: w.fp, Path: wide.Path, Task: "solve_math_problem"})
@@ -155,7 +155,7 @@ func TestRevokeAndRetireCascade(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"sin", "sqrt"}, memberNames(t, before, events.KindModule, "math"))
 
-	require.NoError(t, rt1.Revoke(ctx, tr.solver, events.KindModule, "math"))
+	require.NoError(t, errOf(rt1.Revoke(ctx, tr.solver, events.KindModule, "math")))
 
 	rt2, _ := w.openRegistered()
 	for name, rt := range map[string]*agent.Runtime{"writer": rt1, "fresh": rt2} {
@@ -179,10 +179,10 @@ func TestRevokeAndRetireCascade(t *testing.T) {
 
 	// The parent no longer holds math: granting it to the child again is an
 	// escalation.
-	err = rt2.Grant(ctx, tr.parser, mathCap("sin"))
+	_, err = rt2.Grant(ctx, tr.parser, mathCap("sin"))
 	require.ErrorIs(t, err, agent.ErrEscalation)
 
-	require.NoError(t, rt2.Retire(ctx, tr.solver, "replaced"))
+	require.NoError(t, errOf(rt2.Retire(ctx, tr.solver, "replaced")))
 	rt3, _ := w.openRegistered()
 	for name, rt := range map[string]*agent.Runtime{"writer": rt1, "retirer": rt2, "fresh": rt3} {
 		t.Run("Retired/"+name, func(t *testing.T) {
@@ -194,9 +194,9 @@ func TestRevokeAndRetireCascade(t *testing.T) {
 		})
 	}
 	// A retired agent takes no writes, and nothing is created under it.
-	_, err = rt1.DefineTask(ctx, tr.parser, solveTask())
+	_, _, err = rt1.DefineTask(ctx, tr.parser, solveTask())
 	require.ErrorIs(t, err, agent.ErrRetired)
-	_, err = rt1.Create(ctx, tr.solver, agent.Spec{Name: "late_child"})
+	_, _, err = rt1.Create(ctx, tr.solver, agent.Spec{Name: "late_child"})
 	require.ErrorIs(t, err, agent.ErrRetired)
 	// The root's own task is unaffected.
 	_, err = rt1.Resolve(ctx, tr.rootTask)
@@ -213,16 +213,16 @@ func TestUnknownCapability(t *testing.T) {
 	l := w.log()
 	seq := lastRootSeq(t, l, w.fp)
 
-	_, err := rt.Create(ctx, root, agent.Spec{Name: "netter", Capabilities: []events.Capability{{Kind: events.KindModule, Name: "net"}}})
+	_, _, err := rt.Create(ctx, root, agent.Spec{Name: "netter", Capabilities: []events.Capability{{Kind: events.KindModule, Name: "net"}}})
 	require.ErrorIs(t, err, agent.ErrUnknownCapability)
 	require.ErrorContains(t, err, `"net"`)
 
-	err = rt.Grant(ctx, tr.solver, events.Capability{Kind: events.KindFunc, Name: "exec"})
+	_, err = rt.Grant(ctx, tr.solver, events.Capability{Kind: events.KindFunc, Name: "exec"})
 	require.ErrorIs(t, err, agent.ErrUnknownCapability)
 	require.ErrorContains(t, err, `"exec"`)
 
 	// "math" is a module, not a type.
-	err = rt.Grant(ctx, tr.solver, events.Capability{Kind: events.KindType, Name: "math"})
+	_, err = rt.Grant(ctx, tr.solver, events.Capability{Kind: events.KindType, Name: "math"})
 	require.ErrorIs(t, err, agent.ErrUnknownCapability)
 	require.ErrorContains(t, err, `"math"`)
 

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-
 	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
@@ -38,11 +36,21 @@ var (
 
 // Log is the event log the runtime needs. natsstore.Log implements it.
 type Log interface {
+	// Append stores msgs and returns the stream sequence of the last one.
 	Append(ctx context.Context, msgs []events.Message) (uint64, error)
-	ReadRoot(ctx context.Context, root string, from uint64, fn func(events.Record) error) (uint64, error)
-	// ReadLiteral reads every message of a few literal subjects, in
-	// stream order.
-	ReadLiteral(ctx context.Context, subjects []string, fn func(events.Record) error) error
+	// ReadRootUpTo reads a root's records from sequence from up to bound,
+	// a sequence the caller knows the stream holds.
+	ReadRootUpTo(ctx context.Context, root string, from, bound uint64, fn func(events.Record) error) error
+	// ReadChain reads every message of a few literal subjects (an agent's
+	// ancestor chain), in stream order, including every one stored up to
+	// minSeq on any replica.
+	ReadChain(ctx context.Context, subjects []string, minSeq uint64, fn func(events.Record) error) error
+	// LastStreamSeq returns the stream's last sequence.
+	LastStreamSeq(ctx context.Context) (uint64, error)
+	// Follow calls fn for every message after sequence after, in order.
+	Follow(ctx context.Context, after uint64, lg *slog.Logger, fn func(events.Record, uint64)) (*natsstore.Follower, error)
+	// StoredID finds the message of an event id on a subject.
+	StoredID(ctx context.Context, subject, id string) (uint64, bool, error)
 }
 
 // Runtime is the handle services embed: it registers roots, writes dynamic
@@ -58,23 +66,36 @@ type Runtime struct {
 
 	emb    *natsstore.Embedded
 	closer func()
-	bg     sync.WaitGroup // background snapshot stores
+	bg     sync.WaitGroup // background snapshots
 
-	mu    sync.Mutex
-	tick  uint64                    // use counter for eviction
-	roots map[string]events.RootDef // registered in code, by fingerprint
-	state map[string]*rootState     // projected registries, by fingerprint
+	followMu sync.Mutex // serialises starting the follower
+	follower *natsstore.Follower
+
+	mu        sync.Mutex
+	tick      uint64                    // use counter for eviction
+	roots     map[string]events.RootDef // registered in code, by fingerprint
+	state     map[string]*rootState     // projected registries, by fingerprint
+	followPos uint64                    // every record up to here was handed to its root's inbox
+	followed  chan struct{}             // closed (and replaced) when followPos moves
+	closed    bool
 }
 
+// rootState is one root's registry in this process. Fields marked mu are
+// guarded by st.mu, the others by rt.mu.
 type rootState struct {
 	mu       sync.Mutex
-	reg      *projector.Registry
-	snapAt   uint64           // reg.Count at the last snapshot taken or loaded
-	resolved map[string]*Task // resolution cache, valid for reg.Seq == cachedAt
-	cachedAt uint64
-	restored *snapshot.Header // the snapshot the registry was first restored from
-	snapTime time.Time        // of the newest snapshot taken or loaded
-	used     atomic.Uint64    // rt.tick at the last use, for eviction
+	reg      *projector.Registry // mu; nil until loaded
+	at       uint64              // mu; reg holds every event of the root up to this stream sequence
+	snapAt   uint64              // mu; reg.Count at the last snapshot taken, started or loaded
+	snapping bool                // mu; a background snapshot is running
+	resolved map[string]*Task    // mu; resolution cache, valid while reg.Seq == cachedAt
+	cachedAt uint64              // mu
+	restored *snapshot.Header    // mu; the snapshot the registry was first restored from
+	snapTime time.Time           // mu; of the newest snapshot taken or loaded
+	used     atomic.Uint64       // rt.tick at the last use, for eviction
+
+	attached bool            // rt.mu; the follower queues this root's records
+	inbox    []events.Record // rt.mu; records followed, not yet folded
 }
 
 // Open starts a runtime. With no NATS URL it starts an embedded JetStream
@@ -94,7 +115,7 @@ func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 		}
 	}
 	rt := &Runtime{cfg: cfg, lg: cfg.logger.With("component", "agent"),
-		roots: map[string]events.RootDef{}, state: map[string]*rootState{}}
+		roots: map[string]events.RootDef{}, state: map[string]*rootState{}, followed: make(chan struct{})}
 	rt.prefix = cfg.store.Prefix
 	if cfg.log != nil {
 		rt.log, rt.snaps, rt.closer = cfg.log, cfg.snaps, func() {}
@@ -158,6 +179,15 @@ func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 // Close closes the connection and, if embedded, shuts the server down
 // cleanly and releases the data directory.
 func (rt *Runtime) Close() error {
+	rt.followMu.Lock()
+	if rt.follower != nil {
+		rt.follower.Stop()
+		rt.follower = nil
+	}
+	rt.followMu.Unlock()
+	rt.mu.Lock()
+	rt.closed = true
+	rt.mu.Unlock()
 	rt.bg.Wait() // snapshots being stored
 	rt.closer()
 	return nil
@@ -198,25 +228,9 @@ func (rt *Runtime) RegisterRoot(ctx context.Context, def events.RootDef) (AgentR
 	} else if ok {
 		return ref, nil
 	}
-	_, err := rt.write(ctx, fp, func(reg *projector.Registry) ([]*events.Event, error) {
-		if reg.Def != nil {
-			return nil, nil // registered before: idempotent
-		}
-		return []*events.Event{{Type: events.RootRegistered, Registered: &events.RootData{Def: def}}}, nil
-	})
-	if errors.Is(err, events.ErrConflict) {
-		// Another process registered it in the meantime; check that it did.
-		if _, err := rt.refresh(ctx, fp); err != nil {
-			return AgentRef{}, err
-		}
-		st := rt.lockState(fp)
-		ok := st.reg.Def != nil
-		st.mu.Unlock()
-		if ok {
-			return ref, nil
-		}
-	}
-	if err != nil {
+	e := &events.Event{Type: events.RootRegistered, Root: fp, Registered: &events.RootData{Def: def}}
+	_, err := rt.write(ctx, e, func(reg *projector.Registry) error { return reg.Check(e) })
+	if err != nil && !errors.Is(err, events.ErrExists) { // ErrExists: another process registered it first
 		return AgentRef{}, fmt.Errorf("register root %q: %w", def.Name, err)
 	}
 	return ref, nil
@@ -224,15 +238,35 @@ func (rt *Runtime) RegisterRoot(ctx context.Context, def events.RootDef) (AgentR
 
 // rootRecorded reports whether the root's subject holds its RootRegistered.
 func (rt *Runtime) rootRecorded(ctx context.Context, root string) (bool, error) {
+	_, ok, err := rt.recordedDef(ctx, root)
+	return ok, err
+}
+
+// recordedDef reads the root definition recorded on the root's own
+// subject (one literal subject: a few events).
+func (rt *Runtime) recordedDef(ctx context.Context, root string) (events.RootDef, bool, error) {
+	var def events.RootDef
 	found := false
-	err := rt.log.ReadLiteral(ctx, []string{events.Subject(rt.prefix, root, "")}, func(r events.Record) error {
+	err := rt.log.ReadChain(ctx, []string{events.Subject(rt.prefix, root, "")}, minSeqOf(ctx), func(r events.Record) error {
+		if found {
+			return nil
+		}
 		if e, err := events.Decode(r.Data); err == nil && e.Type == events.RootRegistered && e.Root == root &&
 			e.Prev == "" && e.Registered.Def.Fingerprint() == root {
-			found = true
+			def, found = e.Registered.Def, true
 		}
 		return nil
 	})
-	return found, err
+	return def, found, err
+}
+
+// minSeqOf is the minimum sequence of a context for a direct read of the
+// log (LatestSeq is resolved by the caller, or read as "no minimum").
+func minSeqOf(ctx context.Context) uint64 {
+	if m := minSeqFrom(ctx); m != LatestSeq {
+		return m
+	}
+	return 0
 }
 
 // chainRegistry folds only the events of an agent's ancestor chain (the
@@ -247,7 +281,7 @@ func (rt *Runtime) chainRegistry(ctx context.Context, root, path string) (*proje
 		}
 	}
 	reg := projector.New(root)
-	if err := rt.log.ReadLiteral(ctx, subjects, func(r events.Record) error { reg.Apply(r); return nil }); err != nil {
+	if err := rt.log.ReadChain(ctx, subjects, minSeqOf(ctx), func(r events.Record) error { reg.Apply(r); return nil }); err != nil {
 		return nil, fmt.Errorf("read the ancestor chain of %q: %w", path, err)
 	}
 	return reg, nil
@@ -306,100 +340,9 @@ func (rt *Runtime) evictLocked() {
 			return // in use: try again on the next load
 		}
 		delete(rt.state, victim)
+		st.attached, st.inbox = false, nil
 		st.mu.Unlock()
 	}
-}
-
-// catchUp brings st.reg up to the newest event of its root: the first time
-// from the newest good snapshot plus the tail, then from where it stopped.
-// It takes a snapshot when the policy says so. st.mu must be held.
-func (rt *Runtime) catchUp(ctx context.Context, root string, st *rootState) error {
-	if st.reg == nil {
-		res, err := snapshot.Restore(ctx, rt.snaps, rt.log, root, 0, rt.lg)
-		if err != nil {
-			return err
-		}
-		st.reg = res.Registry
-		if res.From != nil {
-			st.snapAt, st.restored, st.snapTime = res.From.Count, res.From, time.Unix(0, res.From.Time)
-		}
-	} else if err := snapshot.CatchUp(ctx, rt.log, st.reg, 0, nil); err != nil {
-		return err
-	}
-	if rt.cfg.snapEvery > 0 && rt.snaps != nil && st.reg.Count-st.snapAt >= rt.cfg.snapEvery {
-		rt.snapshotInBackground(st)
-	}
-	return nil
-}
-
-// snapshotInBackground captures the registry now (under the root's lock,
-// which the caller holds) and stores it on a goroutine of its own, so that
-// no read or write waits for the object store. Close waits for it. A
-// failed snapshot costs only replay time later: it is logged, not returned.
-func (rt *Runtime) snapshotInBackground(st *rootState) {
-	h, body, err := snapshot.Capture(st.reg, rt.cfg.now())
-	if err != nil {
-		rt.lg.Warn("snapshot capture failed", "root", st.reg.Root, "seq", st.reg.Seq, "err", err)
-		return
-	}
-	st.snapAt, st.snapTime = h.Count, time.Unix(0, h.Time)
-	rt.bg.Add(1)
-	go func() {
-		defer rt.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := rt.snaps.Put(ctx, h, body); err != nil {
-			rt.lg.Warn("snapshot failed", "root", h.Root, "seq", h.Seq, "err", err)
-			return
-		}
-		rt.lg.Debug("snapshot taken", "root", h.Root, "seq", h.Seq, "bytes", h.Size)
-	}()
-}
-
-// boundedReader is the optional log feature of reading a root up to a
-// known sequence, without looking the bound up first.
-type boundedReader interface {
-	ReadRootUpTo(ctx context.Context, root string, from, bound uint64, fn func(events.Record) error) error
-}
-
-// catchUpTo folds a loaded registry up to bound (a sequence the caller knows
-// exists, such as its own append's). st.mu must be held.
-func (rt *Runtime) catchUpTo(ctx context.Context, root string, st *rootState, bound uint64) error {
-	br, ok := rt.log.(boundedReader)
-	if !ok || st.reg == nil || bound <= st.reg.Seq {
-		return rt.catchUp(ctx, root, st)
-	}
-	if err := br.ReadRootUpTo(ctx, root, st.reg.Seq+1, bound, func(r events.Record) error {
-		st.reg.Apply(r)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("catch up root %s to seq %d: %w", root, bound, err)
-	}
-	return nil
-}
-
-// Snapshot takes a snapshot of a root's registry now and returns its header.
-func (rt *Runtime) Snapshot(ctx context.Context, root string) (snapshot.Header, error) {
-	if err := events.ValidateFingerprint(root); err != nil {
-		return snapshot.Header{}, fmt.Errorf("snapshot: %w", err)
-	}
-	if rt.snaps == nil {
-		return snapshot.Header{}, fmt.Errorf("snapshot root %s: this runtime has no snapshot store", root)
-	}
-	st := rt.lockState(root)
-	defer st.mu.Unlock()
-	if err := rt.catchUp(ctx, root, st); err != nil {
-		return snapshot.Header{}, err
-	}
-	h, body, err := snapshot.Capture(st.reg, rt.cfg.now())
-	if err != nil {
-		return snapshot.Header{}, err
-	}
-	if err := rt.snaps.Put(ctx, h, body); err != nil {
-		return snapshot.Header{}, fmt.Errorf("snapshot root %s: %w", root, err)
-	}
-	st.snapAt, st.snapTime = st.reg.Count, time.Unix(0, h.Time)
-	return h, nil
 }
 
 // RestoredFrom returns the snapshot this process restored a root's
@@ -414,29 +357,44 @@ func (rt *Runtime) RestoredFrom(root string) (snapshot.Header, bool) {
 	return *st.restored, true
 }
 
-// refresh catches a root's registry up and returns its sequence.
-func (rt *Runtime) refresh(ctx context.Context, root string) (uint64, error) {
-	st := rt.lockState(root)
-	defer st.mu.Unlock()
-	if err := rt.catchUp(ctx, root, st); err != nil {
-		return 0, err
-	}
-	return st.reg.Seq, nil
-}
-
-// View calls fn with a root's registry caught up to the newest event. fn
-// must not keep the registry or change it.
+// View calls fn with a root's registry (loading it first if this process
+// has not). Unless the context sets a minimum sequence (WithMinSeq), the
+// registry is caught up to every event the stream holds when View is
+// called: one request for the stream's last sequence, whose cost does not
+// grow with the stream or the root. fn must not keep the registry or
+// change it.
 func (rt *Runtime) View(ctx context.Context, root string, fn func(*projector.Registry) error) error {
 	if err := events.ValidateFingerprint(root); err != nil {
 		return err
 	}
+	if _, ok := ctx.Value(minSeqKey).(uint64); !ok {
+		ctx = WithMinSeq(ctx, LatestSeq)
+	}
 	st := rt.lockState(root)
 	defer st.mu.Unlock()
 	defer rt.forgetUnloaded(root, st)
-	if err := rt.catchUp(ctx, root, st); err != nil {
+	if err := rt.current(ctx, root, st); err != nil {
 		return err
 	}
 	return fn(st.reg)
+}
+
+// Seq returns the stream sequence up to which this process has folded a
+// loaded root (0 if it is not loaded).
+func (rt *Runtime) Seq(root string) uint64 {
+	rt.mu.Lock()
+	st := rt.state[root]
+	rt.mu.Unlock()
+	if st == nil {
+		return 0
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.reg == nil {
+		return 0
+	}
+	rt.drainLocked(st)
+	return st.at
 }
 
 // StateHash returns the state hash of a root's registry caught up to the
@@ -450,238 +408,8 @@ func (rt *Runtime) StateHash(ctx context.Context, root string) (hash string, seq
 	return hash, seq, err
 }
 
-// write is the one path by which the runtime appends: under the root's
-// lock it catches up, lets build derive the events from the registry (and
-// refuse), fills the envelopes, checks them, and appends them as one
-// atomic batch with optimistic concurrency on the agent's subject.
-func (rt *Runtime) write(ctx context.Context, root string, build func(*projector.Registry) ([]*events.Event, error)) (uint64, error) {
-	st := rt.lockState(root)
-	defer st.mu.Unlock()
-	if err := rt.catchUp(ctx, root, st); err != nil {
-		return 0, err
-	}
-	evs, err := build(st.reg)
-	if err != nil || len(evs) == 0 {
-		return 0, err
-	}
-	now := rt.cfg.now().UnixNano()
-	actor := ActorFrom(ctx, rt.cfg.actor)
-	corr := correlationFrom(ctx)
-	path := evs[0].Path
-	prev := st.reg.LastHash(path)
-	msgs := make([]events.Message, len(evs))
-	for i, e := range evs {
-		if e.Path != path {
-			return 0, fmt.Errorf("internal: one write spans agents %q and %q", path, e.Path)
-		}
-		e.ID, e.Version, e.Root, e.Time, e.Actor, e.Correlation, e.Prev =
-			ulid.Make().String(), events.SchemaVersion, root, now, actor, corr, prev
-		var data []byte
-		var err error
-		if rt.cfg.signer != nil {
-			data, err = events.EncodeSigned(e, rt.cfg.signer)
-		} else {
-			data, err = events.Encode(e)
-		}
-		if err != nil {
-			return 0, err
-		}
-		prev = events.Hash(data)
-		msgs[i] = events.Message{Subject: events.Subject(rt.prefix, root, path), Data: data, ID: e.ID, Type: e.Type}
-	}
-	expect := st.reg.SubjectSeq[path]
-	msgs[0].ExpectSeq = &expect
-	seq, err := rt.log.Append(ctx, msgs)
-	if err != nil {
-		return 0, err
-	}
-	// Fold what was just written (and anything before it) so a read in this
-	// process sees its own write. The append's sequence bounds the read.
-	nv := len(st.reg.Violations)
-	if err := rt.catchUpTo(ctx, root, st, seq); err != nil {
-		return seq, fmt.Errorf("stored at seq %d, then reading it back failed (the write stands; read again before retrying it): %w", seq, err)
-	}
-	// OCC covers only this agent's subject: a change on another subject (a
-	// parent's revoke or retirement) can land between the check above and
-	// the append, and the fold then refuses what was written. Say so.
-	for _, v := range st.reg.Violations[nv:] {
-		for _, e := range evs {
-			if v.EventID == e.ID {
-				return seq, fmt.Errorf("%s %s stored at seq %d but not applied, the registry changed after it was checked: %s: %w",
-					v.Type, v.EventID, v.Seq, v.Reason, notAppliedErr(v.Code))
-			}
-		}
-	}
-	return seq, nil
-}
-
-// notAppliedErr is the sentinel for a violation code of the runtime's own write.
-func notAppliedErr(code string) error {
-	switch code {
-	case projector.CodeEscalation:
-		return ErrEscalation
-	case projector.CodeRetired:
-		return ErrRetired
-	case projector.CodeExists:
-		return ErrExists
-	case projector.CodeMigrated:
-		return ErrMigrated
-	case projector.CodeUnknown:
-		return ErrNotFound
-	}
-	return ErrConflict
-}
-
-// Spec describes a dynamic agent to create.
-type Spec struct {
-	Name         string              // the last path segment
-	Primer       string              // the agent's instructions
-	Capabilities []events.Capability // each must be held by the parent
-	Tasks        []events.TaskDef
-}
-
-// Create creates a dynamic agent under parent (a root or a dynamic agent),
-// writing AgentCreated, its grants and its task definitions as one atomic
-// batch. A grant beyond the parent's effective capabilities is refused
-// before anything is written (ErrEscalation); a path that exists gives
-// ErrExists, also when several writers race for it.
-func (rt *Runtime) Create(ctx context.Context, parent AgentRef, spec Spec) (AgentRef, error) {
-	if err := events.ValidateSegment(spec.Name); err != nil {
-		return AgentRef{}, fmt.Errorf("create agent under %q: %w", parent.Path, err)
-	}
-	child := parent.Child(spec.Name)
-	if err := events.ValidatePath(child.Path); err != nil {
-		return AgentRef{}, fmt.Errorf("create agent: %w", err)
-	}
-	if err := rt.checkRoot(parent.Root); err != nil {
-		return AgentRef{}, fmt.Errorf("create agent %q: %w", child.Path, err)
-	}
-	for _, c := range spec.Capabilities {
-		if err := rt.cfg.catalog.check([]events.Capability{c}); err != nil {
-			return AgentRef{}, fmt.Errorf("create agent %q: %w", child.Path, err)
-		}
-	}
-	_, err := rt.write(ctx, child.Root, func(reg *projector.Registry) ([]*events.Event, error) {
-		created := &events.Event{Type: events.AgentCreated, Path: child.Path, Created: &events.CreatedData{Primer: spec.Primer}}
-		created.Root, created.ID, created.Version = child.Root, "check", events.SchemaVersion
-		if err := reg.Check(created); err != nil {
-			return nil, err
-		}
-		evs := []*events.Event{created}
-		seen := map[string]bool{}
-		for _, c := range spec.Capabilities {
-			if err := reg.CheckGrant(child.Path, c); err != nil {
-				return nil, err
-			}
-			if seen[c.Key()] {
-				return nil, fmt.Errorf("capability %s %q appears twice", c.Kind, c.Name)
-			}
-			seen[c.Key()] = true
-			evs = append(evs, &events.Event{Type: events.CapabilityGranted, Path: child.Path, Granted: &events.GrantedData{Capability: c.Normalized()}})
-		}
-		for _, t := range spec.Tasks {
-			if err := t.Validate(); err != nil {
-				return nil, err
-			}
-			evs = append(evs, &events.Event{Type: events.TaskDefined, Path: child.Path, Task: &events.TaskData{Task: t}})
-		}
-		return evs, nil
-	})
-	if errors.Is(err, events.ErrConflict) {
-		// Someone wrote to this path first: say what is there now.
-		var exists error
-		_ = rt.View(ctx, child.Root, func(reg *projector.Registry) error {
-			if a := reg.Agents[child.Path]; a != nil {
-				exists = fmt.Errorf("agent %q was created at seq %d by %q: %w", child.Path, a.CreatedSeq, a.Creator, events.ErrExists)
-			}
-			return nil
-		})
-		if exists != nil {
-			err = exists
-		}
-	}
-	if err != nil {
-		return AgentRef{}, fmt.Errorf("create agent %q: %w", child.Path, err)
-	}
-	return child, nil
-}
-
-// Grant gives an agent a capability its parent effectively holds.
-func (rt *Runtime) Grant(ctx context.Context, a AgentRef, c events.Capability) error {
-	if err := rt.checkAgentRef(a); err != nil {
-		return err
-	}
-	if err := rt.cfg.catalog.check([]events.Capability{c}); err != nil {
-		return fmt.Errorf("grant to %q: %w", a.Path, err)
-	}
-	return rt.single(ctx, a, fmt.Sprintf("grant %s %q to %q", c.Kind, c.Name, a.Path),
-		&events.Event{Type: events.CapabilityGranted, Path: a.Path, Granted: &events.GrantedData{Capability: c.Normalized()}})
-}
-
-// Revoke takes a capability from an agent and from all its descendants.
-func (rt *Runtime) Revoke(ctx context.Context, a AgentRef, kind events.Kind, name string) error {
-	if err := rt.checkAgentRef(a); err != nil {
-		return err
-	}
-	return rt.single(ctx, a, fmt.Sprintf("revoke %s %q from %q", kind, name, a.Path),
-		&events.Event{Type: events.CapabilityRevoked, Path: a.Path, Revoked: &events.RevokedData{Kind: kind, Name: name}})
-}
-
-// DefineTask defines (or redefines) a task on an agent and returns its ref.
-func (rt *Runtime) DefineTask(ctx context.Context, a AgentRef, t events.TaskDef) (TaskRef, error) {
-	if err := rt.checkAgentRef(a); err != nil {
-		return TaskRef{}, err
-	}
-	err := rt.single(ctx, a, fmt.Sprintf("define task %q on %q", t.Name, a.Path),
-		&events.Event{Type: events.TaskDefined, Path: a.Path, Task: &events.TaskData{Task: t}})
-	if err != nil {
-		return TaskRef{}, err
-	}
-	return TaskRef{Root: a.Root, Path: a.Path, Task: t.Name}, nil
-}
-
-// Retire retires an agent and all its descendants.
-func (rt *Runtime) Retire(ctx context.Context, a AgentRef, reason string) error {
-	if err := rt.checkAgentRef(a); err != nil {
-		return err
-	}
-	return rt.single(ctx, a, fmt.Sprintf("retire %q", a.Path),
-		&events.Event{Type: events.AgentRetired, Path: a.Path, Retired: &events.RetiredData{Reason: reason}})
-}
-
-// MigrateRoot records that task refs made under the root definition with
-// fingerprint from resolve, from now on, through the root registered in
-// this process with fingerprint to. The old root's agents keep their
-// recipes; their capabilities are intersected with the new root's. The old
-// root takes no further writes.
-func (rt *Runtime) MigrateRoot(ctx context.Context, from, to, reason string) error {
-	if err := events.ValidateFingerprint(from); err != nil {
-		return fmt.Errorf("migrate root: from: %w", err)
-	}
-	if err := rt.checkRoot(to); err != nil {
-		return fmt.Errorf("migrate root %.12s: to: %w", from, err)
-	}
-	return rt.single(ctx, AgentRef{Root: from}, fmt.Sprintf("migrate root %.12s to %.12s", from, to),
-		&events.Event{Type: events.RootMigrated, Migration: &events.MigratedData{To: to, Reason: reason}})
-}
-
-func (rt *Runtime) single(ctx context.Context, a AgentRef, what string, e *events.Event) error {
-	_, err := rt.write(ctx, a.Root, func(reg *projector.Registry) ([]*events.Event, error) {
-		probe := *e
-		probe.Root, probe.ID, probe.Version = a.Root, "check", events.SchemaVersion
-		if err := reg.Check(&probe); err != nil {
-			return nil, err
-		}
-		return []*events.Event{e}, nil
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
-}
-
-func (rt *Runtime) checkAgentRef(a AgentRef) error {
-	if err := rt.checkRoot(a.Root); err != nil {
+func (rt *Runtime) checkAgentRef(ctx context.Context, a AgentRef) error {
+	if err := rt.checkRoot(ctx, a.Root); err != nil {
 		return fmt.Errorf("agent %q: %w", a.Path, err)
 	}
 	if err := events.ValidatePath(a.Path); err != nil {
@@ -692,8 +420,11 @@ func (rt *Runtime) checkAgentRef(a AgentRef) error {
 
 // checkRoot requires the root to be registered in this process: writes go
 // only through roots whose definition this process holds.
-func (rt *Runtime) checkRoot(root string) error {
+func (rt *Runtime) checkRoot(ctx context.Context, root string) error {
 	if err := events.ValidateFingerprint(root); err != nil {
+		return err
+	}
+	if err := rt.adopt(ctx, root); err != nil {
 		return err
 	}
 	rt.mu.Lock()
@@ -705,45 +436,49 @@ func (rt *Runtime) checkRoot(root string) error {
 	return nil
 }
 
+// adopt registers a root recorded in the log but not in this process, when
+// the runtime adopts roots (WithAdoptRoots). It reads the root's own
+// subject only; a root already registered costs nothing.
+func (rt *Runtime) adopt(ctx context.Context, root string) error {
+	if !rt.cfg.adopt || events.ValidateFingerprint(root) != nil {
+		return nil
+	}
+	rt.mu.Lock()
+	_, ok := rt.roots[root]
+	rt.mu.Unlock()
+	if ok {
+		return nil
+	}
+	def, found, err := rt.recordedDef(ctx, root)
+	if err != nil || !found {
+		return err
+	}
+	return rt.AdoptRoot(def)
+}
+
+// AdoptRoot registers a root definition in this process without writing
+// anything (its RootRegistered is in the log already): its capabilities
+// must be in the catalog.
+func (rt *Runtime) AdoptRoot(def events.RootDef) error {
+	if err := def.Validate(); err != nil {
+		return fmt.Errorf("adopt root: %w", err)
+	}
+	def = def.Canonical()
+	if err := rt.cfg.catalog.check(def.Capabilities); err != nil {
+		return fmt.Errorf("adopt root %q: %w", def.Name, err)
+	}
+	rt.mu.Lock()
+	rt.roots[def.Fingerprint()] = def
+	rt.mu.Unlock()
+	return nil
+}
+
 // RootDef returns the definition of a root registered in this process.
 func (rt *Runtime) RootDef(root string) (events.RootDef, bool) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	d, ok := rt.roots[root]
 	return d, ok
-}
-
-type ctxKey int
-
-const (
-	actorKey ctxKey = iota
-	corrKey
-)
-
-// WithActor returns a context whose writes are recorded as made by
-// principal (who asked: a user, a service, an agent's task ref).
-func WithActor(ctx context.Context, principal string) context.Context {
-	return context.WithValue(ctx, actorKey, principal)
-}
-
-// ActorFrom returns the principal set by WithActor, or def.
-func ActorFrom(ctx context.Context, def string) string {
-	if s, ok := ctx.Value(actorKey).(string); ok && s != "" {
-		return s
-	}
-	return def
-}
-
-// WithCorrelation returns a context whose writes carry correlation id id.
-func WithCorrelation(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, corrKey, id)
-}
-
-func correlationFrom(ctx context.Context) string {
-	if s, ok := ctx.Value(corrKey).(string); ok && s != "" {
-		return s
-	}
-	return ulid.Make().String()
 }
 
 var _ Log = (*natsstore.Log)(nil)

@@ -35,37 +35,37 @@ func TestEscalationRefusedBeforeWrite(t *testing.T) {
 		names   string // what the message must name
 	}{
 		{"CreateWithCapabilityParentLacks", func() error {
-			_, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "builder",
+			_, _, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "builder",
 				Capabilities: []events.Capability{{Kind: events.KindType, Name: "Agent"}}})
 			return err
 		}, "math_solver/builder", `"Agent"`},
 		{"CreateWithMemberParentExcludes", func() error {
-			_, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "trig",
+			_, _, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "trig",
 				Capabilities: []events.Capability{mathCap("sin", "tan")}, Tasks: []events.TaskDef{solveTask()}})
 			return err
 		}, "math_solver/trig", "tan"},
 		{"CreateWithFuncRootLacks", func() error {
 			// eval is in the catalog but not held by the root.
-			_, err := rt.Create(ctx, root, agent.Spec{Name: "evaluator",
+			_, _, err := rt.Create(ctx, root, agent.Spec{Name: "evaluator",
 				Capabilities: []events.Capability{{Kind: events.KindFunc, Name: "eval"}}})
 			return err
 		}, "evaluator", `"eval"`},
 		{"GrantCapabilityParentLacks", func() error {
-			return rt.Grant(ctx, tr.parser, events.Capability{Kind: events.KindType, Name: "Agent"})
+			return errOf(rt.Grant(ctx, tr.parser, events.Capability{Kind: events.KindType, Name: "Agent"}))
 		}, "", `"Agent"`},
 		{"GrantMemberParentExcludes", func() error {
 			// math_solver holds sin cos pi sqrt, not tan.
-			return rt.Grant(ctx, tr.parser, mathCap("sqrt", "tan"))
+			return errOf(rt.Grant(ctx, tr.parser, mathCap("sqrt", "tan")))
 		}, "", "tan"},
 		{"GrantPrivateMemberRootExcludes", func() error {
 			// The root's math excludes _* by default.
-			return rt.Grant(ctx, tr.solver, mathCap("_helper"))
+			return errOf(rt.Grant(ctx, tr.solver, mathCap("_helper")))
 		}, "", "_helper"},
 		{"GrantPrivateMemberWithEmptyExclude", func() error {
 			// Dropping the default exclude does not widen what the root holds.
 			c := mathCap("_helper")
 			c.Exclude = []string{}
-			return rt.Grant(ctx, tr.solver, c)
+			return errOf(rt.Grant(ctx, tr.solver, c))
 		}, "", "_helper"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,7 +83,7 @@ func TestEscalationRefusedBeforeWrite(t *testing.T) {
 	}
 
 	// What the parent holds is still grantable, and a pattern only narrows.
-	require.NoError(t, rt.Grant(ctx, tr.parser, mathCap("*")))
+	require.NoError(t, errOf(rt.Grant(ctx, tr.parser, mathCap("*"))))
 	task, err := rt.Resolve(ctx, tr.parseRef)
 	require.NoError(t, err)
 	require.Equal(t, []string{"cos", "pi", "sin", "sqrt"}, memberNames(t, task, events.KindModule, "math"))
@@ -115,25 +115,25 @@ func TestInvalidNamesRefused(t *testing.T) {
 		{"tab\there", `tab\there`},
 	} {
 		t.Run("Create/"+tc.name, func(t *testing.T) {
-			_, err := rt.Create(ctx, root, agent.Spec{Name: tc.name, Primer: "p"})
+			_, _, err := rt.Create(ctx, root, agent.Spec{Name: tc.name, Primer: "p"})
 			require.ErrorIs(t, err, agent.ErrInvalidName)
 			require.ErrorContains(t, err, tc.offender)
 		})
 	}
 	// At exactly the limit a segment is fine.
-	_, err := rt.Create(ctx, root, agent.Spec{Name: strings.Repeat("a", events.MaxSegmentLen)})
+	_, _, err := rt.Create(ctx, root, agent.Spec{Name: strings.Repeat("a", events.MaxSegmentLen)})
 	require.NoError(t, err)
 	seq++
 	require.Equal(t, seq, lastRootSeq(t, l, w.fp), "a refused Create wrote something")
 
 	t.Run("AgentRef", func(t *testing.T) {
-		err := rt.Grant(ctx, agent.AgentRef{Root: w.fp, Path: "x.y"}, mathCap("sin"))
+		_, err := rt.Grant(ctx, agent.AgentRef{Root: w.fp, Path: "x.y"}, mathCap("sin"))
 		require.ErrorIs(t, err, agent.ErrInvalidName)
 		require.ErrorContains(t, err, "x.y")
-		_, err = rt.DefineTask(ctx, agent.AgentRef{Root: w.fp, Path: "a//b"}, solveTask())
+		_, _, err = rt.DefineTask(ctx, agent.AgentRef{Root: w.fp, Path: "a//b"}, solveTask())
 		require.ErrorIs(t, err, agent.ErrInvalidName)
 		require.ErrorContains(t, err, "a//b")
-		err = rt.Retire(ctx, agent.AgentRef{Root: "ABC", Path: "x"}, "r")
+		_, err = rt.Retire(ctx, agent.AgentRef{Root: "ABC", Path: "x"}, "r")
 		require.ErrorIs(t, err, agent.ErrInvalidName)
 		require.ErrorContains(t, err, "ABC")
 		require.Equal(t, seq, lastRootSeq(t, l, w.fp))
@@ -234,7 +234,7 @@ func TestCreateRace(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					<-start
-					_, errs[i] = rt.Create(ctx, root, tc.spec)
+					_, _, errs[i] = rt.Create(ctx, root, tc.spec)
 				}()
 			}
 			close(start)
@@ -327,7 +327,7 @@ func TestRetriedAppendStoredOnce(t *testing.T) {
 		return nil
 	}))
 	// The runtime writes on top of the retried events.
-	_, err = rt.DefineTask(ctx, agent.AgentRef{Root: w.fp, Path: "batched"}, solveTask())
+	_, _, err = rt.DefineTask(ctx, agent.AgentRef{Root: w.fp, Path: "batched"}, solveTask())
 	require.NoError(t, err)
 }
 
@@ -373,11 +373,11 @@ func TestUndecodableBytesOnRootSubjects(t *testing.T) {
 
 	// Writes after the garbage: the expected subject sequence counts the
 	// undecodable message, in the runtime that saw it arrive and in a fresh one.
-	_, err := rt1.DefineTask(ctx, tr.solver, parseTask())
+	_, _, err := rt1.DefineTask(ctx, tr.solver, parseTask())
 	require.NoError(t, err)
-	_, err = rt2.Create(ctx, tr.solver, agent.Spec{Name: "checker", Capabilities: []events.Capability{mathCap("pi")}})
+	_, _, err = rt2.Create(ctx, tr.solver, agent.Spec{Name: "checker", Capabilities: []events.Capability{mathCap("pi")}})
 	require.NoError(t, err)
-	require.NoError(t, rt2.Grant(ctx, tr.solver, events.Capability{Kind: events.KindType, Name: "Agent"}))
+	require.NoError(t, errOf(rt2.Grant(ctx, tr.solver, events.Capability{Kind: events.KindType, Name: "Agent"})))
 
 	// And on the root's own subject: migrating writes RootMigrated there.
 	v2 := w.def
@@ -385,7 +385,7 @@ func TestUndecodableBytesOnRootSubjects(t *testing.T) {
 	v2fp := v2.Fingerprint()
 	_, err = rt2.RegisterRoot(ctx, v2)
 	require.NoError(t, err)
-	require.NoError(t, rt2.MigrateRoot(ctx, w.fp, v2fp, "after garbage"))
+	require.NoError(t, errOf(rt2.MigrateRoot(ctx, w.fp, v2fp, "after garbage")))
 
 	require.NoError(t, rt1.View(ctx, w.fp, func(reg *projector.Registry) error {
 		require.Equal(t, v2fp, reg.MigratedTo)

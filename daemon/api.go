@@ -40,54 +40,65 @@ const (
 type (
 	// RegisterRootRequest registers a root from its recipe.
 	RegisterRootRequest struct {
-		Def   events.RootDef `json:"def"`
-		Actor string         `json:"actor,omitempty"`
+		Def            events.RootDef `json:"def"`
+		Actor          string         `json:"actor,omitempty"`
+		IdempotencyKey string         `json:"idempotency_key,omitempty"`
 	}
 	// CreateRequest creates a dynamic agent under Parent ("" is the root).
 	CreateRequest struct {
-		Root         string              `json:"root"`
-		Parent       string              `json:"parent,omitempty"`
-		Name         string              `json:"name"`
-		Primer       string              `json:"primer,omitempty"`
-		Capabilities []events.Capability `json:"capabilities,omitempty"`
-		Tasks        []events.TaskDef    `json:"tasks,omitempty"`
-		Actor        string              `json:"actor,omitempty"`
+		Root           string              `json:"root"`
+		Parent         string              `json:"parent,omitempty"`
+		Name           string              `json:"name"`
+		Primer         string              `json:"primer,omitempty"`
+		Capabilities   []events.Capability `json:"capabilities,omitempty"`
+		Tasks          []events.TaskDef    `json:"tasks,omitempty"`
+		Actor          string              `json:"actor,omitempty"`
+		IdempotencyKey string              `json:"idempotency_key,omitempty"`
 	}
 	// GrantRequest grants a capability.
 	GrantRequest struct {
-		Root       string            `json:"root"`
-		Path       string            `json:"path"`
-		Capability events.Capability `json:"capability"`
-		Actor      string            `json:"actor,omitempty"`
+		Root           string            `json:"root"`
+		Path           string            `json:"path"`
+		Capability     events.Capability `json:"capability"`
+		Actor          string            `json:"actor,omitempty"`
+		IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	}
 	// RevokeRequest revokes a capability from an agent and its subtree.
 	RevokeRequest struct {
-		Root  string      `json:"root"`
-		Path  string      `json:"path"`
-		Kind  events.Kind `json:"kind"`
-		Name  string      `json:"name"`
-		Actor string      `json:"actor,omitempty"`
+		Root           string      `json:"root"`
+		Path           string      `json:"path"`
+		Kind           events.Kind `json:"kind"`
+		Name           string      `json:"name"`
+		Actor          string      `json:"actor,omitempty"`
+		IdempotencyKey string      `json:"idempotency_key,omitempty"`
 	}
 	// DefineTaskRequest defines a task on an agent.
 	DefineTaskRequest struct {
-		Root  string         `json:"root"`
-		Path  string         `json:"path"`
-		Task  events.TaskDef `json:"task"`
-		Actor string         `json:"actor,omitempty"`
+		Root           string         `json:"root"`
+		Path           string         `json:"path"`
+		Task           events.TaskDef `json:"task"`
+		Actor          string         `json:"actor,omitempty"`
+		IdempotencyKey string         `json:"idempotency_key,omitempty"`
 	}
 	// RetireRequest retires an agent and its subtree.
 	RetireRequest struct {
-		Root   string `json:"root"`
-		Path   string `json:"path"`
-		Reason string `json:"reason,omitempty"`
-		Actor  string `json:"actor,omitempty"`
+		Root           string `json:"root"`
+		Path           string `json:"path"`
+		Reason         string `json:"reason,omitempty"`
+		Actor          string `json:"actor,omitempty"`
+		IdempotencyKey string `json:"idempotency_key,omitempty"`
 	}
 	// ReadRequest names an agent (or a root) to read. MinSeq asks for a
-	// registry that includes the write that returned that sequence.
+	// registry that includes the write that returned that sequence. After
+	// and Limit page agent.list: the agents after that path, at most Limit
+	// of them (default and maximum 1000); the reply's "next" is the After
+	// of the next page.
 	ReadRequest struct {
 		Root   string `json:"root"`
 		Path   string `json:"path,omitempty"`
 		MinSeq uint64 `json:"min_seq,omitempty"`
+		After  string `json:"after,omitempty"`
+		Limit  int    `json:"limit,omitempty"`
 	}
 	// ResolveRequest resolves a task ref (text form).
 	ResolveRequest struct {
@@ -111,6 +122,9 @@ type (
 		Path string `json:"path,omitempty"`
 		Ref  string `json:"ref,omitempty"`
 		Seq  uint64 `json:"seq"`
+		// Replayed: a retry (same idempotency_key) of a write stored
+		// before; Seq is the original's.
+		Replayed bool `json:"replayed,omitempty"`
 	}
 	// CapabilityView is an effective capability with the chain that limits it.
 	CapabilityView struct {
@@ -286,36 +300,38 @@ func call[Req any](d *Daemon, ctx context.Context, name string, fn func(context.
 	return fn(ctx, req)
 }
 
-func (d *Daemon) actorCtx(ctx context.Context, actor string) context.Context {
+// actorCtx carries a write request's actor and idempotency key.
+func (d *Daemon) actorCtx(ctx context.Context, actor, key string) context.Context {
 	if actor == "" {
 		actor = "agentd-client"
+	}
+	if key != "" {
+		ctx = agent.WithIdempotencyKey(ctx, key)
 	}
 	return agent.WithActor(ctx, actor)
 }
 
-// written returns the sequence the root's registry reached with a write to
-// the agent at path: at least that of the newest message the leader holds
-// on the agent's subject, so that it covers the write (on a cluster the
-// replica the runtime folded from may lag) and a read with it as min_seq
-// sees the write.
-func (d *Daemon) written(ctx context.Context, root, path, ref string) (*WriteReply, error) {
-	target, err := d.leaderLastSeq(ctx, events.Subject(d.cfg.Stream.Prefix, root, path))
-	if err != nil {
-		return nil, fmt.Errorf("stored, but its sequence is unknown: %w", err)
-	}
-	seq, err := d.catchUpTo(ctx, root, target)
-	if err != nil {
-		return nil, fmt.Errorf("stored at seq %d or later, but not yet read back: %w", target, err)
-	}
-	return &WriteReply{Root: root, Path: path, Ref: ref, Seq: seq}, nil
+// reply answers a write with the sequence its event reached: a read with
+// it as min_seq, through any daemon, sees the write.
+func reply(root, path, ref string, rc agent.Receipt) *WriteReply {
+	return &WriteReply{Root: root, Path: path, Ref: ref, Seq: rc.Seq, Replayed: rc.Replayed}
 }
 
 func (d *Daemon) registerRoot(ctx context.Context, req *RegisterRootRequest) (any, error) {
-	ref, err := d.rt.RegisterRoot(d.actorCtx(ctx, req.Actor), req.Def)
+	ref, err := d.rt.RegisterRoot(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), req.Def)
 	if err != nil {
 		return nil, err
 	}
-	return d.written(ctx, ref.Root, "", "")
+	// The root's registration is stored (now or before): its sequence is
+	// that of the root's newest event this daemon knows.
+	var seq uint64
+	if err := d.rt.View(agent.WithMinSeq(ctx, 0), ref.Root, func(reg *projector.Registry) error {
+		seq = reg.RootSeq
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return reply(ref.Root, "", "", agent.Receipt{Seq: seq}), nil
 }
 
 func (d *Daemon) create(ctx context.Context, req *CreateRequest) (any, error) {
@@ -324,56 +340,44 @@ func (d *Daemon) create(ctx context.Context, req *CreateRequest) (any, error) {
 			return nil, fmt.Errorf("parent: %w", err)
 		}
 	}
-	if err := d.syncRoot(ctx, req.Root); err != nil {
-		return nil, err
-	}
-	child, err := d.rt.Create(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Parent},
+	child, rc, err := d.rt.Create(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Parent},
 		agent.Spec{Name: req.Name, Primer: req.Primer, Capabilities: req.Capabilities, Tasks: req.Tasks})
 	if err != nil {
 		return nil, err
 	}
-	return d.written(ctx, child.Root, child.Path, "")
+	return reply(child.Root, child.Path, "", rc), nil
 }
 
 func (d *Daemon) grant(ctx context.Context, req *GrantRequest) (any, error) {
-	if err := d.syncRoot(ctx, req.Root); err != nil {
-		return nil, err
-	}
-	if err := d.rt.Grant(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Capability); err != nil {
-		return nil, err
-	}
-	return d.written(ctx, req.Root, req.Path, "")
-}
-
-func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
-	if err := d.syncRoot(ctx, req.Root); err != nil {
-		return nil, err
-	}
-	if err := d.rt.Revoke(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Kind, req.Name); err != nil {
-		return nil, err
-	}
-	return d.written(ctx, req.Root, req.Path, "")
-}
-
-func (d *Daemon) defineTask(ctx context.Context, req *DefineTaskRequest) (any, error) {
-	if err := d.syncRoot(ctx, req.Root); err != nil {
-		return nil, err
-	}
-	ref, err := d.rt.DefineTask(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Task)
+	rc, err := d.rt.Grant(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Capability)
 	if err != nil {
 		return nil, err
 	}
-	return d.written(ctx, req.Root, req.Path, ref.String())
+	return reply(req.Root, req.Path, "", rc), nil
+}
+
+func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
+	rc, err := d.rt.Revoke(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Kind, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return reply(req.Root, req.Path, "", rc), nil
+}
+
+func (d *Daemon) defineTask(ctx context.Context, req *DefineTaskRequest) (any, error) {
+	ref, rc, err := d.rt.DefineTask(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Task)
+	if err != nil {
+		return nil, err
+	}
+	return reply(req.Root, req.Path, ref.String(), rc), nil
 }
 
 func (d *Daemon) retire(ctx context.Context, req *RetireRequest) (any, error) {
-	if err := d.syncRoot(ctx, req.Root); err != nil {
+	rc, err := d.rt.Retire(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Reason)
+	if err != nil {
 		return nil, err
 	}
-	if err := d.rt.Retire(d.actorCtx(ctx, req.Actor), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Reason); err != nil {
-		return nil, err
-	}
-	return d.written(ctx, req.Root, req.Path, "")
+	return reply(req.Root, req.Path, "", rc), nil
 }
 
 func effectiveViews(eff []projector.Effective) []CapabilityView {
@@ -389,10 +393,7 @@ func (d *Daemon) resolve(ctx context.Context, req *ResolveRequest) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := d.minSeq(ctx, ref.Root, req.MinSeq); err != nil {
-		return nil, err
-	}
-	t, err := d.rt.Resolve(ctx, ref)
+	t, err := d.rt.Resolve(agent.WithMinSeq(ctx, req.MinSeq), ref)
 	if err != nil {
 		return nil, err
 	}
@@ -418,16 +419,12 @@ func (d *Daemon) checkRead(req *ReadRequest, needPath bool) error {
 	return nil
 }
 
-// view runs fn on a root's registry caught up to at least req.MinSeq. The
-// runtime catches a root up to the newest message it can read on every
-// read; on a cluster the replica it reads may lag behind the leader, and
-// minSeq waits until the registry covers req.MinSeq.
+// view runs fn on a root's registry as this daemon has folded it, at
+// least up to req.MinSeq (the runtime waits for its follower to get
+// there): no request to the server when it is there already.
 func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.Registry) (any, error)) (any, error) {
-	if err := d.minSeq(ctx, req.Root, req.MinSeq); err != nil {
-		return nil, err
-	}
 	var out any
-	err := d.rt.View(ctx, req.Root, func(reg *projector.Registry) error {
+	err := d.rt.View(agent.WithMinSeq(ctx, req.MinSeq), req.Root, func(reg *projector.Registry) error {
 		if reg.Def == nil {
 			return fmt.Errorf("root %.12s has no history: %w", req.Root, events.ErrNotFound)
 		}
@@ -482,19 +479,35 @@ func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
 	if err := d.checkRead(req, false); err != nil {
 		return nil, err
 	}
+	limit := req.Limit
+	if limit <= 0 || limit > maxListPage {
+		limit = maxListPage
+	}
 	return d.view(ctx, req, func(reg *projector.Registry) (any, error) {
 		out := []*AgentView{}
-		for _, p := range reg.Paths() {
-			if req.Path != "" && p != req.Path && !events.IsDescendant(p, req.Path) {
-				continue
+		var paths []string
+		if req.Path != "" && req.After == "" {
+			limit = max(limit, 2)
+			if reg.Agents[req.Path] == nil {
+				return nil, fmt.Errorf("agent %q: %w", req.Path, events.ErrNotFound)
 			}
+			paths = append(paths, req.Path) // the subtree's own agent first
+			limit--
+		}
+		page, more := reg.Walk(req.Path, req.After, limit)
+		paths = append(paths, page...)
+		for _, p := range paths {
 			v, err := agentView(reg, reg.Agents[p])
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, v)
 		}
-		return map[string]any{"root": reg.Root, "name": reg.Def.Name, "agents": out, "seq": reg.Seq, "violations": len(reg.Violations)}, nil
+		reply := map[string]any{"root": reg.Root, "name": reg.Def.Name, "agents": out, "seq": reg.Seq, "violations": len(reg.Violations)}
+		if more && len(page) > 0 {
+			reply["next"] = page[len(page)-1]
+		}
+		return reply, nil
 	})
 }
 
@@ -543,12 +556,15 @@ func (d *Daemon) invoke(ctx context.Context, req *InvokeRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := t.Call(d.actorCtx(ctx, req.Actor), req.Args)
+	res, err := t.Call(d.actorCtx(ctx, req.Actor, ""), req.Args)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]any{"ref": ref.String(), "result": res}, nil
 }
+
+// maxListPage is the most agents one agent.list reply holds.
+const maxListPage = 1000
 
 // bodyOptional marks requests that may come with no body at all, such as
 // a readiness probe (`nats req agentd.health ""`).
@@ -558,10 +574,12 @@ type healthReq struct{}
 
 func (*healthReq) bodyOptional() {}
 
+// health asks the stream for its state without a subject filter: one
+// request whose cost does not grow with roots or subjects.
 func (d *Daemon) health(ctx context.Context, _ *healthReq) (any, error) {
-	last, err := d.store.LastSeq(ctx, []string{d.cfg.Stream.Prefix + ".>"})
+	last, err := d.store.LastStreamSeq(ctx)
 	if err != nil {
 		return nil, &apiError{code: "503", err: fmt.Errorf("stream not reachable: %w", err)}
 	}
-	return map[string]any{"status": "ok", "stream": d.store.Config().Stream, "last_seq": last, "followed_seq": d.followed.Load()}, nil
+	return map[string]any{"status": "ok", "stream": d.store.Config().Stream, "last_seq": last, "followed_seq": d.rt.FollowPosition()}, nil
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/agentreg/agentreg/agent"
-	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/natsstore"
 )
 
@@ -112,8 +111,6 @@ type Daemon struct {
 	closing  bool           // Close has begun: handlers refuse new work
 	inflight sync.WaitGroup // API handlers running
 
-	followed atomic.Uint64 // last stream sequence the follower saw
-
 	denied atomic.Pointer[error] // the last permissions violation the server reported
 }
 
@@ -151,7 +148,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	opts := []agent.Option{agent.WithLog(d.store, snaps), agent.WithCatalog(cfg.Catalog), agent.WithLogger(cfg.Logger),
-		agent.WithSnapshotEvery(cfg.SnapshotEvery), agent.WithDefaultActor("agentd"), agent.WithMaxLoadedRoots(cfg.MaxLoadedRoots)}
+		agent.WithSnapshotEvery(cfg.SnapshotEvery), agent.WithDefaultActor("agentd"), agent.WithMaxLoadedRoots(cfg.MaxLoadedRoots),
+		agent.WithAdoptRoots(), agent.WithFollowHook(func(_, pending uint64) {
+			d.metrics.eventsSeen.Inc()
+			d.metrics.lag.Set(float64(pending))
+		})}
 	if cfg.Executor != nil {
 		opts = append(opts, agent.WithExecutor(cfg.Executor))
 	}
@@ -159,17 +160,10 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The follower starts after the stream's end as it is before the roots
-	// are listed: a root registered in between is seen by the follower
-	// (registering twice is harmless), never missed by both.
-	last, err := d.store.LastSeq(ctx, []string{d.cfg.Stream.Prefix + ".>"})
-	if err != nil {
-		return nil, err
-	}
-	if err := d.adoptRoots(ctx); err != nil {
-		return nil, err
-	}
-	if err := d.startFollower(ctx, last); err != nil {
+	// Roots load lazily, on first use (snapshot plus tail), and stay
+	// current through the runtime's one follower of the stream: start-up
+	// reads nothing per root.
+	if err := d.rt.StartFollowing(ctx); err != nil {
 		return nil, err
 	}
 	if err := d.startService(); err != nil {
@@ -325,108 +319,6 @@ func (d *Daemon) Runtime() *agent.Runtime { return d.rt }
 
 // Err reports a fatal error of a background part (follower, HTTP server).
 func (d *Daemon) Err() <-chan error { return d.errc }
-
-// adoptRoots registers every root whose definition is in the log, so refs
-// made through any process resolve here, and loads their registries.
-func (d *Daemon) adoptRoots(ctx context.Context) error {
-	subjects, err := d.store.Subjects(ctx, d.cfg.Stream.Prefix+".*")
-	if err != nil {
-		return err
-	}
-	stop := errors.New("stop")
-	for _, subj := range subjects {
-		var def *events.RootDef
-		_, err := d.store.ReadSubjects(ctx, []string{subj}, 1, func(r events.Record) error {
-			if e, err := events.Decode(r.Data); err == nil && e.Type == events.RootRegistered {
-				def = &e.Registered.Def
-				return stop
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, stop) {
-			return fmt.Errorf("adopt roots: read %s: %w", subj, err)
-		}
-		if def == nil {
-			d.log.Warn("subject holds no root definition; skipped", "subject", subj)
-			continue
-		}
-		ref, err := d.rt.RegisterRoot(ctx, *def)
-		if err != nil {
-			d.log.Warn("root in the log cannot be served", keyRoot, subj, keyErr, err)
-			continue
-		}
-		if _, _, err := d.rt.StateHash(ctx, ref.Root); err != nil {
-			return fmt.Errorf("load root %s: %w", ref.Root, err)
-		}
-		d.log.Debug("root adopted", keyRoot, ref.Root, "name", def.Name)
-	}
-	return nil
-}
-
-// followTimeout bounds the follower's work on one event.
-const followTimeout = 2 * time.Second
-
-// startFollower follows the stream from its current end: each new message
-// of a loaded root is folded at once, so reads find the registry hot.
-func (d *Daemon) startFollower(ctx context.Context, last uint64) error {
-	js := d.store.JetStream()
-	d.followed.Store(last)
-	cons, err := js.OrderedConsumer(ctx, d.store.Config().Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{d.cfg.Stream.Prefix + ".>"},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    last + 1,
-	})
-	if err != nil {
-		return fmt.Errorf("follow stream: %w", err)
-	}
-	cc, err := cons.Consume(d.follow, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		// The ordered consumer recreates itself after transient errors;
-		// log them, so that a follower that stalls is visible.
-		if d.ctx.Err() == nil {
-			d.log.Warn("follower", keyErr, err)
-		}
-	}))
-	if err != nil {
-		return fmt.Errorf("follow stream: %w", err)
-	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		<-d.ctx.Done()
-		cc.Stop()
-		<-cc.Closed() // no callback runs after Close returns
-	}()
-	return nil
-}
-
-// follow folds one message of the stream into the registry it belongs to.
-func (d *Daemon) follow(m jetstream.Msg) {
-	meta, err := m.Metadata()
-	if err != nil {
-		return
-	}
-	d.followed.Store(meta.Sequence.Stream)
-	d.metrics.eventsSeen.Inc()
-	d.metrics.lag.Set(float64(meta.NumPending))
-	root, _, err := events.ParseSubject(d.cfg.Stream.Prefix, m.Subject())
-	if err != nil || events.ValidateFingerprint(root) != nil {
-		return
-	}
-	// Bounded: a refresh holds the root's lock, and a read stuck behind
-	// a catch-up whose consumer sat on a node that just died would wait
-	// for the consumer's heartbeat to time out. Folded events are kept,
-	// and the next refresh or read goes on from there.
-	ctx, cancel := context.WithTimeout(d.ctx, min(d.cfg.RequestTimeout, followTimeout))
-	defer cancel()
-	if e, err := events.Decode(m.Data()); err == nil && e.Type == events.RootRegistered {
-		if _, err := d.rt.RegisterRoot(ctx, e.Registered.Def); err != nil {
-			d.log.Warn("new root cannot be served", keyRoot, root, keyErr, err)
-		}
-	}
-	if err := d.rt.RefreshLoaded(ctx, root); err != nil && d.ctx.Err() == nil {
-		d.log.Warn("fold failed", keyRoot, root, keyErr, err)
-	}
-}
 
 func (d *Daemon) startService() error {
 	svc, err := micro.AddService(d.nc, micro.Config{

@@ -528,7 +528,7 @@ func TestFollowerKeepsRootHot(t *testing.T) {
 	ref, err := other.RegisterRoot(ctx, architect())
 	require.NoError(t, err)
 	require.Equal(t, root.Root, ref.Root)
-	_, err = other.Create(agent.WithActor(ctx, "svc:other"), ref, agent.Spec{Name: "b", Tasks: []events.TaskDef{solveTask("solve")}})
+	_, _, err = other.Create(agent.WithActor(ctx, "svc:other"), ref, agent.Spec{Name: "b", Tasks: []events.TaskDef{solveTask("solve")}})
 	require.NoError(t, err)
 	_, otherSeq, err := other.StateHash(ctx, root.Root)
 	require.NoError(t, err)
@@ -553,7 +553,7 @@ func TestFollowerKeepsRootHot(t *testing.T) {
 	def2 := events.RootDef{Name: "librarian", Primer: "You keep books.", Capabilities: []events.Capability{{Kind: events.KindModule, Name: "io"}}}
 	ref2, err := other.RegisterRoot(ctx, def2)
 	require.NoError(t, err)
-	_, err = other.Create(ctx, ref2, agent.Spec{Name: "clerk", Tasks: []events.TaskDef{solveTask("file")}})
+	_, _, err = other.Create(ctx, ref2, agent.Spec{Name: "clerk", Tasks: []events.TaskDef{solveTask("file")}})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		_, ok := d.Runtime().RootDef(ref2.Root)
@@ -579,7 +579,7 @@ func TestAdoptRootsAtStart(t *testing.T) {
 		def.Name = "architect" + strconv.Itoa(i)
 		ref, err := other.RegisterRoot(ctx, def)
 		require.NoError(t, err)
-		_, err = other.Create(ctx, ref, agent.Spec{Name: "solver", Tasks: []events.TaskDef{solveTask("solve")}})
+		_, _, err = other.Create(ctx, ref, agent.Spec{Name: "solver", Tasks: []events.TaskDef{solveTask("solve")}})
 		require.NoError(t, err)
 		refs = append(refs, ref.Root)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -56,13 +57,17 @@ func fixedID(n uint64) string {
 	return ulid.MustNew(1718000000000+n, bytes.NewReader(make([]byte, 16))).String()
 }
 
-// goldenEvents returns one event of each type with fixed ids, times and
-// fingerprints, keyed by the golden file's base name.
+// goldenEvents returns one schema version 1 event of each type (keyed by
+// the type) and version 2 events (keyed by type + ".v2"), with fixed ids,
+// times and fingerprints, keyed by the golden file's base name. The
+// version 1 vectors were written by version 1 code: they must stay byte for
+// byte what they are and keep decoding.
 func goldenEvents() map[string]*events.Event {
 	root := architectDef().Fingerprint()
+	version := uint64(1)
 	env := func(n uint64, typ events.Type, path, prev string) *events.Event {
 		return &events.Event{
-			ID: fixedID(n), Type: typ, Version: events.SchemaVersion, Root: root, Path: path,
+			ID: fixedID(n), Type: typ, Version: version, Root: root, Path: path,
 			Time: 1718000000000000000 + int64(n), Actor: "architect", Correlation: "corr-" + fixedID(0),
 			Prev: prev,
 		}
@@ -106,7 +111,47 @@ func goldenEvents() map[string]*events.Event {
 	e = env(7, events.RootMigrated, "", prev)
 	e.Migration = &events.MigratedData{To: strings.Repeat("0f", 32), Reason: "new primer"}
 	out["RootMigrated"] = e
+
+	// Version 2: a creation carries its grants and tasks.
+	version = 2
+	e = env(8, events.AgentCreated, "math_solver", "")
+	e.Created = &events.CreatedData{
+		Primer: "You solve equations.",
+		Capabilities: []events.Capability{
+			{Kind: events.KindModule, Name: "math", Include: []string{"pi", "sin"}, Exclude: []string{"_*"}, Visibility: events.VisibilityMedium},
+			{Kind: events.KindFunc, Name: "print", Include: []string{"*"}, Exclude: []string{"_*"}, Visibility: events.VisibilityHigh},
+		},
+		Tasks: []events.TaskDef{
+			{
+				Name: "solve",
+				Doc:  "Solve an equation.",
+				Input: events.Schema{Type: "object", Fields: []events.Field{
+					{Name: "equation", Schema: events.Schema{Type: "string"}, Required: true, Doc: "in infix notation"},
+				}},
+				Output: events.Schema{Type: "array", Items: &events.Schema{Type: "number"}},
+			},
+			{Name: "explain", Input: events.Schema{Type: "object"}, Output: events.Schema{Type: "string"}},
+		},
+	}
+	out["AgentCreated.v2"] = e
+
+	e = env(9, events.CapabilityGranted, "math_solver", prev)
+	e.Granted = &events.GrantedData{Capability: events.Capability{
+		Kind: events.KindType, Name: "Matrix", Include: []string{"*"}, Exclude: []string{"_*"},
+		Visibility: events.VisibilityLow,
+	}}
+	out["CapabilityGranted.v2"] = e
+
+	e = env(10, events.AgentRetired, "math_solver", prev)
+	e.Retired = &events.RetiredData{Reason: "replaced"}
+	out["AgentRetired.v2"] = e
 	return out
+}
+
+// goldenType is the event type a golden vector's name stands for.
+func goldenType(name string) string {
+	t, _, _ := strings.Cut(name, ".")
+	return t
 }
 
 // rawEncode encodes an event without validating it, as a buggy or hostile
@@ -122,10 +167,10 @@ func rawEncode(t testing.TB, e any) []byte {
 
 func TestRoundTrip(t *testing.T) {
 	evs := goldenEvents()
-	require.Len(t, evs, 7, "one golden event per type")
+	require.Len(t, evs, 10, "one golden version 1 event per type, three version 2")
 	for name, e := range evs {
 		t.Run(name, func(t *testing.T) {
-			require.Equal(t, name, string(e.Type))
+			require.Equal(t, goldenType(name), string(e.Type))
 			b, err := events.Encode(e)
 			require.NoError(t, err)
 			got, err := events.Decode(b)
@@ -412,4 +457,126 @@ func TestVersionDoesNotWrap(t *testing.T) {
 	if !errors.Is(err, events.ErrFutureVersion) {
 		t.Fatalf("Decode(version 65537) = %v, want ErrFutureVersion", err)
 	}
+}
+
+// TestCreatedVersions pins how the two schema versions of AgentCreated read:
+// a version 2 create carries caps and tasks; a version 1 create that carries
+// either is malformed (the keys did not exist in version 1); an empty caps
+// or tasks array is the same as none, in both versions.
+func TestCreatedVersions(t *testing.T) {
+	v2 := goldenEvents()["AgentCreated.v2"]
+	v1 := goldenEvents()["AgentCreated"]
+	require.Equal(t, uint64(1), v1.Version)
+	require.Equal(t, events.SchemaVersion, v2.Version)
+
+	t.Run("version 1 with caps or tasks is malformed", func(t *testing.T) {
+		for name, change := range map[string]func(*events.CreatedData){
+			"caps":  func(c *events.CreatedData) { c.Capabilities = v2.Created.Capabilities },
+			"tasks": func(c *events.CreatedData) { c.Tasks = v2.Created.Tasks },
+			"both":  func(c *events.CreatedData) { *c = *v2.Created },
+		} {
+			t.Run(name, func(t *testing.T) {
+				e := *v1
+				body := *v1.Created
+				change(&body)
+				e.Created = &body
+				_, err := events.Decode(rawEncode(t, &e))
+				require.ErrorIs(t, err, events.ErrMalformed)
+				assert.Contains(t, err.Error(), "since version 2")
+				_, err = events.Encode(&e)
+				assert.ErrorIs(t, err, events.ErrMalformed, "Encode refuses it too")
+				e.Version = 2
+				_, err = events.Encode(&e)
+				assert.NoError(t, err, "the same body as version 2")
+			})
+		}
+	})
+
+	t.Run("empty arrays are absent", func(t *testing.T) {
+		for _, version := range []uint64{1, 2} {
+			// created: {primer, caps: [], tasks: []} written by hand (the
+			// encoder omits empty arrays).
+			e := *v1
+			e.Version = version
+			plain := rawEncode(t, map[string]any{
+				"id": e.ID, "type": string(e.Type), "v": e.Version, "root": e.Root, "path": e.Path,
+				"time": e.Time, "actor": e.Actor, "corr": e.Correlation, "prev": e.Prev,
+				"created": map[string]any{"primer": e.Created.Primer, "caps": []any{}, "tasks": []any{}},
+			})
+			got, err := events.Decode(plain)
+			require.NoError(t, err, "version %d", version)
+			assert.Nil(t, got.Created.Capabilities)
+			assert.Nil(t, got.Created.Tasks)
+			assert.Equal(t, &e, got)
+		}
+	})
+
+	t.Run("fast decoder agrees with reflection", func(t *testing.T) {
+		b, err := events.Encode(v2)
+		require.NoError(t, err)
+		type plain events.Event // no DecodeMsgpack: msgpack decodes it by reflection
+		var want plain
+		require.NoError(t, msgpack.Unmarshal(b, &want))
+		got, err := events.Decode(b)
+		require.NoError(t, err)
+		assert.Equal(t, events.Event(want), *got)
+		assert.Len(t, got.Created.Capabilities, 2)
+		assert.Len(t, got.Created.Tasks, 2)
+	})
+
+	t.Run("wrong shapes are malformed", func(t *testing.T) {
+		base := map[string]any{
+			"id": v2.ID, "type": string(v2.Type), "v": v2.Version, "root": v2.Root, "path": v2.Path,
+			"time": v2.Time, "actor": v2.Actor, "corr": v2.Correlation, "prev": v2.Prev,
+		}
+		for name, created := range map[string]any{
+			"caps not an array":  map[string]any{"caps": "module:math"},
+			"tasks not an array": map[string]any{"tasks": map[string]any{"name": "x"}},
+			"cap not a map":      map[string]any{"caps": []any{"math"}},
+			"task not a map":     map[string]any{"tasks": []any{1}},
+			"cap field wrong":    map[string]any{"caps": []any{map[string]any{"include": "sin"}}},
+			"task schema wrong":  map[string]any{"tasks": []any{map[string]any{"input": []any{}}}},
+		} {
+			t.Run(name, func(t *testing.T) {
+				m := maps.Clone(base)
+				m["created"] = created
+				_, err := events.Decode(rawEncode(t, m))
+				require.ErrorIs(t, err, events.ErrMalformed)
+			})
+		}
+		t.Run("caps declared large", func(t *testing.T) {
+			// created: {caps: array of 2^31 declared, no elements}
+			m := maps.Clone(base)
+			m["created"] = map[string]any{"x": nil}
+			b := rawEncode(t, m)
+			i := bytes.Index(b, []byte{0x81, 0xa1, 'x', 0xc0})
+			require.GreaterOrEqual(t, i, 0)
+			bomb := append(slices.Clone(b[:i]), 0x81, 0xa4, 'c', 'a', 'p', 's', 0xdd, 0x7f, 0xff, 0xff, 0xff)
+			bomb = append(bomb, b[i+4:]...)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := events.Decode(bomb)
+			runtime.ReadMemStats(&after)
+			require.ErrorIs(t, err, events.ErrMalformed)
+			assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8<<20))
+		})
+	})
+
+	t.Run("every byte flipped", func(t *testing.T) {
+		valid, err := events.Encode(v2)
+		require.NoError(t, err)
+		for i := range valid {
+			for _, x := range []byte{0x01, 0x80, 0xff} {
+				b := slices.Clone(valid)
+				b[i] ^= x
+				if e, err := events.Decode(b); err == nil {
+					require.NoError(t, e.Validate())
+				}
+			}
+		}
+		for n := range len(valid) {
+			_, err := events.Decode(valid[:n])
+			require.ErrorIs(t, err, events.ErrMalformed, "prefix of %d of %d bytes", n, len(valid))
+		}
+	})
 }

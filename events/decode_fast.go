@@ -10,7 +10,9 @@ import (
 // DecodeMsgpack decodes an event without reflection for the envelope and
 // the frequent bodies (a replay decodes millions of them). It accepts
 // exactly what the reflection-based decoder accepts for these types:
-// fields in any order, unknown fields skipped, nil for absent values.
+// fields in any order, unknown fields skipped, nil for absent values (and
+// for an empty caps or tasks array in a created body, which encodes as
+// absent).
 func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 	n, err := d.DecodeMapLen()
 	if err != nil {
@@ -57,12 +59,18 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 			}
 			e.Created = &CreatedData{}
 			err = decodeFields(d, func(k []byte) error {
-				if string(k) == "primer" {
-					var err error
+				var err error
+				switch string(k) {
+				case "primer":
 					e.Created.Primer, err = d.DecodeString()
-					return err
+				case "caps":
+					e.Created.Capabilities, err = decodeCapabilities(d)
+				case "tasks":
+					e.Created.Tasks, err = decodeTasks(d)
+				default:
+					err = d.Skip()
 				}
-				return d.Skip()
+				return err
 			})
 		case "granted":
 			if isNil(d) {
@@ -166,6 +174,38 @@ func decodeStrings(d *msgpack.Decoder) ([]string, error) {
 	for i := range out {
 		if out[i], err = d.DecodeString(); err != nil {
 			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// decodeCapabilities reads an array of capabilities; nil and an empty array
+// give nil (the field is omitted when empty, so both encode as absent).
+// CheckWire has bounded the declared length by the bytes that follow.
+func decodeCapabilities(d *msgpack.Decoder) ([]Capability, error) {
+	n, err := d.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		return nil, err
+	}
+	out := make([]Capability, n)
+	for i := range out {
+		if err := decodeCapability(d, &out[i]); err != nil {
+			return nil, fmt.Errorf("capability %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// decodeTasks reads an array of task definitions, like decodeCapabilities.
+func decodeTasks(d *msgpack.Decoder) ([]TaskDef, error) {
+	n, err := d.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		return nil, err
+	}
+	out := make([]TaskDef, n)
+	for i := range out {
+		if err := decodeTask(d, &out[i]); err != nil {
+			return nil, fmt.Errorf("task %d: %w", i, err)
 		}
 	}
 	return out, nil

@@ -8,8 +8,10 @@ import (
 )
 
 // SchemaVersion is the newest event schema this code writes and reads.
-// An event with a higher version is not applied (see projector).
-const SchemaVersion uint64 = 1
+// An event with a higher version is not applied (see projector). Every
+// older version is still read: 1 differs from 2 only in AgentCreated, whose
+// body had no caps or tasks in version 1.
+const SchemaVersion uint64 = 2
 
 // Type names an event. The value is what goes on the wire and into the
 // Agentreg-Type header.
@@ -109,9 +111,14 @@ type RootData struct {
 	Def RootDef `msgpack:"def" json:"def"`
 }
 
-// CreatedData is the body of AgentCreated.
+// CreatedData is the body of AgentCreated. Since schema version 2 it carries
+// the agent's initial grants and tasks, so that a creation is one event that
+// is applied whole or not at all; a version 1 create has neither (Validate
+// refuses one that does).
 type CreatedData struct {
-	Primer string `msgpack:"primer" json:"primer"`
+	Primer       string       `msgpack:"primer" json:"primer"`
+	Capabilities []Capability `msgpack:"caps,omitempty" json:"caps,omitempty"`   // since v2
+	Tasks        []TaskDef    `msgpack:"tasks,omitempty" json:"tasks,omitempty"` // since v2
 }
 
 // GrantedData is the body of CapabilityGranted.
@@ -187,6 +194,13 @@ func (e *Event) Validate() error {
 		ok = e.Migration != nil && e.Path == ""
 	case AgentCreated:
 		ok = e.Created != nil && e.Path != ""
+		if ok && e.Version < 2 && (len(e.Created.Capabilities) > 0 || len(e.Created.Tasks) > 0) {
+			// The keys did not exist in version 1: such bytes come from no
+			// version 1 writer, and applying them without their grants is
+			// the partial creation version 2 exists to prevent.
+			return fmt.Errorf("%w: event %s: a version %d AgentCreated carries capabilities or tasks (since version 2 only)",
+				ErrMalformed, e.ID, e.Version)
+		}
 	case CapabilityGranted:
 		ok = e.Granted != nil && e.Path != ""
 	case CapabilityRevoked:

@@ -11,6 +11,9 @@ type Record struct {
 	Subject string
 	Data    []byte
 	Time    time.Time
+	// MsgID is the id the log deduplicates the message by (JetStream's
+	// Nats-Msg-Id), where the read provides it; the fold does not use it.
+	MsgID string
 }
 
 // Message is one encoded event ready to append.

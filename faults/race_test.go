@@ -36,7 +36,7 @@ func TestRacingWriters(t *testing.T) {
 	setup := openRuntime(t, url)
 	root, err := setup.RegisterRoot(agent.WithCorrelation(ctx, "setup-root"), rootDef("race"))
 	require.NoError(t, err)
-	target, err := setup.Create(agent.WithCorrelation(ctx, "setup-target"), root, agent.Spec{Name: "target", Primer: "Everyone writes to me."})
+	target, _, err := setup.Create(agent.WithCorrelation(ctx, "setup-target"), root, agent.Spec{Name: "target", Primer: "Everyone writes to me."})
 	require.NoError(t, err)
 
 	type result struct {
@@ -66,9 +66,9 @@ func TestRacingWriters(t *testing.T) {
 					wctx, cancel := context.WithTimeout(agent.WithCorrelation(ctx, corr), 10*time.Second)
 					var err error
 					if r.granted {
-						err = rt.Revoke(wctx, target, events.KindFunc, c.Name)
+						_, err = rt.Revoke(wctx, target, events.KindFunc, c.Name)
 					} else {
-						err = rt.Grant(wctx, target, c)
+						_, err = rt.Grant(wctx, target, c)
 					}
 					cancel()
 					if err == nil {

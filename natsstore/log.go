@@ -297,27 +297,29 @@ func (l *Log) natsMsg(m events.Message) *nats.Msg {
 	return msg
 }
 
-// storedAsLast reports whether the last message on m's subject is m.
+// storedAsLast reports whether m is stored on its subject: a retried
+// append whose first attempt was stored (its ack lost) finds the subject
+// moved on, by its own message or by later ones, and must not report a
+// conflict for its own write.
 func (l *Log) storedAsLast(ctx context.Context, m events.Message) (uint64, bool) {
-	raw, err := l.stream.GetLastMsgForSubject(ctx, m.Subject)
-	if err != nil || raw.Header.Get(jetstream.MsgIDHeader) != m.ID {
+	seq, ok, err := l.StoredID(ctx, m.Subject, m.ID)
+	if err != nil {
 		return 0, false
 	}
-	return raw.Sequence, true
+	return seq, ok
 }
 
-// seqOfID finds the sequence of an already stored message on m's subject.
+// seqOfID finds the sequence of an already stored message on m's subject
+// (a batch stored by an earlier attempt).
 func (l *Log) seqOfID(ctx context.Context, m events.Message) (uint64, error) {
-	raw, err := l.stream.GetLastMsgForSubject(ctx, m.Subject)
+	seq, ok, err := l.StoredID(ctx, m.Subject, m.ID)
 	if err != nil {
-		return 0, fmt.Errorf("append %s: batch was stored before; look up its sequence: %w", m.ID, l.translate(err))
+		return 0, fmt.Errorf("append %s: batch was stored before; look up its sequence: %w", m.ID, err)
 	}
-	if raw.Header.Get(jetstream.MsgIDHeader) != m.ID {
-		// Stored before, and the agent has had events since: the sequence
-		// is not at hand, and 0 says so (callers catch up by reading).
-		return 0, nil
+	if !ok {
+		return 0, fmt.Errorf("append %s: the server reports the batch stored, yet %s does not hold it", m.ID, m.Subject)
 	}
-	return raw.Sequence, nil
+	return seq, nil
 }
 
 // translate maps JetStream errors to the domain's sentinels: a wrong

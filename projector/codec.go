@@ -121,6 +121,7 @@ func (w *wireRegistry) registry() (*Registry, error) {
 	for _, s := range w.SubjectSeq {
 		r.SubjectSeq[s.Path] = s.Seq
 	}
+	r.rebuildIndex()
 	return r, nil
 }
 
@@ -170,15 +171,6 @@ func (r *Registry) StateHash() (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
-}
-
-// Clone returns a deep copy (through the canonical encoding).
-func (r *Registry) Clone() (*Registry, error) {
-	b, err := r.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	return Unmarshal(b)
 }
 
 // maxWireDepth bounds how deeply maps and arrays nest in a registry's bytes:

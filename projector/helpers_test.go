@@ -45,6 +45,7 @@ type fold struct {
 	reg     *projector.Registry
 	seq     uint64
 	records []events.Record
+	version uint64 // schema version of the events built; 0: events.SchemaVersion
 }
 
 func newFold(t testing.TB) *fold {
@@ -57,10 +58,14 @@ func newFold(t testing.TB) *fold {
 // derived from the next sequence, and Prev the agent's last hash.
 func (f *fold) event(typ events.Type, path string) *events.Event {
 	n := f.seq + 1
+	version := f.version
+	if version == 0 {
+		version = events.SchemaVersion
+	}
 	return &events.Event{
 		ID:          ulid.MustNew(1718000000000+n, bytes.NewReader(make([]byte, 16))).String(),
 		Type:        typ,
-		Version:     events.SchemaVersion,
+		Version:     version,
 		Root:        f.root,
 		Path:        path,
 		Time:        1718000000000000000 + int64(n),

@@ -12,7 +12,12 @@ import (
 // Version is the projector's fold version. Bump it whenever the fold would
 // give a different registry for the same events; snapshots made by another
 // version are not trusted.
-const Version = 2 // 2: agents record when they were retired (RetiredAt)
+//
+// 3: an AgentCreated of schema version 2 carries the agent's grants and
+// tasks and is applied whole; a version 1 create carrying either is
+// malformed. Projector 2 recorded every version 2 event as a future_version
+// violation, so its snapshots of a log holding any are not this fold's.
+const Version = 3
 
 // Grant is a capability held by an agent, with who granted it and when.
 type Grant struct {
@@ -77,11 +82,12 @@ type Registry struct {
 	Violations []Violation       `msgpack:"violations"`
 
 	tasks map[string]*events.TaskDef // interned task definitions (see itask)
+	tree  tree                       // the child index (see tree.go)
 }
 
 // New returns the empty registry of a root.
 func New(root string) *Registry {
-	return &Registry{Root: root, Agents: map[string]*Agent{}, SubjectSeq: map[string]uint64{}}
+	return &Registry{Root: root, Agents: map[string]*Agent{}, SubjectSeq: map[string]uint64{}, tree: tree{kids: map[string]*childSet{}}}
 }
 
 // LastHash returns the hash of the last applied event of the agent at path
@@ -110,30 +116,6 @@ func (r *Registry) Paths() []string {
 	out := make([]string, 0, len(r.Agents))
 	for p := range r.Agents {
 		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// Children returns the paths of an agent's direct children, sorted.
-func (r *Registry) Children(path string) []string {
-	var out []string
-	for p := range r.Agents {
-		if events.Parent(p) == path {
-			out = append(out, p)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// Descendants returns every path strictly below path, sorted.
-func (r *Registry) Descendants(path string) []string {
-	var out []string
-	for p := range r.Agents {
-		if events.IsDescendant(p, path) {
-			out = append(out, p)
-		}
 	}
 	slices.Sort(out)
 	return out
@@ -361,7 +343,7 @@ func (r *Registry) Check(e *events.Event) error {
 				return fmt.Errorf("create %q: parent: %w", e.Path, err)
 			}
 		}
-		return nil
+		return r.checkCreated(e.Path, e.Created)
 	}
 	if _, err := r.liveAgent(e.Path); err != nil {
 		return err
@@ -382,6 +364,38 @@ func (r *Registry) Check(e *events.Event) error {
 		if err := e.Task.Task.Validate(); err != nil {
 			return fmt.Errorf("%w: agent %q: %v", events.ErrMalformed, e.Path, err)
 		}
+	}
+	return nil
+}
+
+// checkCreated checks the grants and tasks a (version 2) creation carries,
+// as if each were its own CapabilityGranted or TaskDefined event to the new
+// agent: a capability must validate and the parent must effectively hold
+// it (checkGrant), a task must validate, and no capability key or task name
+// may appear twice. Any failure refuses the whole creation.
+func (r *Registry) checkCreated(path string, c *events.CreatedData) error {
+	seen := make(map[string]bool, len(c.Capabilities))
+	for _, cp := range c.Capabilities {
+		if err := cp.Validate(); err != nil {
+			return fmt.Errorf("%w: create %q: %v", events.ErrMalformed, path, err)
+		}
+		if seen[cp.Key()] {
+			return fmt.Errorf("%w: create %q: capability %s %q appears twice", events.ErrMalformed, path, cp.Kind, cp.Name)
+		}
+		seen[cp.Key()] = true
+		if err := r.checkGrant(path, cp.Normalized()); err != nil {
+			return fmt.Errorf("create %q: %w", path, err)
+		}
+	}
+	names := make(map[string]bool, len(c.Tasks))
+	for _, t := range c.Tasks {
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("%w: create %q: %v", events.ErrMalformed, path, err)
+		}
+		if names[t.Name] {
+			return fmt.Errorf("%w: create %q: task %q appears twice", events.ErrMalformed, path, t.Name)
+		}
+		names[t.Name] = true
 	}
 	return nil
 }
@@ -435,29 +449,39 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 	case events.RootMigrated:
 		r.MigratedTo, r.MigratedSeq = e.Migration.To, rec.Seq
 	case events.AgentCreated:
-		r.Agents[e.Path] = &Agent{
+		a := &Agent{
 			Path: e.Path, Primer: e.Created.Primer,
-			Capabilities: map[string]*Grant{}, Tasks: map[string]*events.TaskDef{},
-			Creator: istr(e.Actor), Correlation: e.Correlation, CreatedSeq: rec.Seq, CreatedAt: e.Time,
+			Capabilities: make(map[string]*Grant, len(e.Created.Capabilities)),
+			Tasks:        make(map[string]*events.TaskDef, len(e.Created.Tasks)),
+			Creator:      istr(e.Actor), Correlation: e.Correlation, CreatedSeq: rec.Seq, CreatedAt: e.Time,
 		}
+		for _, c := range e.Created.Capabilities {
+			c = icap(c.Normalized())
+			a.Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: a.Creator}
+		}
+		for _, t := range e.Created.Tasks {
+			t := r.itask(t)
+			a.Tasks[t.Name] = t
+		}
+		r.addAgent(a)
 	case events.CapabilityGranted:
 		c := icap(e.Granted.Capability.Normalized())
 		r.Agents[e.Path].Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: istr(e.Actor)}
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
 		delete(r.Agents[e.Path].Capabilities, key)
-		for _, d := range r.Descendants(e.Path) {
-			delete(r.Agents[d].Capabilities, key)
-		}
+		r.visitBelow(e.Path, func(a *Agent) { delete(a.Capabilities, key) })
 	case events.TaskDefined:
 		t := r.itask(e.Task.Task)
 		r.Agents[e.Path].Tasks[t.Name] = t
 	case events.AgentRetired:
-		for _, p := range append([]string{e.Path}, r.Descendants(e.Path)...) {
-			if a := r.Agents[p]; !a.Retired {
+		retire := func(a *Agent) {
+			if !a.Retired {
 				a.Retired, a.RetiredSeq, a.RetiredBy, a.RetiredAt = true, rec.Seq, e.Actor, e.Time
 			}
 		}
+		retire(r.Agents[e.Path])
+		r.visitBelow(e.Path, retire)
 	}
 	if e.Path == "" {
 		r.RootHash = hash

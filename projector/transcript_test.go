@@ -155,8 +155,32 @@ func runCommand(t *testing.T, f *fold, line string) string {
 
 	var e *events.Event
 	switch cmd {
+	case "schema":
+		// The schema version of the events built from here on.
+		v, err := strconv.ParseUint(arg(0), 10, 64)
+		require.NoError(t, err)
+		f.version = v
+		return "schema " + arg(0)
 	case "dump":
 		return dump(f.reg)
+	case "children":
+		return renderPaths(f.reg.Children(arg(0)))
+	case "descendants":
+		return renderPaths(f.reg.Descendants(arg(0)))
+	case "walk":
+		// walk <under> after=<path> limit=<n>; under "-" is the root.
+		under := arg(0)
+		if under == "-" {
+			under = ""
+		}
+		limit := 0
+		if v, found := opts["limit"]; found {
+			n, err := strconv.Atoi(v)
+			require.NoError(t, err)
+			limit = n
+		}
+		paths, more := f.reg.Walk(under, opts["after"], limit)
+		return fmt.Sprintf("%s more=%t", renderPaths(paths), more)
 	case "effective":
 		eff, err := f.reg.Effective(arg(0))
 		if err != nil {
@@ -192,8 +216,25 @@ func runCommand(t *testing.T, f *fold, line string) string {
 		e = f.event(events.RootRegistered, "")
 		e.Registered = &events.RootData{Def: f.def}
 	case "create":
+		// caps="kind:name[/include,include][;kind:name…]" tasks=name,name
 		e = f.event(events.AgentCreated, arg(0))
 		e.Created = &events.CreatedData{Primer: opts["primer"]}
+		if v := opts["caps"]; v != "" {
+			for c := range strings.SplitSeq(v, ";") {
+				key, include, hasInclude := strings.Cut(c, "/")
+				kind, name := parseKey(t, key)
+				cp := events.Capability{Kind: kind, Name: name}
+				if hasInclude {
+					cp.Include = list(include)
+				}
+				e.Created.Capabilities = append(e.Created.Capabilities, cp)
+			}
+		}
+		if v := opts["tasks"]; v != "" {
+			for _, name := range list(v) {
+				e.Created.Tasks = append(e.Created.Tasks, simpleTask(name))
+			}
+		}
 	case "grant":
 		e = f.event(events.CapabilityGranted, arg(0))
 		kind, name := parseKey(t, arg(1))
@@ -221,8 +262,13 @@ func runCommand(t *testing.T, f *fold, line string) string {
 	default:
 		t.Fatalf("unknown command %q", cmd)
 	}
-	// Options common to every event: who writes it, what it chains to, and
-	// the subject it is stored on.
+	// Options common to every event: its schema version, who writes it,
+	// what it chains to, and the subject it is stored on.
+	if v, found := opts["v"]; found {
+		n, err := strconv.ParseUint(v, 10, 64)
+		require.NoError(t, err)
+		e.Version = n
+	}
 	if v, found := opts["actor"]; found {
 		e.Actor = v
 	}
@@ -233,7 +279,19 @@ func runCommand(t *testing.T, f *fold, line string) string {
 	if v, found := opts["subject"]; found {
 		subject = f.subject(v)
 	}
-	return renderResult(f, f.publish(subject, f.encode(e)))
+	data, err := events.Encode(e)
+	if err != nil {
+		// What the encoder refuses, a hostile writer can still publish.
+		data = rawEncode(t, e)
+	}
+	return renderResult(f, f.publish(subject, data))
+}
+
+func renderPaths(paths []string) string {
+	if len(paths) == 0 {
+		return "none"
+	}
+	return strings.Join(paths, " ")
 }
 
 func renderResult(f *fold, v *projector.Violation) string {

@@ -237,16 +237,16 @@ func TestRoles(t *testing.T) {
 	fill(t, url, directSpan)
 
 	t.Run("writer appends to its root", func(t *testing.T) {
-		solver, err := rt.Create(ctx, root, agent.Spec{Name: "math_solver", Primer: "You solve equations.",
+		solver, _, err := rt.Create(ctx, root, agent.Spec{Name: "math_solver", Primer: "You solve equations.",
 			Capabilities: []events.Capability{{Kind: events.KindModule, Name: "math", Include: []string{"sqrt"}}},
 			Tasks:        []events.TaskDef{solveTask()}})
 		require.NoError(t, err, "an atomic batch on the writer's root")
-		_, err = rt.Create(ctx, solver, agent.Spec{Name: "parser"})
+		_, _, err = rt.Create(ctx, solver, agent.Spec{Name: "parser"})
 		require.NoError(t, err, "a single append on the writer's root")
 		// Agents with long primers make a snapshot body of several MB:
 		// reading it back takes JetStream flow control.
 		for i := range 12 {
-			_, err = rt.Create(ctx, root, agent.Spec{Name: fmt.Sprintf("bulky_%02d", i), Primer: strings.Repeat("p", 256<<10)})
+			_, _, err = rt.Create(ctx, root, agent.Spec{Name: fmt.Sprintf("bulky_%02d", i), Primer: strings.Repeat("p", 256<<10)})
 			require.NoError(t, err)
 		}
 		last, err := wlog.LastRootSeq(ctx, arch)
@@ -272,9 +272,9 @@ func TestRoles(t *testing.T) {
 	t.Run("writer cannot append to another root", func(t *testing.T) {
 		_, err := rt.RegisterRoot(ctx, auditor())
 		require.NoError(t, err, "registering a root recorded before writes nothing")
-		_, err = rt.Create(short(t), agent.AgentRef{Root: aud}, agent.Spec{Name: "intruder"})
+		_, _, err = rt.Create(short(t), agent.AgentRef{Root: aud}, agent.Spec{Name: "intruder"})
 		refused(t, err, writerErrs, events.Subject("agentreg", aud, "intruder"))
-		_, err = rt.Create(short(t), agent.AgentRef{Root: aud, Path: "reviewer"}, agent.Spec{Name: "mole",
+		_, _, err = rt.Create(short(t), agent.AgentRef{Root: aud, Path: "reviewer"}, agent.Spec{Name: "mole",
 			Capabilities: []events.Capability{{Kind: events.KindModule, Name: "math"}}})
 		refused(t, err, writerErrs, events.Subject("agentreg", aud, "reviewer/mole")) // an atomic batch
 

@@ -77,19 +77,19 @@ func history(t *testing.T, rng *rand.Rand, ops int) env {
 		cap := events.Capability{Kind: events.KindModule, Name: mods[rng.IntN(2)], Include: []string{members[rng.IntN(len(members))]}}
 		switch op := rng.IntN(10); {
 		case op < 3:
-			child, err := rt.Create(ctx, a, agent.Spec{Name: fmt.Sprintf("a%d", rng.IntN(6)), Primer: "x",
+			child, _, err := rt.Create(ctx, a, agent.Spec{Name: fmt.Sprintf("a%d", rng.IntN(6)), Primer: "x",
 				Capabilities: []events.Capability{cap}, Tasks: []events.TaskDef{task(rng.IntN(3))}})
 			if err == nil {
 				paths = append(paths, child.Path)
 			}
 		case op < 5 && p != "":
-			_ = rt.Grant(ctx, a, cap)
+			_, _ = rt.Grant(ctx, a, cap)
 		case op < 6 && p != "":
-			_ = rt.Revoke(ctx, a, events.KindModule, cap.Name)
+			_, _ = rt.Revoke(ctx, a, events.KindModule, cap.Name)
 		case op < 8 && p != "":
-			_, _ = rt.DefineTask(ctx, a, task(rng.IntN(4)))
+			_, _, _ = rt.DefineTask(ctx, a, task(rng.IntN(4)))
 		case op < 9 && p != "" && rng.IntN(4) == 0:
-			_ = rt.Retire(ctx, a, "random")
+			_, _ = rt.Retire(ctx, a, "random")
 		default:
 			testutil.PublishRaw(t, nc, events.Subject("agentreg", root.Root, p), []byte(fmt.Sprintf("garbage %d", i)), nil)
 		}

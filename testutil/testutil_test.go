@@ -37,7 +37,7 @@ func TestClusterR3(t *testing.T) {
 	defer w.Close()
 	root, err := w.RegisterRoot(ctx, def)
 	require.NoError(t, err)
-	child, err := w.Create(ctx, root, agent.Spec{Name: "solver", Capabilities: def.Capabilities, Tasks: []events.TaskDef{task}})
+	child, _, err := w.Create(ctx, root, agent.Spec{Name: "solver", Capabilities: def.Capabilities, Tasks: []events.TaskDef{task}})
 	require.NoError(t, err)
 
 	r, err := agent.Open(ctx, agent.WithNATSURL(servers[2].ClientURL()), agent.WithReplicas(3), agent.WithCatalog(cat), agent.WithExecutor(exec), agent.WithLogger(quiet))

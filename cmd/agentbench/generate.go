@@ -17,6 +17,7 @@ import (
 // not what it measures).
 type generator struct {
 	p       params
+	prefix  string // subject prefix, "agentreg" unless a second stream
 	rng     *rand.Rand
 	prev    map[string]string // subject -> hash of its last event
 	roots   []*genRoot        // in the order they were written
@@ -42,7 +43,7 @@ type genAgent struct {
 }
 
 func newGenerator(p params) *generator {
-	return &generator{p: p, rng: rand.New(rand.NewPCG(1, 2)), prev: map[string]string{}, defs: map[string]events.RootDef{}, now: time.Now().UnixNano()}
+	return &generator{p: p, prefix: "agentreg", rng: rand.New(rand.NewPCG(1, 2)), prev: map[string]string{}, defs: map[string]events.RootDef{}, now: time.Now().UnixNano()}
 }
 
 var taskSchema = events.Schema{Type: "object", Fields: []events.Field{
@@ -110,6 +111,19 @@ func (a *genAgent) taskEvent(i int) *events.Event {
 	return e
 }
 
+// createdV2Event is the agent's creation as the runtime writes it (schema
+// v2): one AgentCreated carrying the grants and tasks.
+func (a *genAgent) createdV2Event() *events.Event {
+	e := a.createdEvent()
+	for i := range a.r.g.p.caps {
+		e.Created.Capabilities = append(e.Created.Capabilities, events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i), Include: []string{"*"}}.Normalized())
+	}
+	for i := range a.r.g.p.tasks {
+		e.Created.Tasks = append(e.Created.Tasks, a.taskEvent(i).Task.Task)
+	}
+	return e
+}
+
 // create is the events that create the agent: AgentCreated, a grant per
 // capability, a definition per task.
 func (a *genAgent) create() []*events.Event {
@@ -136,7 +150,7 @@ func (r *genRoot) spec(name string) agent.Spec {
 
 // encode fills Prev from the subject's chain and encodes the event.
 func (g *generator) encode(e *events.Event) events.Message {
-	subj := events.Subject("agentreg", e.Root, e.Path)
+	subj := events.Subject(g.prefix, e.Root, e.Path)
 	e.Prev = g.prev[subj]
 	data, err := events.Encode(e)
 	if err != nil {
@@ -228,6 +242,24 @@ func (b bigRoot) all() []*events.Event {
 			top = i
 		}
 		out = append(out, b.agent(fmt.Sprintf("a%d", i), parent).create()...)
+	}
+	return out
+}
+
+// wideV2 is the history of a root with n agents (a wide tree of depth 2,
+// every tenth agent under the root and the others under the last of
+// those), each created with one v2 AgentCreated.
+func (r *genRoot) wideV2(n int) []*events.Event {
+	out := []*events.Event{r.registered()}
+	top := 0
+	for i := range n {
+		parent := ""
+		if i%10 != 0 {
+			parent = fmt.Sprintf("a%d", top)
+		} else {
+			top = i
+		}
+		out = append(out, r.agent(fmt.Sprintf("a%d", i), parent).createdV2Event())
 	}
 	return out
 }

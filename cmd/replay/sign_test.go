@@ -38,7 +38,7 @@ func TestAuditSignatures(t *testing.T) {
 	signed := open(agent.WithSigningSeed(aliceSeed))
 	root, err := signed.RegisterRoot(ctx, architect())
 	require.NoError(t, err)
-	solver, err := signed.Create(ctx, root, agent.Spec{Name: "math_solver", Capabilities: []events.Capability{mathCap("sin", "cos")}})
+	solver, _, err := signed.Create(ctx, root, agent.Spec{Name: "math_solver", Capabilities: []events.Capability{mathCap("sin", "cos")}})
 	require.NoError(t, err)
 
 	rep := decode[auditReport](t, replayOK(t, "audit", "--nats-url", url, "--json", "--signers", alicePub))
@@ -51,11 +51,11 @@ func TestAuditSignatures(t *testing.T) {
 	bobRT := open(agent.WithSigningSeed(bobSeed))
 	_, err = bobRT.RegisterRoot(ctx, architect())
 	require.NoError(t, err)
-	require.NoError(t, bobRT.Grant(ctx, solver, agentCap))
+	require.NoError(t, errOf(bobRT.Grant(ctx, solver, agentCap)))
 	plain := open()
 	_, err = plain.RegisterRoot(ctx, architect())
 	require.NoError(t, err)
-	_, err = plain.DefineTask(ctx, solver, task("solve", "equation", events.Schema{Type: "string"}))
+	_, _, err = plain.DefineTask(ctx, solver, task("solve", "equation", events.Schema{Type: "string"}))
 	require.NoError(t, err)
 
 	_, _, err = replay(t, "audit", "--nats-url", url, "--json", "--signers", alicePub)

@@ -299,7 +299,7 @@ func createSpecialist(ctx context.Context, call *agent.Call) (any, error) {
 	solver := root.Child("math_solver")
 	parser := solver.Child("equation_parser")
 	reused := false
-	_, err := rt.Create(ctx, root, agent.Spec{
+	_, _, err := rt.Create(ctx, root, agent.Spec{
 		Name:   "math_solver",
 		Primer: "You solve math problems. Parse the equation with your parser, then solve it.",
 		Capabilities: []events.Capability{
@@ -316,7 +316,7 @@ func createSpecialist(ctx context.Context, call *agent.Call) (any, error) {
 	// Created even when math_solver was there: a run that stopped between
 	// the two creates left the parser missing.
 	{
-		_, err = rt.Create(ctx, solver, agent.Spec{
+		_, _, err = rt.Create(ctx, solver, agent.Spec{
 			Name:         "equation_parser",
 			Primer:       "You turn an equation like '4x + 5 = 13' into its coefficients.",
 			Capabilities: []events.Capability{{Kind: events.KindModule, Name: "math", Include: []string{"abs"}}},

@@ -188,18 +188,18 @@ func step(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, rng *rand
 			if rng.IntN(2) == 0 {
 				spec.Tasks = []events.TaskDef{task("t0")}
 			}
-			do = func() error { _, err := rt.Create(ctx, parent, spec); return err }
+			do = func() error { _, _, err := rt.Create(ctx, parent, spec); return err }
 			return nil
 		}
 		a := agent.AgentRef{Root: root.Root, Path: live[rng.IntN(len(live))]}
 		c := rng.IntN(Caps)
 		switch {
 		case held(a.Path, c):
-			do = func() error { return rt.Revoke(ctx, a, events.KindFunc, fn(c).Name) }
+			do = func() error { return errOf(rt.Revoke(ctx, a, events.KindFunc, fn(c).Name)) }
 		case held(events.Parent(a.Path), c):
-			do = func() error { return rt.Grant(ctx, a, fn(c)) }
+			do = func() error { return errOf(rt.Grant(ctx, a, fn(c))) }
 		default:
-			do = func() error { _, err := rt.DefineTask(ctx, a, task(fmt.Sprintf("t%d", c))); return err }
+			do = func() error { _, _, err := rt.DefineTask(ctx, a, task(fmt.Sprintf("t%d", c))); return err }
 		}
 		return nil
 	})
@@ -212,3 +212,6 @@ func step(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, rng *rand
 func task(name string) events.TaskDef {
 	return events.TaskDef{Name: name, Input: events.Schema{Type: "object"}, Output: events.Schema{Type: "string"}}
 }
+
+// errOf drops a write's receipt.
+func errOf[T any](_ T, err error) error { return err }

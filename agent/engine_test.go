@@ -1,0 +1,219 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/natsstore"
+	"github.com/agentreg/agentreg/projector"
+	"github.com/agentreg/agentreg/testutil"
+)
+
+// subjectEvents returns the ids and types of the events stored on one
+// agent's subject, in stream order.
+func subjectEvents(t *testing.T, l *natsstore.Log, root, path string) []*events.Event {
+	t.Helper()
+	var out []*events.Event
+	require.NoError(t, l.ReadLiteral(context.Background(), []string{events.Subject("agentreg", root, path)}, func(r events.Record) error {
+		e, err := events.Decode(r.Data)
+		require.NoError(t, err)
+		out = append(out, e)
+		return nil
+	}))
+	return out
+}
+
+func countType(evs []*events.Event, typ events.Type) int {
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// A write retried with the same idempotency key, after another write to
+// the agent and after the server's dedupe window, from the same process
+// and from another one, returns the original receipt and stores nothing
+// twice: on a single server and on a 3-node cluster.
+func TestIdempotentRetryAfterDedupeWindow(t *testing.T) {
+	const window = 300 * time.Millisecond
+	run := func(t *testing.T, url string, replicas int) {
+		ctx := context.Background()
+		open := func() *agent.Runtime {
+			rt, err := agent.Open(ctx, agent.WithNATSURL(url), agent.WithReplicas(replicas),
+				agent.WithStream(natsstore.Config{Duplicates: window, Replicas: replicas}),
+				agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = rt.Close() })
+			return rt
+		}
+		rt1, rt2 := open(), open()
+		root, err := rt1.RegisterRoot(ctx, architectDef())
+		require.NoError(t, err)
+		_, err = rt2.RegisterRoot(ctx, architectDef())
+		require.NoError(t, err)
+		nc := testutil.Connect(t, url)
+		l, err := natsstore.ExistingLog(ctx, nc, natsstore.Config{})
+		require.NoError(t, err)
+
+		createKey := agent.WithIdempotencyKey(ctx, "create-solver-1")
+		spec := agent.Spec{Name: "solver", Primer: "p", Capabilities: []events.Capability{mathCap("sin", "cos")}, Tasks: []events.TaskDef{solveTask()}}
+		solver, rc, err := rt1.Create(createKey, root, spec)
+		require.NoError(t, err)
+		require.False(t, rc.Replayed)
+
+		grantKey := agent.WithIdempotencyKey(ctx, "grant-agent-1")
+		grc, err := rt1.Grant(grantKey, solver, events.Capability{Kind: events.KindType, Name: "Agent"})
+		require.NoError(t, err)
+		require.Greater(t, grc.Seq, rc.Seq)
+
+		// Another write to the subject, then past the dedupe window.
+		_, _, err = rt2.DefineTask(agent.WithMinSeq(ctx, grc.Seq), solver, parseTask())
+		require.NoError(t, err)
+		time.Sleep(2 * window)
+
+		for name, rt := range map[string]*agent.Runtime{"SameProcess": rt1, "OtherProcess": rt2} {
+			t.Run(name, func(t *testing.T) {
+				got, again, err := rt.Create(createKey, root, spec)
+				require.NoError(t, err, "a retried create must not report ErrExists for its own stored write")
+				require.Equal(t, solver, got)
+				require.Equal(t, agent.Receipt{Seq: rc.Seq, Replayed: true}, again)
+
+				gagain, err := rt.Grant(grantKey, solver, events.Capability{Kind: events.KindType, Name: "Agent"})
+				require.NoError(t, err)
+				require.Equal(t, agent.Receipt{Seq: grc.Seq, Replayed: true}, gagain)
+			})
+		}
+		evs := subjectEvents(t, l, root.Root, "solver")
+		require.Equal(t, 1, countType(evs, events.AgentCreated), "the create is stored once")
+		require.Equal(t, 1, countType(evs, events.CapabilityGranted), "the grant is stored once")
+		require.Len(t, evs, 3)
+
+		// A new key is a new write: stored, applied.
+		rc3, err := rt2.Grant(agent.WithIdempotencyKey(ctx, "grant-agent-2"), solver, events.Capability{Kind: events.KindType, Name: "Agent"})
+		require.NoError(t, err)
+		require.False(t, rc3.Replayed)
+		require.Len(t, subjectEvents(t, l, root.Root, "solver"), 4)
+	}
+	t.Run("Standalone", func(t *testing.T) {
+		run(t, testutil.RunServer(t).ClientURL(), 1)
+	})
+	t.Run("Cluster", func(t *testing.T) {
+		run(t, testutil.ClusterURL(testutil.RunCluster(t, 3)), 3)
+	})
+}
+
+// Creation is one event: when the parent is narrowed between the check
+// and the append, the create is refused whole (no agent, no grant), its
+// error says it conflicted, and asking again is refused before anything is
+// written, never ErrExists for a half-made agent. Retried with the same
+// key, the original refusal comes back; with a spec the parent allows, it
+// succeeds.
+func TestCreateRefusedWholeWhenParentNarrowed(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	other, root := w.openRegistered()
+	tr := buildTree(t, other, root)
+
+	hl := &hookLog{Log: w.log()}
+	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rt.Close() })
+	_, err = rt.RegisterRoot(ctx, w.def)
+	require.NoError(t, err)
+
+	spec := agent.Spec{Name: "trig", Primer: "p", Capabilities: []events.Capability{mathCap("sin")}, Tasks: []events.TaskDef{solveTask()}}
+	key := agent.WithIdempotencyKey(ctx, "create-trig")
+	hl.before = func() { require.NoError(t, errOf(other.Revoke(ctx, tr.solver, events.KindModule, "math"))) }
+	_, rc, err := rt.Create(key, tr.solver, spec)
+	require.ErrorIs(t, err, agent.ErrConflict)
+	require.ErrorIs(t, err, agent.ErrEscalation)
+	require.NotZero(t, rc.Seq, "the refused event is stored; its sequence is reported")
+	require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+		require.NotContains(t, reg.Agents, "math_solver/trig", "nothing of the agent is created")
+		return nil
+	}))
+
+	_, _, err = rt.Create(key, tr.solver, spec)
+	require.ErrorIs(t, err, agent.ErrEscalation, "the same key returns the original refusal")
+	require.NotErrorIs(t, err, agent.ErrExists)
+
+	seq := lastRootSeq(t, hl.Log, w.fp)
+	_, _, err = rt.Create(ctx, tr.solver, spec)
+	require.ErrorIs(t, err, agent.ErrEscalation)
+	require.NotErrorIs(t, err, agent.ErrExists)
+	require.Equal(t, seq, lastRootSeq(t, hl.Log, w.fp), "refused before writing")
+
+	spec.Capabilities = nil
+	trig, _, err := rt.Create(ctx, tr.solver, spec)
+	require.NoError(t, err)
+	require.Equal(t, "math_solver/trig", trig.Path)
+}
+
+// A grant checked against the parent and racing the parent's revoke
+// conflicts: the caller is told, and the grant does not take effect.
+func TestGrantRacingParentRevokeConflicts(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	other, root := w.openRegistered()
+	tr := buildTree(t, other, root)
+	hl := &hookLog{Log: w.log()}
+	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rt.Close() })
+	_, err = rt.RegisterRoot(ctx, w.def)
+	require.NoError(t, err)
+	// Load the root in this runtime before the race.
+	require.NoError(t, rt.View(ctx, w.fp, func(*projector.Registry) error { return nil }))
+
+	hl.before = func() { require.NoError(t, errOf(other.Revoke(ctx, tr.solver, events.KindModule, "math"))) }
+	_, err = rt.Grant(ctx, tr.parser, mathCap("sin"))
+	require.ErrorIs(t, err, agent.ErrConflict)
+	task, err := other.Resolve(agent.WithMinSeq(ctx, agent.LatestSeq), tr.parseRef)
+	require.NoError(t, err)
+	require.Nil(t, memberNames(t, task, events.KindModule, "math"))
+}
+
+// A write acknowledged through one node of a 3-node cluster is seen by a
+// read through a runtime on another node that asks for its receipt: warm
+// (the root loaded there) and cold (only the chain read).
+func TestReadYourWritesAcrossRuntimesOnCluster(t *testing.T) {
+	ctx := context.Background()
+	srvs := testutil.RunCluster(t, 3)
+	open := func(url string) *agent.Runtime {
+		rt, err := agent.Open(ctx, agent.WithNATSURL(url), agent.WithReplicas(3),
+			agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rt.Close() })
+		_, err = rt.RegisterRoot(ctx, architectDef())
+		require.NoError(t, err)
+		return rt
+	}
+	writer, warm := open(srvs[0].ClientURL()), open(srvs[1].ClientURL())
+	root := agent.AgentRef{Root: architectDef().Fingerprint()}
+	solver, _, err := writer.Create(ctx, root, agent.Spec{Name: "solver", Capabilities: []events.Capability{mathCap("sin")}})
+	require.NoError(t, err)
+	require.NoError(t, warm.View(ctx, root.Root, func(*projector.Registry) error { return nil }))
+
+	for i := range 40 {
+		td := solveTask()
+		td.Name = fmt.Sprintf("task_%d", i)
+		ref, rc, err := writer.DefineTask(ctx, solver, td)
+		require.NoError(t, err)
+		rctx := agent.WithMinSeq(ctx, rc.Seq)
+		_, err = warm.Resolve(rctx, ref)
+		require.NoError(t, err, "warm read %d after seq %d", i, rc.Seq)
+		cold := open(srvs[2].ClientURL())
+		_, err = cold.Resolve(rctx, ref)
+		require.NoError(t, err, "cold read %d after seq %d", i, rc.Seq)
+		require.NoError(t, cold.Close())
+	}
+}

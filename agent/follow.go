@@ -1,0 +1,235 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
+	"github.com/agentreg/agentreg/snapshot"
+)
+
+// How a process stays current.
+//
+// The first time a root's registry is needed whole (a write, a View, a
+// Snapshot), the runtime starts one follower for the whole log (an ordered
+// consumer on the event prefix, from the stream's last sequence at that
+// moment) and loads the root: newest good snapshot plus the tail, read up
+// to the follower's position. From then on the follower hands every record
+// of a loaded root to that root's inbox; whoever next holds the root's lock
+// (a read, a write, or the follower itself when the lock is free) folds the
+// inbox. A loaded registry is therefore complete up to rootState.at, the
+// follower's position when its inbox was last folded, and nothing asks the
+// server what a root holds: no read scans a root's subjects.
+//
+// Records reach the inbox only while the root is attached (loaded or being
+// loaded). Attaching and reading the follower's position happen under
+// rt.mu together, so every record after the position is queued and every
+// record up to it is in the tail read: none is missed or folded twice.
+
+// ensureFollower starts the follower if it is not running.
+func (rt *Runtime) ensureFollower(ctx context.Context) error {
+	rt.followMu.Lock()
+	defer rt.followMu.Unlock()
+	if rt.follower != nil {
+		return nil
+	}
+	last, err := rt.log.LastStreamSeq(ctx)
+	if err != nil {
+		return fmt.Errorf("start following the log: %w", err)
+	}
+	rt.mu.Lock()
+	rt.followPos = max(rt.followPos, last)
+	rt.mu.Unlock()
+	f, err := rt.log.Follow(ctx, last, rt.lg, rt.dispatch)
+	if err != nil {
+		return fmt.Errorf("start following the log: %w", err)
+	}
+	rt.follower = f
+	return nil
+}
+
+// StartFollowing starts following the log now rather than at the first
+// load of a root (agentd does, so that its first request finds the
+// follower running).
+func (rt *Runtime) StartFollowing(ctx context.Context) error { return rt.ensureFollower(ctx) }
+
+// FollowPosition returns the stream sequence up to which the follower has
+// handed records to the loaded roots (0 before it starts).
+func (rt *Runtime) FollowPosition() uint64 { return rt.followPosition() }
+
+// dispatch queues a followed record for its root if the root is loaded,
+// and advances the follower's position.
+func (rt *Runtime) dispatch(r events.Record, pending uint64) {
+	if h := rt.cfg.onFollow; h != nil {
+		h(r.Seq, pending)
+	}
+	root := rootOfSubject(rt.prefix, r.Subject)
+	rt.mu.Lock()
+	st := rt.state[root]
+	if st != nil && st.attached {
+		st.inbox = append(st.inbox, r)
+	} else {
+		st = nil
+	}
+	if r.Seq > rt.followPos {
+		rt.followPos = r.Seq
+	}
+	close(rt.followed)
+	rt.followed = make(chan struct{})
+	rt.mu.Unlock()
+	// Fold at once when nobody holds the root; otherwise its holder does.
+	if st != nil && st.mu.TryLock() {
+		if st.reg != nil {
+			rt.drainLocked(st)
+		}
+		st.mu.Unlock()
+	}
+}
+
+// rootOfSubject returns the root fingerprint of an event subject
+// (prefix.<root>[.<seg>…]), "" if it has none.
+func rootOfSubject(prefix, subject string) string {
+	rest, ok := strings.CutPrefix(subject, prefix+".")
+	if !ok {
+		return ""
+	}
+	root, _, _ := strings.Cut(rest, ".")
+	return root
+}
+
+// followPosition returns how far the follower has handed records out.
+func (rt *Runtime) followPosition() uint64 {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.followPos
+}
+
+// waitFollow waits until the follower has handed out every record up to
+// seq, or ctx ends.
+func (rt *Runtime) waitFollow(ctx context.Context, seq uint64) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.timeout())
+		defer cancel()
+	}
+	for {
+		rt.mu.Lock()
+		pos, ch := rt.followPos, rt.followed
+		rt.mu.Unlock()
+		if pos >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for stream seq %d: this process has read the log up to seq %d (a sequence the stream does not hold yet, or the server is unreachable): %w",
+				seq, pos, ctx.Err())
+		}
+	}
+}
+
+func (rt *Runtime) timeout() time.Duration {
+	if t := rt.cfg.store.Timeout; t > 0 {
+		return t
+	}
+	return 10 * time.Second
+}
+
+// load attaches a root and reads its registry: newest good snapshot plus
+// the tail up to the follower's position. st.mu must be held and st.reg nil.
+func (rt *Runtime) load(ctx context.Context, root string, st *rootState) error {
+	if err := rt.ensureFollower(ctx); err != nil {
+		return err
+	}
+	rt.mu.Lock()
+	bound := rt.followPos
+	st.attached, st.inbox = true, nil
+	rt.mu.Unlock()
+	detach := func() {
+		rt.mu.Lock()
+		st.attached, st.inbox = false, nil
+		rt.mu.Unlock()
+	}
+	if bound == 0 { // an empty stream
+		st.reg, st.at = projector.New(root), 0
+		return nil
+	}
+	res, err := snapshot.Restore(ctx, rt.snaps, boundedSource{rt.log, bound}, root, bound, rt.lg)
+	if err != nil {
+		detach()
+		return fmt.Errorf("load root %.12s: %w", root, err)
+	}
+	st.reg, st.at = res.Registry, bound
+	if res.From != nil {
+		st.snapAt, st.restored, st.snapTime = res.From.Count, res.From, time.Unix(0, res.From.Time)
+	}
+	rt.drainLocked(st)
+	return nil
+}
+
+// boundedSource reads a root up to a known sequence: no look-up of the
+// root's newest event (a scan over its subjects on the server).
+type boundedSource struct {
+	log   Log
+	bound uint64
+}
+
+func (b boundedSource) ReadRoot(ctx context.Context, root string, from uint64, fn func(events.Record) error) (uint64, error) {
+	return b.bound, b.log.ReadRootUpTo(ctx, root, from, b.bound, fn)
+}
+
+// drainLocked folds the root's queued records. st.mu must be held and
+// st.reg loaded.
+func (rt *Runtime) drainLocked(st *rootState) {
+	rt.mu.Lock()
+	recs, pos := st.inbox, rt.followPos
+	st.inbox = nil
+	rt.mu.Unlock()
+	for _, r := range recs {
+		if r.Seq > st.at {
+			st.reg.Apply(r)
+			st.at = r.Seq
+		}
+	}
+	st.at = max(st.at, pos)
+	rt.maybeSnapshot(st)
+}
+
+// current brings a root's registry up to date for a read or a write:
+// loaded if it is not, its inbox folded, and, when the context asks for a
+// minimum sequence (WithMinSeq), folded at least that far. st.mu must be
+// held.
+func (rt *Runtime) current(ctx context.Context, root string, st *rootState) error {
+	if st.reg == nil {
+		if err := rt.load(ctx, root, st); err != nil {
+			return err
+		}
+	} else {
+		rt.drainLocked(st)
+	}
+	min := minSeqFrom(ctx)
+	if min == LatestSeq {
+		last, err := rt.log.LastStreamSeq(ctx)
+		if err != nil {
+			return err
+		}
+		min = last
+	}
+	return rt.catchUpTo(ctx, st, min)
+}
+
+// catchUpTo folds a loaded registry at least up to stream sequence seq.
+// st.mu must be held.
+func (rt *Runtime) catchUpTo(ctx context.Context, st *rootState, seq uint64) error {
+	if seq <= st.at {
+		return nil
+	}
+	if err := rt.waitFollow(ctx, seq); err != nil {
+		return fmt.Errorf("root %.12s: %w", st.reg.Root, err)
+	}
+	rt.drainLocked(st)
+	return nil
+}

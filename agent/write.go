@@ -1,0 +1,303 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
+)
+
+// How a write works.
+//
+// Every write is one event on the written agent's own subject (creation
+// too: AgentCreated carries the new agent's grants and tasks). Under the
+// root's lock in this process the runtime folds what the follower has
+// queued (no request), checks the event against the registry (the same
+// Check the fold applies), and appends it with the agent subject's last
+// sequence as JetStream's expected last subject sequence: one round trip.
+// When the append finds the subject moved on (this process was behind),
+// the runtime asks for the stream's last sequence, waits until the
+// follower has handed it everything up to there, checks again and
+// retries. The write then folds its own event (at once when the registry
+// is complete up to the sequence before it, else when the follower hands
+// it over) and reports success only if the fold applied it.
+//
+// Only the agent's own subject is guarded by the server: JetStream checks
+// one expected subject sequence per stored message, and a second message
+// to guard the parent's subject would be a second stored event. A change
+// to the parent (a revoke, a retirement) landing between the check and the
+// append is caught by the fold, which checks every event against the
+// registry as it stands in stream order: the write is stored but not
+// applied, and reported as ErrConflict together with the reason
+// (ErrEscalation, ErrRetired). Effective capabilities are also intersected
+// along the chain at resolve time.
+
+// Receipt is what a write reached: the stream sequence of its event.
+// Passing Seq to WithMinSeq makes a read through any process see the
+// write.
+type Receipt struct {
+	Seq uint64
+	// Replayed: the write was stored before (a retry with the same
+	// idempotency key, or whose first attempt's reply was lost); Seq is
+	// the original's.
+	Replayed bool
+}
+
+// maxWriteAttempts bounds the catch-up-and-retry loop of one write.
+const maxWriteAttempts = 5
+
+// write appends e (Type, Path and body set) after check accepts it
+// against the registry. It fills the envelope (id, version, root, time,
+// actor, correlation, previous hash) and returns the receipt once the
+// event is folded in this process.
+func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*projector.Registry) error) (Receipt, error) {
+	root := e.Root
+	key := idempotencyKey(ctx)
+	if key != "" {
+		e.ID = keyedID(root, e.Path, e.Type, key)
+	} else {
+		e.ID = ulid.Make().String()
+	}
+	subject := events.Subject(rt.prefix, root, e.Path)
+	st := rt.lockState(root)
+	defer st.mu.Unlock()
+	if err := rt.current(ctx, root, st); err != nil {
+		return Receipt{}, err
+	}
+	if key != "" {
+		// A retry of a write that was stored (however long ago, whatever
+		// came after it) returns the original outcome.
+		seq, ok, err := rt.log.StoredID(ctx, subject, e.ID)
+		if err != nil {
+			return Receipt{}, err
+		}
+		if ok {
+			return rt.outcome(ctx, st, e, seq, true)
+		}
+	}
+	e.Version, e.Time = events.SchemaVersion, rt.cfg.now().UnixNano()
+	e.Actor, e.Correlation = ActorFrom(ctx, rt.cfg.actor), correlationFrom(ctx)
+	for attempt := 1; ; attempt++ {
+		if err := check(st.reg); err != nil {
+			return Receipt{}, err
+		}
+		e.Prev = st.reg.LastHash(e.Path)
+		var data []byte
+		var err error
+		if rt.cfg.signer != nil {
+			data, err = events.EncodeSigned(e, rt.cfg.signer)
+		} else {
+			data, err = events.Encode(e)
+		}
+		if err != nil {
+			return Receipt{}, err
+		}
+		expect := st.reg.SubjectSeq[e.Path]
+		seq, err := rt.log.Append(ctx, []events.Message{{Subject: subject, Data: data, ID: e.ID, Type: e.Type, ExpectSeq: &expect}})
+		if errors.Is(err, events.ErrConflict) && attempt < maxWriteAttempts {
+			// Behind: catch up to what the stream holds now and check again.
+			last, lerr := rt.log.LastStreamSeq(ctx)
+			if lerr != nil {
+				return Receipt{}, errors.Join(err, lerr)
+			}
+			if err := rt.catchUpTo(ctx, st, last); err != nil {
+				return Receipt{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return Receipt{}, err
+		}
+		// The event is next in stream order for this root's registry when
+		// the registry is complete up to the sequence before it: fold it at
+		// once. Otherwise the follower hands it over with what precedes it.
+		if st.at == seq-1 {
+			st.reg.Apply(events.Record{Seq: seq, Subject: subject, Data: data})
+			st.at = seq
+		}
+		return rt.outcome(ctx, st, e, seq, false)
+	}
+}
+
+// outcome folds the registry up to seq, the sequence of the write's event,
+// and reports whether the fold applied it. st.mu must be held.
+func (rt *Runtime) outcome(ctx context.Context, st *rootState, e *events.Event, seq uint64, replayed bool) (Receipt, error) {
+	rc := Receipt{Seq: seq, Replayed: replayed}
+	if err := rt.catchUpTo(ctx, st, seq); err != nil {
+		return rc, fmt.Errorf("stored at seq %d, then folding it failed (the write stands; read with WithMinSeq(ctx, %d) before retrying it): %w", seq, seq, err)
+	}
+	// A refused event leaves a violation carrying its id; recent ones are
+	// at the end.
+	for i := len(st.reg.Violations) - 1; i >= 0; i-- {
+		v := st.reg.Violations[i]
+		if v.Seq < seq && !replayed {
+			break
+		}
+		if v.EventID == e.ID && v.Seq == seq {
+			return rc, fmt.Errorf("%s %s stored at seq %d but not applied: the registry changed after it was checked: %s: %w",
+				v.Type, v.EventID, v.Seq, v.Reason, errors.Join(ErrConflict, notAppliedErr(v.Code)))
+		}
+	}
+	return rc, nil
+}
+
+// notAppliedErr is the sentinel for a violation code of the runtime's own write.
+func notAppliedErr(code string) error {
+	switch code {
+	case projector.CodeEscalation:
+		return ErrEscalation
+	case projector.CodeRetired:
+		return ErrRetired
+	case projector.CodeExists:
+		return ErrExists
+	case projector.CodeMigrated:
+		return ErrMigrated
+	case projector.CodeUnknown:
+		return ErrNotFound
+	}
+	return ErrConflict
+}
+
+// Spec describes a dynamic agent to create.
+type Spec struct {
+	Name         string              // the last path segment
+	Primer       string              // the agent's instructions
+	Capabilities []events.Capability // each must be held by the parent
+	Tasks        []events.TaskDef
+}
+
+// Create creates a dynamic agent under parent (a root or a dynamic agent)
+// with one AgentCreated event that carries its primer, grants and tasks:
+// the fold applies it whole or refuses it whole. A grant beyond the
+// parent's effective capabilities is refused before anything is written
+// (ErrEscalation); a path that exists gives ErrExists, also when several
+// writers race for it, but a retry with the same idempotency key
+// (WithIdempotencyKey) of a create that was stored returns its receipt.
+func (rt *Runtime) Create(ctx context.Context, parent AgentRef, spec Spec) (AgentRef, Receipt, error) {
+	if err := events.ValidateSegment(spec.Name); err != nil {
+		return AgentRef{}, Receipt{}, fmt.Errorf("create agent under %q: %w", parent.Path, err)
+	}
+	child := parent.Child(spec.Name)
+	if err := events.ValidatePath(child.Path); err != nil {
+		return AgentRef{}, Receipt{}, fmt.Errorf("create agent: %w", err)
+	}
+	if err := rt.checkRoot(ctx, parent.Root); err != nil {
+		return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
+	}
+	caps := make([]events.Capability, 0, len(spec.Capabilities))
+	seen := map[string]bool{}
+	for _, c := range spec.Capabilities {
+		if err := rt.cfg.catalog.check([]events.Capability{c}); err != nil {
+			return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
+		}
+		if seen[c.Key()] {
+			return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: capability %s %q appears twice", child.Path, c.Kind, c.Name)
+		}
+		seen[c.Key()] = true
+		caps = append(caps, c.Normalized())
+	}
+	for _, t := range spec.Tasks {
+		if err := t.Validate(); err != nil {
+			return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
+		}
+	}
+	e := &events.Event{Type: events.AgentCreated, Root: child.Root, Path: child.Path,
+		Created: &events.CreatedData{Primer: spec.Primer, Capabilities: caps, Tasks: spec.Tasks}}
+	rc, err := rt.write(ctx, e, func(reg *projector.Registry) error {
+		// Name the refused capability before the general check does.
+		for _, c := range caps {
+			if err := reg.CheckGrant(child.Path, c); err != nil && !errors.Is(err, events.ErrNotFound) {
+				return err
+			}
+		}
+		return reg.Check(probe(e))
+	})
+	if err != nil {
+		return AgentRef{}, rc, fmt.Errorf("create agent %q: %w", child.Path, err)
+	}
+	return child, rc, nil
+}
+
+// probe returns a copy of e with what Check requires of an envelope that
+// write fills only after the check.
+func probe(e *events.Event) *events.Event {
+	p := *e
+	if p.ID == "" {
+		p.ID = "check"
+	}
+	p.Version = events.SchemaVersion
+	return &p
+}
+
+// Grant gives an agent a capability its parent effectively holds (it
+// replaces the agent's grant of the same capability).
+func (rt *Runtime) Grant(ctx context.Context, a AgentRef, c events.Capability) (Receipt, error) {
+	if err := rt.checkAgentRef(ctx, a); err != nil {
+		return Receipt{}, err
+	}
+	if err := rt.cfg.catalog.check([]events.Capability{c}); err != nil {
+		return Receipt{}, fmt.Errorf("grant to %q: %w", a.Path, err)
+	}
+	return rt.single(ctx, a, fmt.Sprintf("grant %s %q to %q", c.Kind, c.Name, a.Path),
+		&events.Event{Type: events.CapabilityGranted, Path: a.Path, Granted: &events.GrantedData{Capability: c.Normalized()}})
+}
+
+// Revoke takes a capability from an agent and from all its descendants.
+func (rt *Runtime) Revoke(ctx context.Context, a AgentRef, kind events.Kind, name string) (Receipt, error) {
+	if err := rt.checkAgentRef(ctx, a); err != nil {
+		return Receipt{}, err
+	}
+	return rt.single(ctx, a, fmt.Sprintf("revoke %s %q from %q", kind, name, a.Path),
+		&events.Event{Type: events.CapabilityRevoked, Path: a.Path, Revoked: &events.RevokedData{Kind: kind, Name: name}})
+}
+
+// DefineTask defines (or redefines) a task on an agent and returns its ref.
+func (rt *Runtime) DefineTask(ctx context.Context, a AgentRef, t events.TaskDef) (TaskRef, Receipt, error) {
+	if err := rt.checkAgentRef(ctx, a); err != nil {
+		return TaskRef{}, Receipt{}, err
+	}
+	rc, err := rt.single(ctx, a, fmt.Sprintf("define task %q on %q", t.Name, a.Path),
+		&events.Event{Type: events.TaskDefined, Path: a.Path, Task: &events.TaskData{Task: t}})
+	if err != nil {
+		return TaskRef{}, rc, err
+	}
+	return TaskRef{Root: a.Root, Path: a.Path, Task: t.Name}, rc, nil
+}
+
+// Retire retires an agent and all its descendants.
+func (rt *Runtime) Retire(ctx context.Context, a AgentRef, reason string) (Receipt, error) {
+	if err := rt.checkAgentRef(ctx, a); err != nil {
+		return Receipt{}, err
+	}
+	return rt.single(ctx, a, fmt.Sprintf("retire %q", a.Path),
+		&events.Event{Type: events.AgentRetired, Path: a.Path, Retired: &events.RetiredData{Reason: reason}})
+}
+
+// MigrateRoot records that task refs made under the root definition with
+// fingerprint from resolve, from now on, through the root registered in
+// this process with fingerprint to. The old root's agents keep their
+// recipes; their capabilities are intersected with the new root's. The old
+// root takes no further writes.
+func (rt *Runtime) MigrateRoot(ctx context.Context, from, to, reason string) (Receipt, error) {
+	if err := events.ValidateFingerprint(from); err != nil {
+		return Receipt{}, fmt.Errorf("migrate root: from: %w", err)
+	}
+	if err := rt.checkRoot(ctx, to); err != nil {
+		return Receipt{}, fmt.Errorf("migrate root %.12s: to: %w", from, err)
+	}
+	return rt.single(ctx, AgentRef{Root: from}, fmt.Sprintf("migrate root %.12s to %.12s", from, to),
+		&events.Event{Type: events.RootMigrated, Migration: &events.MigratedData{To: to, Reason: reason}})
+}
+
+func (rt *Runtime) single(ctx context.Context, a AgentRef, what string, e *events.Event) (Receipt, error) {
+	e.Root = a.Root
+	rc, err := rt.write(ctx, e, func(reg *projector.Registry) error { return reg.Check(probe(e)) })
+	if err != nil {
+		return rc, fmt.Errorf("%s: %w", what, err)
+	}
+	return rc, nil
+}

@@ -1,0 +1,93 @@
+package natsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentreg/agentreg/events"
+)
+
+// LastStreamSeq returns the stream's last sequence, 0 if it is empty. It
+// asks the stream (its leader, on a cluster) for its state without a
+// subject filter: one request whose cost does not grow with the stream, the
+// number of subjects or the size of any root.
+func (l *Log) LastStreamSeq(ctx context.Context) (uint64, error) {
+	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: last sequence: %w", l.cfg.Stream, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Follower is a running Follow; Stop ends it.
+type Follower struct {
+	cc jetstream.ConsumeContext
+}
+
+// Stop stops the follower and waits until fn is no longer called.
+func (f *Follower) Stop() {
+	f.cc.Stop()
+	<-f.cc.Closed()
+}
+
+// Follow calls fn, in stream order, for every message of the log with
+// sequence > after, as it arrives, through one ordered consumer on the
+// whole event prefix. fn runs on one goroutine at a time and must not
+// block for long: every later message waits for it. The consumer
+// recreates itself after a server restart or a cluster leader change and
+// resumes after the last message delivered; errors it meets on the way
+// are logged on lg.
+func (l *Log) Follow(ctx context.Context, after uint64, lg *slog.Logger, fn func(r events.Record, pending uint64)) (*Follower, error) {
+	cctx, cancel := withTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	cons, err := l.js.OrderedConsumer(cctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{l.cfg.Prefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    after + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow stream %s after seq %d: %w", l.cfg.Stream, after, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			lg.Warn("follower: message without metadata; skipped", "subject", m.Subject(), "err", err)
+			return
+		}
+		fn(events.Record{Seq: meta.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: meta.Timestamp}, meta.NumPending)
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrConsumerDeleted) {
+			lg.Warn("follower", "stream", l.cfg.Stream, "err", err)
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("follow stream %s after seq %d: %w", l.cfg.Stream, after, err)
+	}
+	return &Follower{cc: cc}, nil
+}
+
+// StoredID returns the stream sequence of the message stored on subject
+// with id as its Nats-Msg-Id (the event id), false if the subject holds
+// none. It reads the subject's messages (a literal subject: one agent's
+// events), so it finds a message however long ago it was stored and
+// however many came after it: what makes a retried write exactly-once
+// after the server's dedupe window.
+func (l *Log) StoredID(ctx context.Context, subject, id string) (uint64, bool, error) {
+	var seq uint64
+	err := l.ReadLiteral(ctx, []string{subject}, func(r events.Record) error {
+		if seq == 0 && r.MsgID == id {
+			seq = r.Seq
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("look up event %s on %s: %w", id, subject, err)
+	}
+	return seq, seq != 0, nil
+}

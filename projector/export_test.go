@@ -1,0 +1,10 @@
+package projector
+
+// WithoutIndex returns a shallow copy of r without its child index, whose
+// chunking depends on the order agents were added: for comparing registries
+// folded and decoded.
+func WithoutIndex(r *Registry) *Registry {
+	c := *r
+	c.tree = tree{}
+	return &c
+}
