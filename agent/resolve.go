@@ -40,7 +40,7 @@ type Task struct {
 	Primer       string
 	Capabilities []Capability // effective and resolved, sorted by kind and name
 	RootName     string
-	Seq          uint64 // stream sequence of the registry it was resolved from
+	Seq          uint64 // the stream sequence the answer covers: every event of the agent's chain up to it was folded
 	Migrated     bool   // resolved through a RootMigrated event
 	rt           *Runtime
 }
@@ -108,6 +108,7 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 		if err != nil {
 			return nil, fmt.Errorf("resolve %s: %w", ref, err)
 		}
+		t.Seq = max(t.Seq, minSeqOf(ctx)) // the chain was read up to at least the minimum
 		return t, nil
 	}
 	if err := rt.current(ctx, ref.Root, st); err != nil {
@@ -116,6 +117,11 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	key := ref.String()
 	if st.cachedAt == st.reg.Seq && st.resolved != nil {
 		if t := st.resolved[key]; t != nil {
+			if t.Seq < st.at {
+				c := *t // stamped with how far this answer covers
+				c.Seq = st.at
+				return &c, nil
+			}
 			return t, nil
 		}
 	} else {
@@ -126,6 +132,11 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	st.resolved[key] = t
+	if t.Seq < st.at {
+		c := *t // stamped with how far this answer covers
+		c.Seq = st.at
+		return &c, nil
+	}
 	return t, nil
 }
 

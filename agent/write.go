@@ -17,7 +17,8 @@ import (
 // too: AgentCreated carries the new agent's grants and tasks). Under the
 // root's lock in this process the runtime folds what the follower has
 // queued (no request), checks the event against the registry (the same
-// Check the fold applies), and appends it with the agent subject's last
+// Check the fold applies; a refusal is confirmed against the stream's last
+// sequence before it is reported), and appends it with the agent subject's last
 // sequence as JetStream's expected last subject sequence: one round trip.
 // When the append finds the subject moved on (this process was behind),
 // the runtime asks for the stream's last sequence, waits until the
@@ -81,9 +82,29 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 	}
 	e.Version, e.Time = events.SchemaVersion, rt.cfg.now().UnixNano()
 	e.Actor, e.Correlation = ActorFrom(ctx, rt.cfg.actor), correlationFrom(ctx)
+	refreshed := false // caught up to the stream's last sequence in this write
+	latest := func() error {
+		refreshed = true
+		last, err := rt.log.LastStreamSeq(ctx)
+		if err != nil {
+			return err
+		}
+		return rt.catchUpTo(ctx, st, last)
+	}
 	for attempt := 1; ; attempt++ {
 		if err := check(st.reg); err != nil {
-			return Receipt{}, err
+			// A refusal is reported only against the newest state: another
+			// process may have written what the check missed (the parent
+			// created, the capability granted) an instant ago.
+			if refreshed {
+				return Receipt{}, err
+			}
+			if lerr := latest(); lerr != nil {
+				return Receipt{}, errors.Join(err, lerr)
+			}
+			if err := check(st.reg); err != nil {
+				return Receipt{}, err
+			}
 		}
 		e.Prev = st.reg.LastHash(e.Path)
 		var data []byte
@@ -100,12 +121,8 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 		seq, err := rt.log.Append(ctx, []events.Message{{Subject: subject, Data: data, ID: e.ID, Type: e.Type, ExpectSeq: &expect}})
 		if errors.Is(err, events.ErrConflict) && attempt < maxWriteAttempts {
 			// Behind: catch up to what the stream holds now and check again.
-			last, lerr := rt.log.LastStreamSeq(ctx)
-			if lerr != nil {
+			if lerr := latest(); lerr != nil {
 				return Receipt{}, errors.Join(err, lerr)
-			}
-			if err := rt.catchUpTo(ctx, st, last); err != nil {
-				return Receipt{}, err
 			}
 			continue
 		}

@@ -127,6 +127,8 @@ func TestClusterFailover(t *testing.T) {
 	st := agreeWith(t, ctx, lg, rt, root.Root, "the writer's runtime")
 	st.requireUniqueIDs(t)
 	storedAfterError := checkAttempts(t, st, l.snapshot())
+	resent, resentOK := resends(l.snapshot())
+	t.Logf("%d writes sent again with their idempotency key after an error, %d of them succeeded; each found once", resent, resentOK)
 	for _, f := range figures {
 		t.Log(f)
 	}

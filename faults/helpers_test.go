@@ -3,6 +3,7 @@ package faults_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -245,11 +246,12 @@ type attempt struct {
 	what   string
 	events int // events the write stores when it succeeds
 	err    error
+	resent int // times the write was sent again, same idempotency key, after an error
 }
 
 // load writes through one runtime in a loop, each write chosen from the
-// registry as it stands: create an agent (its creation, grants and task as
-// one atomic batch), grant a capability the parent holds, revoke one the
+// registry as it stands: create an agent (one event carrying its grants
+// and task), grant a capability the parent holds, revoke one the
 // agent holds, define a task. Errors do not stop it: it backs off briefly
 // and goes on, so that writes resume as soon as the log takes them again.
 type load struct {
@@ -296,9 +298,19 @@ func (l *load) step(ctx context.Context) bool {
 		return false
 	}
 	corr := fmt.Sprintf("load-%d", l.n)
-	err = do(agent.WithCorrelation(ctx, corr))
+	// Every write carries an idempotency key. A write that failed for a
+	// reason other than a refusal (a timeout, a lost reply, a server or
+	// node that went away) is sent again with the same key, as a client
+	// does, while the load goes on: it must be stored exactly once.
+	wctx := agent.WithIdempotencyKey(agent.WithCorrelation(ctx, corr), corr)
+	err = do(wctx)
+	resent := 0
+	for ; err != nil && resendable(err) && resent < maxResends && ctx.Err() == nil; resent++ {
+		waitBriefly(ctx)
+		err = do(wctx)
+	}
 	l.mu.Lock()
-	l.attempts = append(l.attempts, attempt{corr: corr, what: what, events: n, err: err})
+	l.attempts = append(l.attempts, attempt{corr: corr, what: what, events: n, err: err, resent: resent})
 	l.mu.Unlock()
 	if err != nil {
 		l.errs.Add(1)
@@ -306,6 +318,36 @@ func (l *load) step(ctx context.Context) bool {
 	}
 	l.ok.Add(1)
 	return true
+}
+
+// maxResends bounds how often one write is sent again.
+const maxResends = 50
+
+// resendable reports whether a failed write may have failed for a reason
+// that sending it again can cure: not a refusal by the registry, not a
+// full stream.
+func resendable(err error) bool {
+	for _, refusal := range []error{agent.ErrConflict, agent.ErrEscalation, agent.ErrRetired, agent.ErrNotFound,
+		agent.ErrExists, agent.ErrMigrated, agent.ErrFull} {
+		if errors.Is(err, refusal) {
+			return false
+		}
+	}
+	return true
+}
+
+// resends returns how many writes were sent again and how many of those
+// succeeded in the end.
+func resends(attempts []attempt) (sent, succeeded int) {
+	for _, a := range attempts {
+		if a.resent > 0 {
+			sent++
+			if a.err == nil {
+				succeeded++
+			}
+		}
+	}
+	return sent, succeeded
 }
 
 // waitOK waits until the load has made n more successful writes than it
@@ -371,7 +413,7 @@ func chooseWrite(reg *projector.Registry, rt *agent.Runtime, root agent.AgentRef
 			spec.Tasks = []events.TaskDef{task("t0")}
 		}
 		child := parent.Child(name)
-		return "create " + child.Path, 1 + len(spec.Capabilities) + len(spec.Tasks), func(ctx context.Context) error {
+		return "create " + child.Path, 1, func(ctx context.Context) error { // one event: creation carries grants and tasks
 			_, _, err := rt.Create(ctx, parent, spec)
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentreg/agentreg/daemon"
 	"github.com/agentreg/agentreg/natsstore"
+	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
 )
 
@@ -36,12 +37,14 @@ func TestServerRestarts(t *testing.T) {
 	for range 10 {
 		require.True(t, l.step(ctx), "a write before any restart failed: %v", l.snapshot())
 	}
-	// The daemon adopts the root at start and keeps its registry hot.
+	// The daemon loads the root on first use (here one read) and from
+	// then on keeps its registry hot through its follower alone.
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	d, err := daemon.Start(dctx, daemon.Config{Conn: natsstore.ConnectOptions{URL: url}, Logger: testLogger(t), RequestTimeout: 2 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
+	require.NoError(t, d.Runtime().View(dctx, root.Root, func(*projector.Registry) error { return nil }))
 
 	lctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -65,6 +68,8 @@ func TestServerRestarts(t *testing.T) {
 	st.requireUniqueIDs(t)
 	attempts := l.snapshot()
 	storedAfterError := checkAttempts(t, st, attempts)
+	resent, resentOK := resends(attempts)
+	t.Logf("%d writes sent again with their idempotency key after an error, %d of them succeeded; each found once", resent, resentOK)
 	// The follower folds what it sees by itself: wait until it covers the
 	// log (no request reaches the daemon), then compare.
 	drt := d.Runtime()

@@ -65,10 +65,14 @@ type writerProc struct {
 	stderr *syncBuffer
 }
 
-func startWriter(t *testing.T, bin, url string, run int, seed uint64) *writerProc {
+func startWriter(t *testing.T, bin, url string, run int, seed uint64, resume string) *writerProc {
 	t.Helper()
 	w := &writerProc{lines: make(chan string, 1024), stderr: &syncBuffer{}}
-	w.cmd = exec.Command(bin, "-url", url, "-run", strconv.Itoa(run), "-seed", strconv.FormatUint(seed, 10))
+	args := []string{"-url", url, "-run", strconv.Itoa(run), "-seed", strconv.FormatUint(seed, 10)}
+	if resume != "" {
+		args = append(args, "-resume", resume)
+	}
+	w.cmd = exec.Command(bin, args...)
 	w.cmd.Stderr = w.stderr
 	w.cmd.SysProcAttr = writerAttr()
 	stdout, err := w.cmd.StdoutPipe()
@@ -113,13 +117,21 @@ func TestWriterKilled(t *testing.T) {
 	var root string
 	resends, restored, atStart := 0, 0, 0
 	var last *logState
+	type intent struct {
+		run  int
+		line string // "<key> <op>"
+	}
+	var lastIntent intent       // the newest intent line of the runs so far
+	resumed := map[uint64]int{} // seq -> run that resumed a write found stored there
+	nResumed, nReplayed, nRefused := 0, 0, 0
 	for run := 1; run <= kills; run++ {
 		target := 1 + rng.IntN(maxAcks)
 		if run%10 == 5 {
 			target = 0 // killed while it starts: connecting, opening, registering, restoring
 			atStart++
 		}
-		w := startWriter(t, bin, url, run, s+uint64(run))
+		resume := lastIntent
+		w := startWriter(t, bin, url, run, s+uint64(run), resume.line)
 		got := 0
 		fail := func(format string, args ...any) {
 			t.Helper()
@@ -134,6 +146,21 @@ func TestWriterKilled(t *testing.T) {
 					fail("root %s, earlier runs wrote under %s", f[1], root)
 				}
 				root = f[1]
+			case len(f) >= 3 && f[0] == "intent": // intent <key> <op JSON, may hold spaces>
+				lastIntent = intent{run: run, line: strings.SplitN(line, " ", 3)[1] + " " + strings.SplitN(line, " ", 3)[2]}
+			case len(f) == 3 && f[0] == "resumed" && f[2] == "refused":
+				nResumed++
+				nRefused++
+			case len(f) == 4 && f[0] == "resumed":
+				seq, err := strconv.ParseUint(f[2], 10, 64)
+				if err != nil || !strings.HasPrefix(resume.line, f[1]+" ") {
+					fail("bad line %q (resuming %q)", line, resume.line)
+				}
+				nResumed++
+				if f[3] == "true" {
+					nReplayed++
+					resumed[seq] = resume.run
+				}
 			case len(f) == 3 && (f[0] == "ack" || f[0] == "resend"):
 				seq, err := strconv.ParseUint(f[2], 10, 64)
 				if err != nil {
@@ -196,6 +223,12 @@ func TestWriterKilled(t *testing.T) {
 			require.Equal(t, 1, st.ids[id], "run %d: acknowledged event %s in the log", run, id)
 			require.Equal(t, seq, st.idSeq[id], "run %d: acknowledged event %s: sequence", run, id)
 		}
+		for seq, by := range resumed {
+			e := st.events[seq]
+			require.NotNil(t, e, "run %d: a resumed write answered seq %d, which holds no event", run, seq)
+			require.Equal(t, fmt.Sprintf("writer:%d", by), e.Actor,
+				"run %d: the write run %d announced last, resumed and answered as stored before at seq %d, must be run %d's own event", run, by, seq, by)
+		}
 		lg, logs := capturingLogger(t)
 		fresh := openRuntime(t, url, agent.WithLogger(lg), agent.WithSnapshotEvery(0))
 		hash, seq, err := fresh.StateHash(ctx, root)
@@ -214,6 +247,9 @@ func TestWriterKilled(t *testing.T) {
 		t.Logf("run %d killed after %d acknowledged events (target %d): %d events in the log, all checked", run, got, target, len(st.recs))
 	}
 	require.NotNil(t, last, "no run got as far as registering its root")
+	t.Logf("%d runs resumed their killed predecessor's last write with its idempotency key: %d found it stored (answered with the original), %d refused, the rest stored it now",
+		nResumed, nReplayed, nRefused)
+	require.Positive(t, nResumed, "no run resumed a write")
 	t.Logf("%d kills survived (%d while starting) in %v: %d acknowledged events checked after each kill, %d sent twice with the same ids, "+
 		"%d events in the log (%d stored but killed before acknowledged), %d agents; a fresh runtime restored from a snapshot after %d kills",
 		kills, atStart, time.Since(start).Round(time.Millisecond), len(acked), resends, len(last.recs), len(last.recs)-len(acked),

@@ -114,14 +114,19 @@ func (s *Snapshots) Put(ctx context.Context, h snapshot.Header, body []byte) err
 	if _, err := s.index.Put(ctx, h.Root, hb); err != nil {
 		return fmt.Errorf("index snapshot %s: %w", h.Name(), err)
 	}
-	// The index keeps the newest snapshotHistory revisions of the key: the
-	// oldest ones fall out with this put. Delete the bodies that only they
-	// name. By revision, not by sequence: processes snapshotting the same
-	// root put sequences out of order, and two of them may put the same
-	// sequence (one object name) twice.
-	drop := len(revisions) + 1 - snapshotHistory
-	if drop <= 0 {
-		return nil
+	// The index keeps the newest snapshotHistory revisions of the key; the
+	// oldest fall out with each put. Delete the bodies that only they name:
+	// every revision this put saw before it that the index no longer holds
+	// after it, unless a revision still held names the same object. The
+	// index is read again after the put, so when several processes
+	// snapshot one root at once the revisions that fell out through any of
+	// their puts are seen by at least one of them: none leaks (unless more
+	// than snapshotHistory puts land between one process's two reads). By
+	// revision, not by sequence: processes put sequences out of order, and
+	// two may put the same sequence (one object name) twice.
+	after, err := s.index.History(ctx, h.Root)
+	if err != nil {
+		return fmt.Errorf("list snapshots of root %s after storing %s: %w", h.Root, h.Name(), err)
 	}
 	name := func(e jetstream.KeyValueEntry) (string, bool) {
 		if e.Operation() != jetstream.KeyValuePut {
@@ -133,15 +138,17 @@ func (s *Snapshots) Put(ctx context.Context, h snapshot.Header, body []byte) err
 		}
 		return o.Name(), true
 	}
+	held := map[uint64]bool{}
 	kept := map[string]bool{h.Name(): true}
-	for _, e := range revisions[drop:] {
+	for _, e := range after {
+		held[e.Revision()] = true
 		if n, ok := name(e); ok {
 			kept[n] = true
 		}
 	}
-	for _, e := range revisions[:drop] {
+	for _, e := range revisions {
 		n, ok := name(e)
-		if !ok || kept[n] {
+		if !ok || held[e.Revision()] || kept[n] {
 			continue
 		}
 		kept[n] = true // deleted once

@@ -59,6 +59,13 @@ func FuzzApply(f *testing.F) {
 	e = s.event(events.AgentCreated, "c")
 	e.Created = &events.CreatedData{Primer: "p"}
 	seed(e, "")
+	e = s.event(events.AgentCreated, "c")
+	e.Created = &events.CreatedData{Primer: "p", Capabilities: []events.Capability{mathCap([]string{"sin"}, nil)},
+		Tasks: []events.TaskDef{simpleTask("solve")}}
+	seed(e, "")
+	e = s.event(events.AgentCreated, "c")
+	e.Created = &events.CreatedData{Capabilities: []events.Capability{{Kind: events.KindType, Name: "Matrix"}}}
+	seed(e, projector.CodeEscalation)
 	e = s.event(events.RootMigrated, "")
 	e.Migration = &events.MigratedData{To: events.RootDef{Name: "next"}.Fingerprint()}
 	seed(e, "")

@@ -608,11 +608,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 	t.Run("Clone copies what Apply changes", func(t *testing.T) {
 		c := f.reg.Clone()
 		c.Agents["printer"].Capabilities["type:Matrix"] = &projector.Grant{}
-		c.Agents["printer"].Tasks["t"] = &events.TaskDef{}
+		c.Agents["math_solver"].Tasks["t"] = &events.TaskDef{}
 		c.Agents["printer"].Primer = "changed"
 		c.SubjectSeq["x"] = 1
 		assert.NotContains(t, f.reg.Agents["printer"].Capabilities, "type:Matrix")
-		assert.NotContains(t, f.reg.Agents["printer"].Tasks, "t")
+		assert.NotContains(t, f.reg.Agents["math_solver"].Tasks, "t")
 		assert.NotContains(t, f.reg.SubjectSeq, "x")
 		assert.Equal(t, "", f.reg.Agents["printer"].Primer)
 	})

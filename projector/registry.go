@@ -466,14 +466,22 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 		r.addAgent(a)
 	case events.CapabilityGranted:
 		c := icap(e.Granted.Capability.Normalized())
-		r.Agents[e.Path].Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: istr(e.Actor)}
+		a := r.Agents[e.Path]
+		if a.Capabilities == nil { // a clone leaves empty maps nil
+			a.Capabilities = map[string]*Grant{}
+		}
+		a.Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: istr(e.Actor)}
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
 		delete(r.Agents[e.Path].Capabilities, key)
 		r.visitBelow(e.Path, func(a *Agent) { delete(a.Capabilities, key) })
 	case events.TaskDefined:
 		t := r.itask(e.Task.Task)
-		r.Agents[e.Path].Tasks[t.Name] = t
+		a := r.Agents[e.Path]
+		if a.Tasks == nil {
+			a.Tasks = map[string]*events.TaskDef{}
+		}
+		a.Tasks[t.Name] = t
 	case events.AgentRetired:
 		retire := func(a *Agent) {
 			if !a.Retired {

@@ -293,14 +293,24 @@ func (r *Registry) Walk(under, after string, limit int) (paths []string, more bo
 // and TaskDef values, interned strings, the root definition, the
 // violations recorded so far), so it costs a fraction of Marshal: take it
 // under the registry's lock and Marshal (or read) the clone outside it.
+// An agent's empty Capabilities or Tasks map is nil in the clone.
 func (r *Registry) Clone() *Registry {
 	c := *r
 	c.Agents = make(map[string]*Agent, len(r.Agents))
+	slab := make([]Agent, len(r.Agents)) // one allocation for every Agent
+	i := 0
 	for p, a := range r.Agents {
-		ac := *a
-		ac.Capabilities = maps.Clone(a.Capabilities)
-		ac.Tasks = maps.Clone(a.Tasks)
-		c.Agents[p] = &ac
+		ac := &slab[i]
+		i++
+		*ac = *a
+		ac.Capabilities, ac.Tasks = nil, nil // Apply makes a map when it needs one
+		if len(a.Capabilities) > 0 {
+			ac.Capabilities = maps.Clone(a.Capabilities)
+		}
+		if len(a.Tasks) > 0 {
+			ac.Tasks = maps.Clone(a.Tasks)
+		}
+		c.Agents[p] = ac
 	}
 	c.SubjectSeq = maps.Clone(r.SubjectSeq)
 	// Apply only appends to Violations: with no spare capacity the clone's

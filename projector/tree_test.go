@@ -252,6 +252,7 @@ func TestClone(t *testing.T) {
 	ok(t, f.createWith("printer/child", []events.Capability{printCap}, simpleTask("echo")))
 	ok(t, f.create("printer/child/leaf", ""))
 	ok(t, f.grant("printer/child/leaf", printCap))
+	ok(t, f.create("bare", "")) // no grants, no tasks
 	before, err := f.reg.Marshal()
 	require.NoError(t, err)
 	recorded := len(f.records)
@@ -270,6 +271,8 @@ func TestClone(t *testing.T) {
 	ok(t, f.retire("math_solver", "done"))               // cascades
 	violation(t, f.create("math_solver/x", ""), projector.CodeRetired)
 	ok(t, f.create("newcomer", ""))
+	ok(t, f.grant("bare", printCap))
+	ok(t, f.task("bare", simpleTask("t")))
 	wg.Wait()
 	require.NoError(t, derr)
 	require.Equal(t, before, during)

@@ -1,6 +1,17 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/natsstore"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 )
 
 // --- appends ---
@@ -200,4 +211,3 @@ func rawBatch(ctx context.Context, nc *nats.Conn, subject string, msgs []events.
 	}
 	return nil
 }
-

@@ -1,7 +1,12 @@
 // Command agentbench measures agentreg against raw JetStream on the same
 // embedded server in the same run: appends, full replay, cold resolution at
-// two stream sizes, snapshot restore and memory per agent. It prints a table
-// and one JSON object per figure.
+// two stream sizes, writes and resolves on a small root against a root of
+// 100k agents (growth), Runtime.Grant and Runtime.Create against the
+// append and publish they make, creates across snapshot points, agentd's
+// start-up to its first answer, snapshot restore and memory per agent. It
+// prints a table and one JSON object per figure. One file per phase:
+// append.go, resolve.go, replay.go, growth.go, writes.go, agentd.go,
+// snapshot.go; generate.go makes the histories.
 //
 //	go run ./cmd/agentbench                 # 1M events over 10k roots
 //	go run ./cmd/agentbench -events 100000  # a quicker run
@@ -13,7 +18,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,23 +26,16 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
-	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/ulid/v2"
 
 	"github.com/agentreg/agentreg/agent"
-	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/natsstore"
-	"github.com/agentreg/agentreg/projector"
-	"github.com/agentreg/agentreg/snapshot"
 )
 
 func main() {
@@ -67,6 +64,10 @@ type params struct {
 	small, resolves, bigAgents        int
 	memAgents, appends, creates       int
 	pipelined                         int
+	growthSmall, growthAgents         int
+	growthOps, writeOps               int
+	snapCreates, snapEvery            int
+	agentdRoots, agentdAgents         int
 	dir                               string
 	profile                           string
 	jsonOnly                          bool
@@ -88,7 +89,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&p.memAgents, "mem-agents", 100_000, "agents in the registry whose memory is measured")
 	fs.IntVar(&p.appends, "appends", 5_000, "sequential appends measured")
 	fs.IntVar(&p.pipelined, "pipelined", 50_000, "pipelined appends measured")
-	fs.IntVar(&p.creates, "creates", 1_000, "atomic agent creations measured")
+	fs.IntVar(&p.creates, "creates", 1_000, "atomic batch creations measured (the v1 way of creating an agent)")
+	fs.IntVar(&p.growthSmall, "growth-small", 10, "agents in the small root of the growth figures")
+	fs.IntVar(&p.growthAgents, "growth-agents", 100_000, "agents in the large root of the growth figures")
+	fs.IntVar(&p.growthOps, "growth-ops", 500, "creates, grants, warm and cold resolves timed at each growth size")
+	fs.IntVar(&p.writeOps, "write-ops", 5_000, "Runtime.Grant and Runtime.Create calls (and as many baseline appends) per round")
+	fs.IntVar(&p.snapCreates, "snap-creates", 2_000, "creates timed across snapshot points")
+	fs.IntVar(&p.snapEvery, "snap-every", 100, "WithSnapshotEvery of the runtime whose creates cross snapshot points")
+	fs.IntVar(&p.agentdRoots, "agentd-roots", 2_000, "roots in the stream of the second agentd start (0: skip it)")
+	fs.IntVar(&p.agentdAgents, "agentd-agents", 50, "agents per root in the stream of the second agentd start")
 	fs.StringVar(&p.dir, "dir", "", "data directory (default: a new temporary one, removed after)")
 	fs.BoolVar(&p.jsonOnly, "json", false, "print only the JSON lines")
 	fs.StringVar(&p.profile, "profile", "", "write a CPU profile of each phase into this directory (append.pprof, replay.pprof, ...)")
@@ -98,6 +107,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if p.small >= p.events || p.roots < p.resolves || p.depth < 1 {
 		return fmt.Errorf("need -small < -events, -roots >= -resolves, -depth >= 1")
 	}
+	if p.growthSmall < 2 || p.growthAgents < p.growthSmall || p.growthOps < 1 || p.writeOps < 1 || p.creates < 1 || p.snapCreates < 2 || (p.agentdRoots > 0 && p.agentdAgents < 2) {
+		return fmt.Errorf("need -growth-agents >= -growth-small >= 2, -agentd-agents >= 2, and positive -growth-ops, -write-ops, -creates, -snap-creates")
+	}
 	b, err := newBench(ctx, p, stderr)
 	if err != nil {
 		return err
@@ -106,8 +118,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	steps := []struct {
 		name string
 		run  func(context.Context) error
-	}{{"append", b.appendFigures}, {"history", b.historyFigures}, {"replay", b.replayFigure}, {"snapshot", b.snapshotFigure}, {"memory", b.memoryFigure}}
+	}{{"append", b.appendFigures}, {"history", b.historyFigures}, {"replay", b.replayFigure}, {"growth", b.growthFigures},
+		{"writes", b.writeFigures}, {"snapcross", b.snapshotCrossing}, {"agentd", b.agentdFigures},
+		{"snapshot", b.snapshotFigure}, {"memory", b.memoryFigure}}
 	for _, step := range steps {
+		b.log.Info("phase", "name", step.name)
 		stop, err := b.startProfile(step.name)
 		if err != nil {
 			return err
@@ -132,6 +147,7 @@ type bench struct {
 	figures []Figure
 	cleanup func()
 	gen     *generator
+	growth  []*growthRoot // the growth phase's roots: small, large
 	started time.Time
 }
 
@@ -146,7 +162,7 @@ func newBench(ctx context.Context, p params, stderr io.Writer) (*bench, error) {
 		dir, b.cleanup = tmp, func() { os.RemoveAll(tmp) }
 	}
 	var err error
-	if b.emb, err = natsstore.StartEmbedded(natsstore.EmbeddedOptions{Dir: dir, NoListen: true}); err != nil {
+	if b.emb, err = natsstore.StartEmbedded(natsstore.EmbeddedOptions{Dir: dir, Host: "127.0.0.1", Port: -1}); err != nil {
 		return nil, err
 	}
 	if b.nc, err = b.emb.Connect(); err != nil {
@@ -167,8 +183,15 @@ func newBench(ctx context.Context, p params, stderr io.Writer) (*bench, error) {
 		return nil, err
 	}
 	b.gen = newGenerator(p)
-	b.log.Info("agentbench", "dir", dir, "events", p.events, "roots", p.roots, "depth", p.depth, "cpus", runtime.NumCPU())
+	b.log.Info("agentbench", "dir", dir, "url", b.emb.URL(), "events", p.events, "roots", p.roots, "depth", p.depth, "cpus", runtime.NumCPU())
 	return b, nil
+}
+
+// openRuntime opens a runtime on the bench's log with the generator's
+// catalog; snapEvery 0 takes no snapshots.
+func (b *bench) openRuntime(ctx context.Context, snapEvery uint64) (*agent.Runtime, error) {
+	return agent.Open(ctx, agent.WithLog(b.store, b.snaps), agent.WithCatalog(b.gen.catalog()), agent.WithSnapshotEvery(snapEvery),
+		agent.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 }
 
 // startProfile starts a CPU profile of a phase when -profile is set.

@@ -1,6 +1,17 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/natsstore"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // --- history and cold resolve ---
@@ -113,4 +124,3 @@ func (b *bench) coldResolve(ctx context.Context, refs []agent.TaskRef) ([]time.D
 	}
 	return out, nil
 }
-

@@ -1,6 +1,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
+	"github.com/agentreg/agentreg/snapshot"
 )
 
 // --- snapshot restore ---
@@ -86,4 +94,3 @@ func (b *bench) memoryFigure(context.Context) error {
 		Target: "<= 2048", Met: met(per <= 2048)})
 	return nil
 }
-

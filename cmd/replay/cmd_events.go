@@ -25,7 +25,8 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var c common
 	fs := newFlagSet("events", "", "Print the decoded event log up to the point (--seq/--time).", &c, stderr)
 	agentSel := fs.String("agent", "", "only this agent path and its descendants (needs a root)")
-	types := fs.String("type", "", "only these event types (comma-separated, e.g. CapabilityGranted,AgentRetired)")
+	types := fs.String("type", "", "only these event types (comma-separated, e.g. CapabilityGranted,AgentRetired); an AgentCreated\n"+
+		"of schema version 2 carries the agent's initial grants and tasks and is listed as AgentCreated only")
 	actor := fs.String("actor", "", "only events written on behalf of this principal")
 	fromSeq := fs.Uint64("from-seq", 0, "only events at or after this stream sequence")
 	since := fs.String("since", "", "only events stored at or after this RFC3339 time")
@@ -123,7 +124,26 @@ func detail(e *events.Event) string {
 		}
 		return fmt.Sprintf("root %q caps [%s] tasks %d", d.Name, strings.Join(caps, "; "), len(d.Tasks))
 	case events.AgentCreated:
-		return fmt.Sprintf("primer %q", clip(e.Created.Primer, 60))
+		// Since schema version 2 a creation carries the agent's initial
+		// grants and tasks (a version 1 creation has neither: its grants
+		// and tasks are events of their own).
+		var b strings.Builder
+		b.WriteString(primerString(e.Created))
+		if cs := e.Created.Capabilities; len(cs) > 0 {
+			parts := make([]string, len(cs))
+			for i, c := range cs {
+				parts[i] = capString(c)
+			}
+			fmt.Fprintf(&b, " caps [%s]", strings.Join(parts, "; "))
+		}
+		if ts := e.Created.Tasks; len(ts) > 0 {
+			parts := make([]string, len(ts))
+			for i, t := range ts {
+				parts[i] = taskString(t)
+			}
+			fmt.Fprintf(&b, " tasks [%s]", strings.Join(parts, "; "))
+		}
+		return b.String()
 	case events.CapabilityGranted:
 		return capString(e.Granted.Capability)
 	case events.CapabilityRevoked:
@@ -136,6 +156,10 @@ func detail(e *events.Event) string {
 		return fmt.Sprintf("to %.12s reason %q", e.Migration.To, e.Migration.Reason)
 	}
 	return ""
+}
+
+func primerString(c *events.CreatedData) string {
+	return fmt.Sprintf("primer %q", clip(c.Primer, 60))
 }
 
 func capString(c events.Capability) string {

@@ -19,6 +19,30 @@ type step struct {
 	Type   events.Type `json:"type"`
 	Actor  string      `json:"actor"`
 	Detail string      `json:"detail"`
+	// Grants and Tasks are what an AgentCreated of schema version 2
+	// carries: the agent's initial capabilities (normalized, as the fold
+	// records each of them: a grant at this step's seq, time and actor) and
+	// tasks. A version 1 creation has neither; its grants and tasks are
+	// steps of their own.
+	Grants []events.Capability `json:"grants,omitempty"`
+	Tasks  []events.TaskDef    `json:"tasks,omitempty"`
+}
+
+// stepOf is the step of an applied event stored at seq.
+func stepOf(seq uint64, e *events.Event) step {
+	s := step{Seq: seq, Time: fmtTime(e.Time), Type: e.Type, Actor: e.Actor}
+	if e.Type != events.AgentCreated {
+		s.Detail = detail(e)
+		return s
+	}
+	// The grants and tasks go on lines of their own (text) or in fields
+	// (JSON), not into the one-line detail.
+	s.Detail = primerString(e.Created)
+	for _, c := range e.Created.Capabilities {
+		s.Grants = append(s.Grants, c.Normalized())
+	}
+	s.Tasks = slices.Clone(e.Created.Tasks)
+	return s
 }
 
 // node is an agent in a lineage: its steps and its children.
@@ -46,7 +70,7 @@ func appliedSteps(reg *projector.Registry, recs []events.Record) map[string][]st
 		if err != nil {
 			continue
 		}
-		out[e.Path] = append(out[e.Path], step{Seq: r.Seq, Time: fmtTime(e.Time), Type: e.Type, Actor: e.Actor, Detail: detail(e)})
+		out[e.Path] = append(out[e.Path], stepOf(r.Seq, e))
 	}
 	return out
 }
@@ -159,6 +183,14 @@ func writeTree(w io.Writer, n *node, indent string, last, top bool) {
 	fmt.Fprintf(w, "%s%s%s%s\n", indent, branch, n.Name, mark)
 	for _, s := range n.Steps {
 		fmt.Fprintf(w, "%s%s   seq %-5d %s  %-17s by %-18s %s\n", indent, next, s.Seq, s.Time, s.Type, s.Actor, s.Detail)
+		// What a creation carries, under the event type.
+		pad := strings.Repeat(" ", len(fmt.Sprintf("seq %-5d %s  ", s.Seq, s.Time)))
+		for _, c := range s.Grants {
+			fmt.Fprintf(w, "%s%s   %s+ grant %s\n", indent, next, pad, capString(c))
+		}
+		for _, t := range s.Tasks {
+			fmt.Fprintf(w, "%s%s   %s+ task  %s\n", indent, next, pad, taskString(t))
+		}
 	}
 	for i, c := range n.Children {
 		writeTree(w, c, indent+next, i == len(n.Children)-1, false)

@@ -102,9 +102,9 @@ var agentCap = events.Capability{Kind: events.KindType, Name: "Agent"}
 // history is a root's history written by the library against a JetStream
 // server started in the test:
 //
-//	seq 1     RootRegistered architect (module math, type Agent)
-//	seq 2..5  math_solver: created, math include [sin cos pi], type Agent, task solve_math_problem
-//	seq 6..8  math_solver/equation_parser: created, math include ["s*"], task parse_equation
+//	seq 1  RootRegistered architect (module math, type Agent)
+//	seq 2  AgentCreated math_solver, carrying math include [sin cos pi], type Agent, task solve_math_problem
+//	seq 3  AgentCreated math_solver/equation_parser, carrying math include ["s*"], task parse_equation
 //
 // Every write is made by user:alice.
 type history struct {
@@ -139,7 +139,7 @@ func newHistory(t *testing.T) *history {
 		Capabilities: []events.Capability{mathCap("s*")},
 		Tasks:        []events.TaskDef{task("parse_equation", "text", events.Schema{Type: "array", Items: &events.Schema{Type: "string"}})},
 	})
-	require.Equal(t, uint64(8), h.seq())
+	require.Equal(t, uint64(3), h.seq())
 	return h
 }
 
@@ -309,15 +309,16 @@ func TestRegistryAtSeqAroundRevocation(t *testing.T) {
 func TestLineage(t *testing.T) {
 	t.Parallel()
 	h := newHistory(t)
-	h.create(h.ctx, h.root, agent.Spec{Name: "writer", Primer: "You write.", Capabilities: []events.Capability{mathCap("pi")}}) // seq 9, 10
+	h.create(h.ctx, h.root, agent.Spec{Name: "writer", Primer: "You write.", Capabilities: []events.Capability{mathCap("pi")}}) // seq 4
 	bob := agent.WithActor(t.Context(), "user:bob")
-	require.NoError(t, errOf(h.rt.Grant(bob, h.parser, agentCap))) // seq 11
+	require.NoError(t, errOf(h.rt.Grant(bob, h.parser, agentCap))) // seq 5
 	// A retired child, created by a principal whose name needs quoting in
 	// a diagram.
-	checker := h.create(agent.WithActor(t.Context(), `ci:"nightly"`), h.solver, agent.Spec{Name: "checker", Primer: "You check."}) // seq 12
-	require.NoError(t, errOf(h.rt.Retire(h.ctx, checker, "flaky")))                                                                       // seq 13
+	checker := h.create(agent.WithActor(t.Context(), `ci:"nightly"`), h.solver, agent.Spec{Name: "checker", Primer: "You check."}) // seq 6
+	require.NoError(t, errOf(h.rt.Retire(h.ctx, checker, "flaky")))                                                                // seq 7
 	// A sibling whose name mangles like math_solver's would.
-	h.create(h.ctx, h.root, agent.Spec{Name: "math-solver", Primer: "Another."}) // seq 14
+	h.create(h.ctx, h.root, agent.Spec{Name: "math-solver", Primer: "Another."}) // seq 8
+	require.Equal(t, uint64(8), h.seq())
 	url := h.url
 
 	top := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "math_solver"))
@@ -343,26 +344,53 @@ func TestLineage(t *testing.T) {
 	require.Equal(t, "math_solver", solver.Path)
 	require.True(t, solver.Selected)
 	require.False(t, solver.Retired)
-	require.Equal(t, []st{{2, events.AgentCreated, alice}, {3, events.CapabilityGranted, alice},
-		{4, events.CapabilityGranted, alice}, {5, events.TaskDefined, alice}}, steps(solver))
+	require.Equal(t, []st{{2, events.AgentCreated, alice}}, steps(solver))
+	// The creation's step carries the grants and the task the creation
+	// made, and the grants are the ones the fold recorded for it: at the
+	// creation's sequence, time and actor.
+	require.Equal(t, `primer "You solve math problems."`, solver.Steps[0].Detail)
+	require.Equal(t, []events.Capability{mathCap("sin", "cos", "pi").Normalized(), agentCap.Normalized()}, solver.Steps[0].Grants)
+	require.Equal(t, []events.TaskDef{task("solve_math_problem", "equation", events.Schema{Type: "string"})}, solver.Steps[0].Tasks)
+	h.view(func(reg *projector.Registry) {
+		for _, p := range []string{"math_solver", "math_solver/equation_parser"} {
+			a := reg.Agents[p]
+			var held []events.Capability
+			for _, g := range a.Capabilities {
+				if g.Seq == a.CreatedSeq {
+					require.Equal(t, fmtTime(a.CreatedAt), fmtTime(g.Time), p)
+					require.Equal(t, alice, g.Actor, p)
+					held = append(held, g.Capability)
+				}
+			}
+			n := lineageNode(t, top, p)
+			require.Equal(t, a.CreatedSeq, n.Steps[0].Seq, p)
+			require.Equal(t, fmtTime(a.CreatedAt), n.Steps[0].Time, p)
+			require.ElementsMatch(t, held, n.Steps[0].Grants, "%s: the grants lineage shows for the creation are the ones the fold recorded for it", p)
+		}
+	})
 	require.Len(t, solver.Children, 2)
 	require.Equal(t, "math_solver/checker", solver.Children[0].Path)
 	require.True(t, solver.Children[0].Retired)
-	require.Equal(t, []st{{12, events.AgentCreated, `ci:"nightly"`}, {13, events.AgentRetired, alice}}, steps(solver.Children[0]))
+	require.Equal(t, []st{{6, events.AgentCreated, `ci:"nightly"`}, {7, events.AgentRetired, alice}}, steps(solver.Children[0]))
+	require.Empty(t, solver.Children[0].Steps[0].Grants, "a creation with no capabilities shows none")
+	require.Empty(t, solver.Children[0].Steps[0].Tasks)
 	parser := solver.Children[1]
 	require.Equal(t, "math_solver/equation_parser", parser.Path)
 	require.Equal(t, "equation_parser", parser.Name)
 	require.False(t, parser.Selected)
-	require.Equal(t, []st{{6, events.AgentCreated, alice}, {7, events.CapabilityGranted, alice},
-		{8, events.TaskDefined, alice}, {11, events.CapabilityGranted, "user:bob"}}, steps(parser))
+	require.Equal(t, []st{{3, events.AgentCreated, alice}, {5, events.CapabilityGranted, "user:bob"}}, steps(parser))
+	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, parser.Steps[0].Grants)
+	require.Equal(t, []string{"parse_equation"}, []string{parser.Steps[0].Tasks[0].Name})
+	require.Len(t, parser.Steps[0].Tasks, 1)
 	require.Empty(t, parser.Children)
-	require.Equal(t, "type Agent include=[*] exclude=[_*] vis=high", parser.Steps[3].Detail)
+	require.Equal(t, "type Agent include=[*] exclude=[_*] vis=high", parser.Steps[1].Detail)
+	require.Empty(t, parser.Steps[1].Grants, "a grant's capability is its detail, not a creation's grants")
 
 	// The agent may be named <fingerprint>/<path>, and a point cuts the steps.
-	early := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "--seq", "8", h.root.Root+"/math_solver/equation_parser"))
+	early := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "--seq", "4", h.root.Root+"/math_solver/equation_parser"))
 	require.Len(t, early.Children[0].Children, 1, "checker is created after the point")
 	require.True(t, early.Children[0].Children[0].Selected)
-	require.Len(t, early.Children[0].Children[0].Steps, 3, "bob's grant at seq 11 is after the point")
+	require.Len(t, early.Children[0].Children[0].Steps, 1, "bob's grant at seq 5 is after the point")
 
 	// The whole root in a diagram: one node per agent, however the names
 	// look alike.
@@ -385,6 +413,24 @@ func TestLineage(t *testing.T) {
 	_, _, err := replay(t, "lineage", "--nats-url", url, "nobody")
 	require.ErrorContains(t, err, `agent "nobody" does not exist`)
 	require.NotErrorIs(t, err, errUsage)
+}
+
+// lineageNode finds the node of path in a lineage tree.
+func lineageNode(t *testing.T, top *node, path string) *node {
+	t.Helper()
+	var found *node
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n.Path == path {
+			found = n
+		}
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(top)
+	require.NotNil(t, found, "no node %q in the lineage", path)
+	return found
 }
 
 // diff from a point to now lists exactly the changes made after it.
@@ -459,7 +505,7 @@ func TestResolve(t *testing.T) {
 
 	text := replayOK(t, "resolve", "--nats-url", h.url, solverRef)
 	t.Logf("replay resolve:\n%s", text)
-	require.Contains(t, text, solverRef+" resolves as of now (registry at seq 8):\n")
+	require.Contains(t, text, solverRef+" resolves as of now (registry at seq 3):\n")
 	require.Contains(t, text, "  agent   math_solver\n")
 	require.Contains(t, text, "  cap     module math: include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*]\n")
 	require.Contains(t, text, "  cap     type Agent: include=[*] exclude=[_*] ∩ include=[*] exclude=[_*]\n")
@@ -573,8 +619,8 @@ func TestAuditHonest(t *testing.T) {
 
 // tampered is what tamper did, by stream sequence.
 type tampered struct {
-	edited       uint64 // a copy of math_solver's math grant with include ["*"]
-	deleted      uint64 // scratch's first task definition, deleted
+	edited       uint64 // a copy of math_solver's creation (which carries its math grant) with the grant's include ["*"]
+	deleted      uint64 // scratch's first event after its creation (a task definition), deleted
 	afterDeleted uint64 // scratch's next event, whose Prev names the deleted one
 	garbage      uint64 // bytes that are no event, on equation_parser's subject
 	escalation   uint64 // a well-chained grant of math tan to equation_parser
@@ -586,8 +632,10 @@ func tamper(t *testing.T) (*history, tampered) {
 	t.Helper()
 	h := newHistory(t)
 	scratch := h.create(h.ctx, h.root, agent.Spec{Name: "scratch", Primer: "Temporary.", Tasks: []events.TaskDef{task("draft", "text", events.Schema{Type: "string"})}})
-	_, _, err := h.rt.DefineTask(h.ctx, scratch, task("final", "text", events.Schema{Type: "string"}))
-	require.NoError(t, err)
+	for _, name := range []string{"final", "publish"} {
+		_, _, err := h.rt.DefineTask(h.ctx, scratch, task(name, "text", events.Schema{Type: "string"}))
+		require.NoError(t, err)
+	}
 	var grantSeq uint64
 	var tp tampered
 	h.view(func(reg *projector.Registry) {
@@ -595,16 +643,20 @@ func tamper(t *testing.T) (*history, tampered) {
 		tp.deleted = reg.Agents["scratch"].CreatedSeq + 1
 		tp.afterDeleted = reg.Agents["scratch"].LastSeq
 	})
+	require.Equal(t, tp.deleted+1, tp.afterDeleted)
 	stream := h.stream()
 
-	// (a) An edit: the grant's bytes with include ["*"], republished.
+	// (a) An edit: the bytes of the event that granted math_solver its math
+	// (the creation itself) with include ["*"], republished.
 	raw, err := stream.GetMsg(h.ctx, grantSeq)
 	require.NoError(t, err)
 	e, err := events.Decode(raw.Data)
 	require.NoError(t, err)
-	require.Equal(t, events.CapabilityGranted, e.Type)
-	require.Equal(t, []string{"cos", "pi", "sin"}, e.Granted.Capability.Include)
-	e.Granted.Capability.Include = []string{"*"}
+	require.Equal(t, events.AgentCreated, e.Type)
+	require.Equal(t, events.SchemaVersion, e.Version)
+	require.Equal(t, "module:math", e.Created.Capabilities[0].Key())
+	require.Equal(t, []string{"cos", "pi", "sin"}, e.Created.Capabilities[0].Normalized().Include)
+	e.Created.Capabilities[0].Include = []string{"*"}
 	data, err := events.Encode(e)
 	require.NoError(t, err)
 	tp.edited = testutil.PublishRaw(t, h.nc, raw.Subject, data, nil)
@@ -642,6 +694,11 @@ func TestAuditTampered(t *testing.T) {
 	require.ErrorIs(t, err, errProblems)
 	rep := decode[auditReport](t, out)
 	require.False(t, rep.Clean)
+	raw, err := h.stream().GetMsg(h.ctx, tp.edited)
+	require.NoError(t, err)
+	edited, err := events.Decode(raw.Data)
+	require.NoError(t, err)
+	editedID := edited.ID
 	type p struct {
 		Seq  uint64
 		Kind string
@@ -664,9 +721,9 @@ func TestAuditTampered(t *testing.T) {
 	for _, pr := range rep.Problems {
 		switch {
 		case pr.Seq == tp.edited && pr.Kind == "chain":
-			require.Contains(t, pr.Detail, "names seq 2 as previous, but seq 5 came after that: reordered, replayed or edited copy")
+			require.Contains(t, pr.Detail, "AgentCreated "+editedID+" claims to be the agent's first event, but seq 2 came before it")
 		case pr.Seq == tp.edited:
-			require.Contains(t, pr.Detail, "was already stored at seq 3: republished")
+			require.Contains(t, pr.Detail, "event id "+editedID+" was already stored at seq 2: republished")
 		case pr.Seq == tp.afterDeleted:
 			require.Contains(t, pr.Detail, "that is not in the log: an event was deleted or its bytes edited")
 		case pr.Seq == tp.escalation:
@@ -705,8 +762,12 @@ func TestAuditTampered(t *testing.T) {
 		}
 		return out
 	}
-	require.Equal(t, []uint64{2, 3, 4, 5}, stepSeqs(top.Children[0]))
-	require.Equal(t, []uint64{6, 7, 8}, stepSeqs(top.Children[0].Children[0]))
+	require.Equal(t, []uint64{2}, stepSeqs(top.Children[0]))
+	require.Equal(t, []uint64{3}, stepSeqs(top.Children[0].Children[0]))
+	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized(), agentCap.Normalized()}, top.Children[0].Steps[0].Grants,
+		"the creation as stored first, not the edited copy")
+	require.NotContains(t, linText, "+ grant module math include=[*]")
+	require.Contains(t, linText, "+ grant module math include=[cos pi sin] exclude=[_*] vis=high\n")
 
 	// The history before the tampering audits clean.
 	rep = decode[auditReport](t, replayOK(t, "audit", "--nats-url", h.url, "--json", "--seq", fmt.Sprint(tp.deleted-1)))
@@ -719,15 +780,52 @@ func TestAuditTampered(t *testing.T) {
 	require.Equal(t, 1, strings.Count(evText, "\n"))
 }
 
+// An unchanged copy of an event that is not its agent's last, stored again
+// later (a replayed publish without its Nats-Msg-Id), is named for what it
+// is: it links to a predecessor that is not the agent's last event any more.
+// (tamper's edited creation links to no predecessor at all.)
+func TestAuditReplayedCopy(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	_, _, err := h.rt.DefineTask(h.ctx, h.solver, task("simplify", "expr", events.Schema{Type: "string"})) // seq 4
+	require.NoError(t, err)
+	_, _, err = h.rt.DefineTask(h.ctx, h.solver, task("expand", "expr", events.Schema{Type: "string"})) // seq 5
+	require.NoError(t, err)
+	raw, err := h.stream().GetMsg(h.ctx, 4)
+	require.NoError(t, err)
+	e, err := events.Decode(raw.Data)
+	require.NoError(t, err)
+	copySeq := testutil.PublishRaw(t, h.nc, raw.Subject, raw.Data, nil)
+	require.Equal(t, uint64(6), copySeq)
+
+	out, _, err := replay(t, "audit", "--nats-url", h.url, "--json")
+	require.ErrorIs(t, err, errProblems)
+	rep := decode[auditReport](t, out)
+	require.Equal(t, 6, rep.Events)
+	require.Equal(t, map[string]int{"chain": 1, "duplicate_id": 1}, rep.Counts)
+	require.Equal(t, []problem{
+		{Seq: 6, Kind: "duplicate_id", Root: h.root.Root, Path: "math_solver", Subject: raw.Subject,
+			Detail: "event id " + e.ID + " was already stored at seq 4: republished"},
+		{Seq: 6, Kind: "chain", Root: h.root.Root, Path: "math_solver", Subject: raw.Subject,
+			Detail: "TaskDefined " + e.ID + " names seq 2 as previous, but seq 5 came after that: reordered, replayed or edited copy"},
+	}, rep.Problems)
+}
+
 // Messages removed at the edges of the stream are named too: the first
 // one (JetStream then only moves the stream's first sequence) and the last.
 // Events that link to one the fold refused say so.
 func TestAuditDeletedAtStreamEdges(t *testing.T) {
 	t.Parallel()
 	h := newHistory(t)
+	_, _, err := h.rt.DefineTask(h.ctx, h.solver, task("simplify", "expr", events.Schema{Type: "string"})) // seq 4
+	require.NoError(t, err)
+	_, _, err = h.rt.DefineTask(h.ctx, h.parser, task("tokenize", "text", events.Schema{Type: "string"})) // seq 5
+	require.NoError(t, err)
+	require.NoError(t, errOf(h.rt.Grant(h.ctx, h.parser, agentCap))) // seq 6
+	require.Equal(t, uint64(6), h.seq())
 	stream := h.stream()
 	require.NoError(t, stream.DeleteMsg(h.ctx, 1)) // RootRegistered
-	require.NoError(t, stream.DeleteMsg(h.ctx, 8)) // equation_parser's task, the last message
+	require.NoError(t, stream.DeleteMsg(h.ctx, 6)) // equation_parser's grant, the last message
 
 	out, _, err := replay(t, "audit", "--nats-url", h.url, "--json")
 	require.ErrorIs(t, err, errProblems)
@@ -743,10 +841,11 @@ func TestAuditDeletedAtStreamEdges(t *testing.T) {
 	}
 	// Without its registration the root's agents are refused, and each
 	// later event links to one that was not applied.
-	require.Equal(t, []p{{1, "deleted"}, {2, "unknown_agent"}, {3, "chain"}, {4, "chain"}, {5, "chain"},
-		{6, "unknown_agent"}, {7, "chain"}, {8, "deleted"}}, got)
-	require.Contains(t, rep.Problems[2].Detail, "names seq 2 as previous, an event that was not applied")
-	require.Equal(t, 6, rep.Events)
+	require.Equal(t, []p{{1, "deleted"}, {2, "unknown_agent"}, {3, "unknown_agent"}, {4, "chain"}, {5, "chain"},
+		{6, "deleted"}}, got)
+	require.Contains(t, rep.Problems[3].Detail, "names seq 2 as previous, an event that was not applied")
+	require.Contains(t, rep.Problems[4].Detail, "names seq 3 as previous, an event that was not applied")
+	require.Equal(t, 4, rep.Events)
 
 	// As of seq 1 the removed registration is already missing.
 	out, _, err = replay(t, "audit", "--nats-url", h.url, "--json", "--seq", "1")
@@ -759,7 +858,10 @@ func TestAuditDeletedAtStreamEdges(t *testing.T) {
 func TestEvents(t *testing.T) {
 	t.Parallel()
 	h := newHistory(t)
-	require.NoError(t, errOf(h.rt.Grant(agent.WithActor(t.Context(), "user:bob"), h.parser, agentCap))) // seq 9
+	require.NoError(t, errOf(h.rt.Grant(agent.WithActor(t.Context(), "user:bob"), h.parser, agentCap))) // seq 4
+	simplify := task("simplify", "expr", events.Schema{Type: "string"})
+	_, _, err := h.rt.DefineTask(h.ctx, h.solver, simplify) // seq 5
+	require.NoError(t, err)
 	seqs := func(args ...string) []uint64 {
 		var out []uint64
 		for _, l := range decodeLines[eventLine](t, replayOK(t, append([]string{"events", "--nats-url", h.url, "--json"}, args...)...)) {
@@ -769,15 +871,42 @@ func TestEvents(t *testing.T) {
 		}
 		return out
 	}
-	require.Equal(t, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9}, seqs())
-	require.Equal(t, []uint64{6, 7, 8, 9}, seqs("--agent", "math_solver/equation_parser"))
-	require.Equal(t, []uint64{2, 3, 4, 5, 6, 7, 8}, seqs("--agent", "math_solver", "--seq", "8"))
-	require.Equal(t, []uint64{5, 8}, seqs("--type", "TaskDefined"))
-	require.Equal(t, []uint64{9}, seqs("--actor", "user:bob"))
-	require.Equal(t, []uint64{3, 4, 7, 9}, seqs("--type", "CapabilityGranted", "--root", "architect"))
+	require.Equal(t, []uint64{1, 2, 3, 4, 5}, seqs())
+	require.Equal(t, []uint64{3, 4}, seqs("--agent", "math_solver/equation_parser"))
+	require.Equal(t, []uint64{2, 3, 4}, seqs("--agent", "math_solver", "--seq", "4"))
+	require.Equal(t, []uint64{5}, seqs("--type", "TaskDefined"))
+	require.Equal(t, []uint64{4}, seqs("--actor", "user:bob"))
+	require.Equal(t, []uint64{4}, seqs("--type", "CapabilityGranted", "--root", "architect"))
+	require.Equal(t, []uint64{2, 3, 4}, seqs("--type", "AgentCreated,CapabilityGranted", "--root", "architect"))
 	text := replayOK(t, "events", "--nats-url", h.url, "--seq", "1")
 	require.Contains(t, text, fmt.Sprintf("RootRegistered     %.12s (root)", h.root.Root))
 	require.Contains(t, text, `by user:alice`)
+
+	// A creation shows the grants and tasks it carries: in JSON the whole
+	// body, in text each of them.
+	lines := decodeLines[eventLine](t, replayOK(t, "events", "--nats-url", h.url, "--json", "--type", "AgentCreated"))
+	require.Len(t, lines, 2)
+	created := lines[0].Event
+	require.Equal(t, uint64(2), lines[0].Seq)
+	require.Equal(t, events.SchemaVersion, created.Version)
+	require.Equal(t, "You solve math problems.", created.Created.Primer)
+	require.Equal(t, []events.Capability{mathCap("sin", "cos", "pi").Normalized(), agentCap.Normalized()}, created.Created.Capabilities)
+	require.Equal(t, []events.TaskDef{task("solve_math_problem", "equation", events.Schema{Type: "string"})}, created.Created.Tasks)
+	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, lines[1].Event.Created.Capabilities)
+	text = replayOK(t, "events", "--nats-url", h.url, "--agent", "math_solver", "--seq", "3")
+	t.Logf("replay events --agent math_solver --seq 3:\n%s", text)
+	require.Equal(t, 2, strings.Count(text, "\n"))
+	first, second, _ := strings.Cut(text, "\n")
+	require.True(t, strings.HasPrefix(first, "     2  "), first)
+	require.Contains(t, first, fmt.Sprintf("Z  AgentCreated       %.12s math_solver                  by user:alice         primer", h.root.Root))
+	require.True(t, strings.HasSuffix(first, `primer "You solve math problems."`+
+		` caps [module math include=[cos pi sin] exclude=[_*] vis=high; type Agent include=[*] exclude=[_*] vis=high]`+
+		` tasks [solve_math_problem(equation: string) -> string]`), first)
+	require.True(t, strings.HasSuffix(second, `primer "You parse equations."`+
+		` caps [module math include=[s*] exclude=[_*] vis=high] tasks [parse_equation(text: string) -> []string]`+"\n"), second)
+	text = replayOK(t, "events", "--nats-url", h.url, "--from-seq", "4")
+	require.Contains(t, text, "CapabilityGranted  ")
+	require.True(t, strings.HasSuffix(text, " simplify(expr: string) -> string\n"), text)
 }
 
 // Usage errors are errUsage (exit status 2) with a hint; help is not an
@@ -952,8 +1081,12 @@ func TestOfflineDataDir(t *testing.T) {
 	require.Equal(t, "architect", v.Name)
 	require.Equal(t, root.Root, v.Root)
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(v))
-	require.Equal(t, uint64(5), v.Seq)
-	require.Contains(t, replayOK(t, "audit", "--data", cp), "clean: every hash chain intact")
+	require.Equal(t, uint64(3), v.Seq, "RootRegistered and one AgentCreated per agent")
+	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized()}, v.Agents[0].Granted)
+	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, v.Agents[1].Granted)
+	auditText := replayOK(t, "audit", "--data", cp)
+	require.Contains(t, auditText, "audit of stream AGENTREG as of now: 1 root(s), 3 event(s), ")
+	require.Contains(t, auditText, "clean: every hash chain intact")
 	top := decode[*node](t, replayOK(t, "lineage", "--data", cp, "--json", "math_solver/equation_parser"))
 	require.True(t, top.Children[0].Children[0].Selected)
 
@@ -968,3 +1101,89 @@ func TestOfflineDataDir(t *testing.T) {
 
 // errOf drops a write's receipt: for assertions on the error alone.
 func errOf[T any](_ T, err error) error { return err }
+
+// A log written before schema version 2 (a creation followed by its grants
+// and tasks as events of their own) reads as it did, next to a version 2
+// creation carrying its own: events, lineage, registry and audit agree on
+// what each agent was given and when.
+func TestMixedSchemaVersions(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunServer(t)
+	url := srv.ClientURL()
+	nc := testutil.Connect(t, url)
+	ctx := t.Context()
+	_, err := natsstore.OpenLog(ctx, nc, natsstore.Config{}) // creates the stream; replay never does
+	require.NoError(t, err)
+	def := architect()
+	fp := def.Fingerprint()
+	start := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	last := map[string]string{}
+	n := 0
+	publish := func(version uint64, path string, set func(e *events.Event)) uint64 {
+		t.Helper()
+		e := &events.Event{ID: ulid.Make().String(), Version: version, Root: fp, Path: path,
+			Time: start.Add(time.Duration(n) * time.Second).UnixNano(), Actor: "user:carol", Correlation: ulid.Make().String(), Prev: last[path]}
+		n++
+		set(e)
+		data, err := events.Encode(e)
+		require.NoError(t, err)
+		last[path] = events.Hash(data)
+		return testutil.PublishRaw(t, nc, events.Subject("agentreg", fp, path), data, nil)
+	}
+	solverTask := task("solve_math_problem", "equation", events.Schema{Type: "string"})
+	parserTask := task("parse_equation", "text", events.Schema{Type: "string"})
+	require.Equal(t, uint64(1), publish(1, "", func(e *events.Event) {
+		e.Type, e.Registered = events.RootRegistered, &events.RootData{Def: def}
+	}))
+	require.Equal(t, uint64(2), publish(1, "math_solver", func(e *events.Event) {
+		e.Type, e.Created = events.AgentCreated, &events.CreatedData{Primer: "You solve math problems."}
+	}))
+	require.Equal(t, uint64(3), publish(1, "math_solver", func(e *events.Event) {
+		e.Type, e.Granted = events.CapabilityGranted, &events.GrantedData{Capability: mathCap("sin", "cos", "pi").Normalized()}
+	}))
+	require.Equal(t, uint64(4), publish(1, "math_solver", func(e *events.Event) {
+		e.Type, e.Task = events.TaskDefined, &events.TaskData{Task: solverTask}
+	}))
+	require.Equal(t, uint64(5), publish(events.SchemaVersion, "math_solver/equation_parser", func(e *events.Event) {
+		e.Type = events.AgentCreated
+		e.Created = &events.CreatedData{Primer: "You parse equations.", Capabilities: []events.Capability{mathCap("s*").Normalized()}, Tasks: []events.TaskDef{parserTask}}
+	}))
+
+	rep := decode[auditReport](t, replayOK(t, "audit", "--nats-url", url, "--json"))
+	require.True(t, rep.Clean, "%+v", rep.Problems)
+	require.Equal(t, 5, rep.Events)
+	require.Equal(t, 5, rep.Unsigned)
+
+	v := registryJSON(t, "--nats-url", url)
+	require.Empty(t, v.Violations)
+	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(v))
+	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized()}, v.Agents[0].Granted)
+	require.Equal(t, []events.TaskDef{solverTask}, v.Agents[0].Tasks)
+	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, v.Agents[1].Granted)
+	require.Equal(t, []events.TaskDef{parserTask}, v.Agents[1].Tasks)
+	require.Equal(t, "include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[s*] exclude=[_*]", chainString(v.Agents[1].Effective[0].Chain))
+
+	top := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "math_solver"))
+	solver := top.Children[0]
+	var types []events.Type
+	for _, s := range solver.Steps {
+		types = append(types, s.Type)
+	}
+	require.Equal(t, []events.Type{events.AgentCreated, events.CapabilityGranted, events.TaskDefined}, types)
+	require.Empty(t, solver.Steps[0].Grants, "a version 1 creation carries no grants")
+	require.Empty(t, solver.Steps[0].Tasks)
+	require.Equal(t, "module math include=[cos pi sin] exclude=[_*] vis=high", solver.Steps[1].Detail)
+	parser := solver.Children[0]
+	require.Len(t, parser.Steps, 1)
+	require.Equal(t, uint64(5), parser.Steps[0].Seq)
+	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, parser.Steps[0].Grants)
+	require.Equal(t, []events.TaskDef{parserTask}, parser.Steps[0].Tasks)
+
+	text := replayOK(t, "events", "--nats-url", url, "--type", "AgentCreated")
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	require.Len(t, lines, 2, text)
+	require.True(t, strings.HasSuffix(lines[0], `math_solver                  by user:carol         primer "You solve math problems."`), lines[0])
+	require.True(t, strings.HasSuffix(lines[1], `primer "You parse equations." caps [module math include=[s*] exclude=[_*] vis=high] tasks [parse_equation(text: string) -> string]`), lines[1])
+	js := decodeLines[eventLine](t, replayOK(t, "events", "--nats-url", url, "--json", "--type", "AgentCreated"))
+	require.Equal(t, []uint64{1, events.SchemaVersion}, []uint64{js[0].Event.Version, js[1].Event.Version})
+}

@@ -15,7 +15,8 @@ import (
 // TestAuditSignatures: a history written by a signing runtime audits clean
 // with its key allowed; other keys' events are reported with an allow-list;
 // an event edited after signing (republished with its old signature) is a
-// bad signature; unsigned events are counted, not failed.
+// bad signature, also when the edit is to a grant a creation carries;
+// unsigned events are counted, not failed.
 func TestAuditSignatures(t *testing.T) {
 	ctx := agent.WithActor(t.Context(), "user:alice")
 	srv := testutil.RunServer(t)
@@ -43,8 +44,9 @@ func TestAuditSignatures(t *testing.T) {
 
 	rep := decode[auditReport](t, replayOK(t, "audit", "--nats-url", url, "--json", "--signers", alicePub))
 	require.True(t, rep.Clean, "%+v", rep.Problems)
-	require.Equal(t, 3, rep.Signed) // root, create, grant
+	require.Equal(t, 2, rep.Signed) // root, create (carrying the grant)
 	require.Equal(t, 0, rep.Unsigned)
+	require.Equal(t, 2, rep.Events)
 	require.Equal(t, []string{alicePub}, rep.Signers)
 
 	// Bob signs a grant; an unsigned runtime defines a task.
@@ -66,39 +68,44 @@ func TestAuditSignatures(t *testing.T) {
 	}())
 	require.Equal(t, 1, rep.Counts["unknown_signer"], "%+v", rep.Problems)
 	require.Equal(t, 1, rep.Unsigned)
-	require.Equal(t, 4, rep.Signed)
+	require.Equal(t, 3, rep.Signed)
 	// Without an allow-list, two signers and one unsigned event: clean.
 	rep = decode[auditReport](t, replayOK(t, "audit", "--nats-url", url, "--json"))
 	require.True(t, rep.Clean, "%+v", rep.Problems)
 	require.ElementsMatch(t, []string{alicePub, bobPub}, rep.Signers)
 	text := replayOK(t, "audit", "--nats-url", url)
-	require.Contains(t, text, "signatures: 4 event(s) signed by 2 key(s), 1 unsigned")
+	require.Contains(t, text, "signatures: 3 event(s) signed by 2 key(s), 1 unsigned")
 
-	// Edit Alice's grant after signing: same signature, wider include.
+	// Edit the grant Alice's creation carries after signing: same
+	// signature, wider include.
 	nc := testutil.Connect(t, url)
-	var grant *events.Event
+	var created *events.Event
 	l, err := natsstore.ExistingLog(ctx, nc, natsstore.Config{})
 	require.NoError(t, err)
 	_, err = l.ReadRoot(ctx, root.Root, 1, func(r events.Record) error {
-		if e, err := events.Decode(r.Data); err == nil && e.Type == events.CapabilityGranted && e.Signer == alicePub {
-			grant = e
+		if e, err := events.Decode(r.Data); err == nil && e.Type == events.AgentCreated && e.Signer == alicePub {
+			created = e
 		}
 		return nil
 	})
 	require.NoError(t, err)
-	require.NotNil(t, grant)
-	grant.Granted.Capability.Include = []string{"*"}
-	edited, err := events.Encode(grant) // keeps Signer and the old Sig
+	require.NotNil(t, created)
+	require.Equal(t, events.SchemaVersion, created.Version)
+	require.NoError(t, events.VerifySignature(created))
+	require.Len(t, created.Created.Capabilities, 1)
+	created.Created.Capabilities[0].Include = []string{"*"}
+	edited, err := events.Encode(created) // keeps Signer and the old Sig
 	require.NoError(t, err)
 	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", root.Root, solver.Path), edited, nil)
 	out, _, err := replay(t, "audit", "--nats-url", url, "--json")
 	require.ErrorIs(t, err, errProblems)
 	rep = decode[auditReport](t, out)
-	found := false
+	var kinds []string
 	for _, p := range rep.Problems {
-		if p.Seq == seq && p.Kind == "bad_signature" {
-			found = true
+		if p.Seq == seq {
+			kinds = append(kinds, p.Kind)
 		}
 	}
-	require.True(t, found, "bad signature at seq %d not reported: %+v", seq, rep.Problems)
+	require.Contains(t, kinds, "bad_signature", "bad signature at seq %d not reported: %+v", seq, rep.Problems)
+	require.Equal(t, 3, rep.Signed, "the edited copy is not counted as signed")
 }

@@ -7,6 +7,14 @@
 //	root <fingerprint>          the root it writes under (registered or found)
 //	ack <event id> <seq>        an event the log acknowledged, at its stream sequence
 //	resend <event id> <seq>     the same append sent again, same ids, and what the log answered
+//	intent <key> <op>           the write it makes next, under idempotency key <key> (op: JSON)
+//	resumed <key> <seq> <replayed>  the killed run's last intent, sent again with its key, and its receipt
+//	resumed <key> refused       the same, refused by the registry (as the original may have been)
+//
+// Every write carries an idempotency key and is announced by an intent
+// line before it is made; a run given -resume (the last intent of the run
+// killed before it) first makes that write again with the same key, as a
+// client retrying after a crash does: it must be stored exactly once.
 //
 // Some appends are sent a second time with the same event ids straight
 // through natsstore.Log.Append (with and without the expected subject
@@ -19,6 +27,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +35,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/agentreg/agentreg/agent"
@@ -52,8 +62,9 @@ func main() {
 	seed := flag.Uint64("seed", 1, "seed of the random choices")
 	resend := flag.Int("resend", 3, "send one append in N a second time with the same ids (0: never)")
 	snapEvery := flag.Uint64("snapshot-every", 25, "take a snapshot every N folded events")
+	resume := flag.String("resume", "", "an intent line's `<key> <op>` to make again first")
 	flag.Parse()
-	if err := write(*url, *run, *seed, *resend, *snapEvery); err != nil {
+	if err := write(*url, *run, *seed, *resend, *snapEvery, *resume); err != nil {
 		fmt.Fprintln(os.Stderr, "writer:", err)
 		os.Exit(1)
 	}
@@ -111,7 +122,7 @@ func (l *recLog) Append(ctx context.Context, msgs []events.Message) (uint64, err
 	return seq, nil
 }
 
-func write(url string, run int, seed uint64, resend int, snapEvery uint64) error {
+func write(url string, run int, seed uint64, resend int, snapEvery uint64, resume string) error {
 	ctx := context.Background()
 	o := &out{w: bufio.NewWriter(os.Stdout)}
 	nc, err := natsstore.Connect(url)
@@ -141,8 +152,24 @@ func write(url string, run int, seed uint64, resend int, snapEvery uint64) error
 		return err
 	}
 	o.line("root %s", root.Root)
+	if resume != "" {
+		key, js, _ := strings.Cut(resume, " ")
+		var w op
+		if err := json.Unmarshal([]byte(js), &w); err != nil {
+			return fmt.Errorf("-resume %q: %w", resume, err)
+		}
+		rc, err := w.do(agent.WithIdempotencyKey(ctx, key), rt, root)
+		switch {
+		case err == nil:
+			o.line("resumed %s %d %t", key, rc.Seq, rc.Replayed)
+		case isRefusal(err):
+			o.line("resumed %s refused", key)
+		default:
+			return fmt.Errorf("resume %s: %w", key, err)
+		}
+	}
 	for i := 0; ; i++ {
-		err := step(ctx, rt, root, rng, fmt.Sprintf("r%d_%d", run, i))
+		err := step(ctx, rt, root, rng, fmt.Sprintf("r%d_%d", run, i), o)
 		// A conflict: an append of a killed run landed after this run read
 		// the log. Read again and go on.
 		if err != nil && !errors.Is(err, agent.ErrConflict) {
@@ -151,11 +178,62 @@ func write(url string, run int, seed uint64, resend int, snapEvery uint64) error
 	}
 }
 
+// isRefusal reports a write the registry refused (the original of a
+// resumed write may have been refused too, or the registry moved on).
+func isRefusal(err error) bool {
+	for _, r := range []error{agent.ErrConflict, agent.ErrEscalation, agent.ErrRetired, agent.ErrNotFound, agent.ErrExists} {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// op is one write, printed in an intent line and made again by -resume.
+type op struct {
+	Op     string `json:"op"` // create, grant, revoke, define
+	Path   string `json:"path"`
+	Name   string `json:"name,omitempty"`
+	Caps   []int  `json:"caps,omitempty"`
+	Cap    int    `json:"cap,omitempty"`
+	Task   string `json:"task,omitempty"`
+	Primer string `json:"primer,omitempty"`
+}
+
+func fn(c int) events.Capability {
+	return events.Capability{Kind: events.KindFunc, Name: fmt.Sprintf("f%d", c)}
+}
+
+func (w op) do(ctx context.Context, rt *agent.Runtime, root agent.AgentRef) (agent.Receipt, error) {
+	a := agent.AgentRef{Root: root.Root, Path: w.Path}
+	switch w.Op {
+	case "create":
+		spec := agent.Spec{Name: w.Name, Primer: w.Primer}
+		for _, c := range w.Caps {
+			spec.Capabilities = append(spec.Capabilities, fn(c))
+		}
+		if w.Task != "" {
+			spec.Tasks = []events.TaskDef{task(w.Task)}
+		}
+		_, rc, err := rt.Create(ctx, a, spec)
+		return rc, err
+	case "grant":
+		return rt.Grant(ctx, a, fn(w.Cap))
+	case "revoke":
+		return rt.Revoke(ctx, a, events.KindFunc, fn(w.Cap).Name)
+	case "define":
+		_, rc, err := rt.DefineTask(ctx, a, task(w.Task))
+		return rc, err
+	}
+	return agent.Receipt{}, fmt.Errorf("unknown op %q", w.Op)
+}
+
 // step makes one write chosen from the registry as it stands: create an
-// agent (an atomic batch of its creation, grants and task), grant a
-// capability the parent holds, revoke one the agent holds, or define a task.
-func step(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, rng *rand.Rand, name string) error {
-	var do func() error
+// agent (one event carrying its grants and task), grant a capability the
+// parent holds, revoke one the agent holds, or define a task. It prints
+// the write as an intent first, and makes it with name as its key.
+func step(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, rng *rand.Rand, name string, o *out) error {
+	var w op
 	err := rt.View(ctx, root.Root, func(reg *projector.Registry) error {
 		var live []string
 		for _, p := range reg.Paths() {
@@ -164,54 +242,51 @@ func step(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, rng *rand
 			}
 		}
 		held := func(path string, c int) bool {
-			key := events.Capability{Kind: events.KindFunc, Name: fmt.Sprintf("f%d", c)}.Key()
 			if path == "" {
 				return true // the root holds every fn capability
 			}
-			_, ok := reg.Agents[path].Capabilities[key]
+			_, ok := reg.Agents[path].Capabilities[fn(c).Key()]
 			return ok
 		}
-		fn := func(c int) events.Capability {
-			return events.Capability{Kind: events.KindFunc, Name: fmt.Sprintf("f%d", c)}
-		}
 		if len(live) == 0 || rng.IntN(3) == 0 {
-			parent := root
+			w = op{Op: "create", Name: name, Primer: "primer of " + name}
 			if len(live) > 0 && rng.IntN(2) == 0 {
-				parent = agent.AgentRef{Root: root.Root, Path: live[rng.IntN(len(live))]}
+				w.Path = live[rng.IntN(len(live))]
 			}
-			spec := agent.Spec{Name: name, Primer: "primer of " + name}
 			for c := range Caps {
-				if held(parent.Path, c) && rng.IntN(3) == 0 {
-					spec.Capabilities = append(spec.Capabilities, fn(c))
+				if held(w.Path, c) && rng.IntN(3) == 0 {
+					w.Caps = append(w.Caps, c)
 				}
 			}
 			if rng.IntN(2) == 0 {
-				spec.Tasks = []events.TaskDef{task("t0")}
+				w.Task = "t0"
 			}
-			do = func() error { _, _, err := rt.Create(ctx, parent, spec); return err }
 			return nil
 		}
-		a := agent.AgentRef{Root: root.Root, Path: live[rng.IntN(len(live))]}
+		path := live[rng.IntN(len(live))]
 		c := rng.IntN(Caps)
 		switch {
-		case held(a.Path, c):
-			do = func() error { return errOf(rt.Revoke(ctx, a, events.KindFunc, fn(c).Name)) }
-		case held(events.Parent(a.Path), c):
-			do = func() error { return errOf(rt.Grant(ctx, a, fn(c))) }
+		case held(path, c):
+			w = op{Op: "revoke", Path: path, Cap: c}
+		case held(events.Parent(path), c):
+			w = op{Op: "grant", Path: path, Cap: c}
 		default:
-			do = func() error { _, _, err := rt.DefineTask(ctx, a, task(fmt.Sprintf("t%d", c))); return err }
+			w = op{Op: "define", Path: path, Task: fmt.Sprintf("t%d", c)}
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	return do()
+	js, err := json.Marshal(w)
+	if err != nil {
+		return err
+	}
+	o.line("intent %s %s", name, js)
+	_, err = w.do(agent.WithIdempotencyKey(ctx, name), rt, root)
+	return err
 }
 
 func task(name string) events.TaskDef {
 	return events.TaskDef{Name: name, Input: events.Schema{Type: "object"}, Output: events.Schema{Type: "string"}}
 }
-
-// errOf drops a write's receipt.
-func errOf[T any](_ T, err error) error { return err }
