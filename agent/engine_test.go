@@ -47,15 +47,16 @@ func TestIdempotentRetryAfterDedupeWindow(t *testing.T) {
 	const window = 300 * time.Millisecond
 	run := func(t *testing.T, url string, replicas int) {
 		ctx := context.Background()
-		open := func() *agent.Runtime {
+		open := func(follow bool) *agent.Runtime {
 			rt, err := agent.Open(ctx, agent.WithNATSURL(url), agent.WithReplicas(replicas),
-				agent.WithStream(natsstore.Config{Duplicates: window, Replicas: replicas}),
+				agent.WithStream(natsstore.Config{Duplicates: window, Replicas: replicas}), agent.WithFollow(follow),
 				agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = rt.Close() })
 			return rt
 		}
-		rt1, rt2 := open(), open()
+		// rt1 follows the log; rt2 does not (its writes read the chain).
+		rt1, rt2 := open(true), open(false)
 		root, err := rt1.RegisterRoot(ctx, architectDef())
 		require.NoError(t, err)
 		_, err = rt2.RegisterRoot(ctx, architectDef())
@@ -80,7 +81,7 @@ func TestIdempotentRetryAfterDedupeWindow(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(2 * window)
 
-		for name, rt := range map[string]*agent.Runtime{"SameProcess": rt1, "OtherProcess": rt2} {
+		for name, rt := range map[string]*agent.Runtime{"SameProcess": rt1, "OtherProcessNotFollowing": rt2} {
 			t.Run(name, func(t *testing.T) {
 				got, again, err := rt.Create(createKey, root, spec)
 				require.NoError(t, err, "a retried create must not report ErrExists for its own stored write")
@@ -118,13 +119,19 @@ func TestIdempotentRetryAfterDedupeWindow(t *testing.T) {
 // key, the original refusal comes back; with a spec the parent allows, it
 // succeeds.
 func TestCreateRefusedWholeWhenParentNarrowed(t *testing.T) {
+	for _, follow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("follow=%t", follow), func(t *testing.T) { testCreateRefusedWhole(t, follow) })
+	}
+}
+
+func testCreateRefusedWhole(t *testing.T, follow bool) {
 	ctx := context.Background()
 	w := newWorld(t)
 	other, root := w.openRegistered()
 	tr := buildTree(t, other, root)
 
 	hl := &hookLog{Log: w.log()}
-	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)), agent.WithFollow(follow))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rt.Close() })
 	_, err = rt.RegisterRoot(ctx, w.def)
@@ -161,12 +168,18 @@ func TestCreateRefusedWholeWhenParentNarrowed(t *testing.T) {
 // A grant checked against the parent and racing the parent's revoke
 // conflicts: the caller is told, and the grant does not take effect.
 func TestGrantRacingParentRevokeConflicts(t *testing.T) {
+	for _, follow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("follow=%t", follow), func(t *testing.T) { testGrantRacing(t, follow) })
+	}
+}
+
+func testGrantRacing(t *testing.T, follow bool) {
 	ctx := context.Background()
 	w := newWorld(t)
 	other, root := w.openRegistered()
 	tr := buildTree(t, other, root)
 	hl := &hookLog{Log: w.log()}
-	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)), agent.WithFollow(follow))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rt.Close() })
 	_, err = rt.RegisterRoot(ctx, w.def)

@@ -203,6 +203,9 @@ func (rt *Runtime) drainLocked(st *rootState) {
 // minimum sequence (WithMinSeq), folded at least that far. st.mu must be
 // held.
 func (rt *Runtime) current(ctx context.Context, root string, st *rootState) error {
+	if rt.cfg.noFollow {
+		return rt.poll(ctx, root, st)
+	}
 	if st.reg == nil {
 		if err := rt.load(ctx, root, st); err != nil {
 			return err
@@ -231,5 +234,46 @@ func (rt *Runtime) catchUpTo(ctx context.Context, st *rootState, seq uint64) err
 		return fmt.Errorf("root %.12s: %w", st.reg.Root, err)
 	}
 	rt.drainLocked(st)
+	return nil
+}
+
+// poll is current for a runtime that does not follow the log: the root's
+// events up to the stream's last sequence (or the context's minimum,
+// whichever is higher) are read and folded. st.mu must be held.
+func (rt *Runtime) poll(ctx context.Context, root string, st *rootState) error {
+	bound, err := rt.log.LastStreamSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if m := minSeqFrom(ctx); m != LatestSeq && m > bound {
+		return fmt.Errorf("root %.12s: min seq %d is beyond the stream's last sequence %d", root, m, bound)
+	}
+	if st.reg == nil {
+		st.reg, st.at = projector.New(root), 0
+		if bound > 0 {
+			res, err := snapshot.Restore(ctx, rt.snaps, boundedSource{rt.log, bound}, root, bound, rt.lg)
+			if err != nil {
+				st.reg = nil
+				return fmt.Errorf("load root %.12s: %w", root, err)
+			}
+			st.reg = res.Registry
+			if res.From != nil {
+				st.snapAt, st.restored, st.snapTime = res.From.Count, res.From, time.Unix(0, res.From.Time)
+			}
+		}
+		st.at = bound
+		return nil
+	}
+	if bound <= st.at {
+		return nil
+	}
+	if err := rt.log.ReadRootUpTo(ctx, root, st.at+1, bound, func(r events.Record) error {
+		st.reg.Apply(r)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("catch up root %.12s to seq %d: %w", root, bound, err)
+	}
+	st.at = bound
+	rt.maybeSnapshot(st)
 	return nil
 }

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"log/slog"
 	"math"
@@ -17,6 +18,10 @@ import (
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/testutil"
 )
+
+// noFollow runs the tests' runtimes without following the log (every
+// write through the ancestor chain); CI runs the package both ways.
+var noFollow = flag.Bool("agent.nofollow", false, "open the tests' runtimes with WithFollow(false)")
 
 // tWriter sends log lines of the code under test to t.Log, so they show
 // only when a test fails.
@@ -145,6 +150,7 @@ func newWorld(t *testing.T) *world {
 func (w *world) open(opts ...agent.Option) *agent.Runtime {
 	w.t.Helper()
 	all := append([]agent.Option{
+		agent.WithFollow(!*noFollow),
 		agent.WithNATSURL(w.url),
 		agent.WithCatalog(newCatalog(w.t, true)),
 		agent.WithLogger(testLogger(w.t)),

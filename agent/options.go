@@ -31,6 +31,7 @@ type config struct {
 	snaps     snapshot.Store
 	adopt     bool
 	onFollow  func(seq, pending uint64)
+	noFollow  bool
 }
 
 func defaultConfig() config {
@@ -211,6 +212,25 @@ func WithAdoptRoots() Option {
 func WithFollowHook(fn func(seq, pending uint64)) Option {
 	return func(c *config) error {
 		c.onFollow = fn
+		return nil
+	}
+}
+
+// WithFollow(false) makes a runtime that never follows the log: it
+// creates no consumer and keeps no root loaded for writes. Each write
+// reads the written agent's ancestor chain (the root's subject, each
+// ancestor's and the agent's own: literal subjects), checks, appends, and
+// reads the chain again to confirm its event was applied: three round
+// trips, whose cost follows the chain and not the root. Resolves read the
+// chain too; View and StateHash read the root's new events up to the
+// stream's last sequence each time. Automatic snapshots then come only
+// from roots read whole (View), not from writes. For short-lived processes, and for a
+// service whose NATS user may create consumers only on its own roots
+// (docs/permissions.md). Default true: follow, and write to loaded roots
+// in one round trip.
+func WithFollow(follow bool) Option {
+	return func(c *config) error {
+		c.noFollow = !follow
 		return nil
 	}
 }

@@ -95,7 +95,7 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	}
 	st := rt.lockState(ref.Root)
 	defer st.mu.Unlock()
-	if st.reg == nil {
+	if st.reg == nil || rt.cfg.noFollow {
 		// Cold root: fold only the ref's ancestor chain, so the cost follows
 		// the chain and not the stream or the root's size. Nothing is kept
 		// for the root, so refs to unknown roots cost no memory.

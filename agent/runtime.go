@@ -274,6 +274,14 @@ func minSeqOf(ctx context.Context) uint64 {
 // decides the agent's recipe and effective capabilities, read from a few
 // literal subjects however long the stream and however large the root.
 func (rt *Runtime) chainRegistry(ctx context.Context, root, path string) (*projector.Registry, error) {
+	reg, _, err := rt.readChain(ctx, root, path, minSeqOf(ctx))
+	return reg, err
+}
+
+// readChain is chainRegistry that also returns the message ids stored on
+// the agent's own subject (id -> sequence), read with at least minSeq.
+func (rt *Runtime) readChain(ctx context.Context, root, path string, minSeq uint64) (*projector.Registry, map[string]uint64, error) {
+	own := events.Subject(rt.prefix, root, path)
 	subjects := []string{events.Subject(rt.prefix, root, "")}
 	if path != "" {
 		for _, p := range append(events.Ancestors(path), path) {
@@ -281,10 +289,19 @@ func (rt *Runtime) chainRegistry(ctx context.Context, root, path string) (*proje
 		}
 	}
 	reg := projector.New(root)
-	if err := rt.log.ReadChain(ctx, subjects, minSeqOf(ctx), func(r events.Record) error { reg.Apply(r); return nil }); err != nil {
-		return nil, fmt.Errorf("read the ancestor chain of %q: %w", path, err)
+	ids := map[string]uint64{}
+	if err := rt.log.ReadChain(ctx, subjects, minSeq, func(r events.Record) error {
+		if r.Subject == own && r.MsgID != "" {
+			if _, dup := ids[r.MsgID]; !dup {
+				ids[r.MsgID] = r.Seq
+			}
+		}
+		reg.Apply(r)
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("read the ancestor chain of %q: %w", path, err)
 	}
-	return reg, nil
+	return reg, ids, nil
 }
 
 func (rt *Runtime) stateOf(root string) *rootState {

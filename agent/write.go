@@ -66,6 +66,10 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 	subject := events.Subject(rt.prefix, root, e.Path)
 	st := rt.lockState(root)
 	defer st.mu.Unlock()
+	if rt.cfg.noFollow {
+		defer rt.forgetUnloaded(root, st)
+		return rt.writeChain(ctx, e, check, key != "")
+	}
 	if err := rt.current(ctx, root, st); err != nil {
 		return Receipt{}, err
 	}
@@ -107,13 +111,7 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 			}
 		}
 		e.Prev = st.reg.LastHash(e.Path)
-		var data []byte
-		var err error
-		if rt.cfg.signer != nil {
-			data, err = events.EncodeSigned(e, rt.cfg.signer)
-		} else {
-			data, err = events.Encode(e)
-		}
+		data, err := rt.encode(e)
 		if err != nil {
 			return Receipt{}, err
 		}
@@ -138,6 +136,69 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 		}
 		return rt.outcome(ctx, st, e, seq, false)
 	}
+}
+
+// writeChain is write for a runtime that does not follow the log: the
+// agent's ancestor chain is read (literal subjects), the event checked
+// and appended with the agent subject's last sequence, and the chain read
+// again, up to the append's sequence, to confirm the fold applied it.
+// The root's lock (held by the caller) serialises this process's writes.
+func (rt *Runtime) writeChain(ctx context.Context, e *events.Event, check func(*projector.Registry) error, keyed bool) (Receipt, error) {
+	subject := events.Subject(rt.prefix, e.Root, e.Path)
+	e.Version, e.Time = events.SchemaVersion, rt.cfg.now().UnixNano()
+	e.Actor, e.Correlation = ActorFrom(ctx, rt.cfg.actor), correlationFrom(ctx)
+	minSeq := minSeqOf(ctx)
+	for attempt := 1; ; attempt++ {
+		reg, ids, err := rt.readChain(ctx, e.Root, e.Path, minSeq)
+		if err != nil {
+			return Receipt{}, err
+		}
+		if seq, ok := ids[e.ID]; ok && keyed {
+			return chainOutcome(reg, e, seq, true)
+		}
+		if err := check(reg); err != nil {
+			return Receipt{}, err
+		}
+		e.Prev = reg.LastHash(e.Path)
+		data, err := rt.encode(e)
+		if err != nil {
+			return Receipt{}, err
+		}
+		expect := reg.SubjectSeq[e.Path]
+		seq, err := rt.log.Append(ctx, []events.Message{{Subject: subject, Data: data, ID: e.ID, Type: e.Type, ExpectSeq: &expect}})
+		if errors.Is(err, events.ErrConflict) && attempt < maxWriteAttempts {
+			continue // the chain moved on: read it again
+		}
+		if err != nil {
+			return Receipt{}, err
+		}
+		after, _, err := rt.readChain(ctx, e.Root, e.Path, seq)
+		if err != nil {
+			return Receipt{Seq: seq}, fmt.Errorf("stored at seq %d, then reading it back failed (the write stands; read with WithMinSeq(ctx, %d) before retrying it): %w", seq, seq, err)
+		}
+		return chainOutcome(after, e, seq, false)
+	}
+}
+
+// chainOutcome reports whether a chain registry applied the event stored
+// at seq.
+func chainOutcome(reg *projector.Registry, e *events.Event, seq uint64, replayed bool) (Receipt, error) {
+	rc := Receipt{Seq: seq, Replayed: replayed}
+	for _, v := range reg.Violations {
+		if v.EventID == e.ID && v.Seq == seq {
+			return rc, fmt.Errorf("%s %s stored at seq %d but not applied: the registry changed after it was checked: %s: %w",
+				v.Type, v.EventID, v.Seq, v.Reason, errors.Join(ErrConflict, notAppliedErr(v.Code)))
+		}
+	}
+	return rc, nil
+}
+
+// encode encodes an event, signed when the runtime has a signing key.
+func (rt *Runtime) encode(e *events.Event) ([]byte, error) {
+	if rt.cfg.signer != nil {
+		return events.EncodeSigned(e, rt.cfg.signer)
+	}
+	return events.Encode(e)
 }
 
 // outcome folds the registry up to seq, the sequence of the write's event,

@@ -219,13 +219,15 @@ func TestRoles(t *testing.T) {
 
 	// The writer embeds the library on a connection of its own (agent.Open
 	// takes no credentials: WithLog with a log on that connection). It
-	// reads its roots from the log and neither reads nor writes snapshots.
+	// may create consumers on its own roots only, so it does not follow
+	// the whole log (WithFollow(false)): each write reads the agent's
+	// ancestor chain. It neither reads nor writes snapshots.
 	wnc, writerErrs := dial(t, url, "writer")
 	wlog, err := natsstore.ExistingLog(ctx, wnc, natsstore.Config{})
 	require.NoError(t, err, "the writer opens the existing stream")
 	openWriter := func() *agent.Runtime {
 		rt, err := agent.Open(ctx, agent.WithLog(wlog, nil), agent.WithCatalog(agent.SymbolicCatalog()),
-			agent.WithDefaultActor("user:writer"), agent.WithLogger(testLogger(t)))
+			agent.WithDefaultActor("user:writer"), agent.WithLogger(testLogger(t)), agent.WithFollow(false))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = rt.Close() })
 		return rt
@@ -308,10 +310,12 @@ func TestRoles(t *testing.T) {
 		}
 	})
 
-	// agentd restarts again and restores both roots from its snapshots.
+	// agentd restarts again and restores both roots from its snapshots
+	// when they are first used.
 	require.NoError(t, d.Close())
 	d = startAgentd(t, url)
 	for _, r := range []string{arch, aud} {
+		require.NoError(t, d.Runtime().View(ctx, r, func(*projector.Registry) error { return nil }))
 		_, ok := d.Runtime().RestoredFrom(r)
 		require.True(t, ok, "agentd restored root %s from its snapshot", r)
 	}

@@ -148,6 +148,11 @@ func (r *genRoot) spec(name string) agent.Spec {
 	return s
 }
 
+// forgetChains drops the hash chains of the subjects written so far: no
+// further event is generated on them, and a million entries would weigh
+// on every garbage collection of the phases that follow.
+func (g *generator) forgetChains() { g.prev = map[string]string{} }
+
 // encode fills Prev from the subject's chain and encodes the event.
 func (g *generator) encode(e *events.Event) events.Message {
 	subj := events.Subject(g.prefix, e.Root, e.Path)
