@@ -394,6 +394,9 @@ func (d *Daemon) Close() error {
 	}
 	d.cancel()
 	d.wg.Wait()
+	if d.rt != nil {
+		_ = d.rt.Close() // stops the follower, waits for background snapshots
+	}
 	if d.nc != nil {
 		if err := d.nc.Drain(); err == nil {
 			deadline := time.Now().Add(5 * time.Second)
