@@ -496,6 +496,8 @@ func (l *Log) consume(ctx context.Context, subjects []string, from, bound uint64
 		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
+		// Backstop only: the consumer is deleted when the read ends.
+		InactiveThreshold: time.Minute,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
@@ -504,7 +506,17 @@ func (l *Log) consume(ctx context.Context, subjects []string, from, bound uint64
 	if err != nil {
 		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
 	}
-	defer it.Stop()
+	// An ordered consumer outlives Stop on the server (5 minutes by
+	// default): a process loading many roots would pile them up to the
+	// server's consumer limit. Delete it when the read ends.
+	defer func() {
+		it.Stop()
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), l.cfg.Timeout)
+			_ = l.js.DeleteConsumer(dctx, l.cfg.Stream, info.Name)
+			cancel()
+		}
+	}()
 	// The iterator blocks until a message comes; stop it when ctx ends.
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
