@@ -12,13 +12,19 @@
 //
 //	rt, _ := agent.Open(ctx, agent.WithCatalog(cat), agent.WithExecutor(loop))
 //	root, _ := rt.RegisterRoot(ctx, def)
-//	child, _ := rt.Create(ctx, root, agent.Spec{Name: "math_solver", ...})
-//	ref, _ := rt.DefineTask(ctx, child, task)
-//	t, _ := rt.Resolve(ctx, ref) // in this process or any other
+//	child, _, _ := rt.Create(agent.WithIdempotencyKey(ctx, "req-1"), root, agent.Spec{Name: "math_solver", ...})
+//	ref, receipt, _ := rt.DefineTask(ctx, child, task)
+//	t, _ := rt.Resolve(agent.WithMinSeq(ctx, receipt.Seq), ref) // in this process or any other
 //	out, _ := t.Call(ctx, map[string]any{"equation": "4x + 5 = 13"})
+//
+// Files, one path each: write.go (how a write works), follow.go (how a
+// process stays current), resolve.go, snapshots.go (the snapshot policy),
+// context.go (actor, correlation, idempotency key, minimum sequence).
 //
 // Concurrency: a Runtime is safe for concurrent use. Writes to one root are
 // serialised within the process; across processes each agent's subject is
-// written with optimistic concurrency, so of two racing writers one gets
-// ErrConflict (ErrExists for a create).
+// written with optimistic concurrency: a writer that finds the subject
+// moved on catches up and checks again, so of two racing creates of one
+// path the second gets ErrExists, and a write whose check a concurrent
+// change to an ancestor invalidates gets ErrConflict.
 package agent

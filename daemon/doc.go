@@ -1,6 +1,6 @@
 // Package daemon is agentd as a library: the registry daemon that owns the
-// event stream, keeps the registries of active roots hot by following the
-// stream, takes snapshots, and answers a NATS micro service API (agentd.*,
+// event stream, loads roots on first use and keeps them current through
+// its runtime's follower of the stream, takes snapshots, and answers a NATS micro service API (agentd.*,
 // JSON in and out) with /healthz and Prometheus /metrics over HTTP.
 //
 // cmd/agentd is a thin main over it. A service that wants the daemon with
@@ -15,8 +15,9 @@
 //	}, func(d *daemon.Daemon) { log.Println("serving on", d.URL()) })
 //
 // Lifecycle: Start opens the store (retrying while a cluster elects a
-// leader), registers every root recorded in the log, starts the follower,
-// then the API and HTTP. Close stops taking requests, waits for in-flight
-// ones, stops the follower, drains the connection and shuts an embedded
-// server down. Run does both around ctx.
+// leader), starts the follower, then the API and HTTP; it reads nothing
+// per root (roots are adopted from the log and loaded when first used).
+// Close stops taking requests, waits for in-flight ones, stops the
+// follower, drains the connection and shuts an embedded server down. Run
+// does both around ctx.
 package daemon
