@@ -20,12 +20,12 @@ type hookLog struct {
 	before func()
 }
 
-func (h *hookLog) Append(ctx context.Context, msgs []events.Message) (uint64, error) {
+func (h *hookLog) AppendEvent(ctx context.Context, m events.Message) (natsstore.Appended, error) {
 	if f := h.before; f != nil {
 		h.before = nil
 		f()
 	}
-	return h.Log.Append(ctx, msgs)
+	return h.Log.AppendEvent(ctx, m)
 }
 
 // Optimistic concurrency guards the written agent's own subject only. When

@@ -79,16 +79,19 @@ func keyedID(root, path string, t events.Type, key string) string {
 
 // LatestSeq, given to WithMinSeq, asks for a read that sees every event the
 // stream holds when the read starts: one extra request for the stream's
-// last sequence (whose cost does not grow with the stream).
+// last sequence (whose cost does not grow with the stream), cold resolves
+// included.
 const LatestSeq uint64 = math.MaxUint64
 
 // WithMinSeq returns a context whose reads (Resolve, View, StateHash,
-// Describe-like calls) and writes see the log at least up to stream
-// sequence seq: a receipt's Seq from a write made through any process.
-// The read waits, up to the context's deadline (or the log's timeout),
-// until this process has folded that far. Without it a read of a loaded
-// root answers from what this process has folded (its own writes always
-// included), with no request to the server.
+// Snapshot) and writes see the log at least up to stream sequence seq: a
+// receipt's Seq from a write made through any process. The read waits, up
+// to the context's deadline (or the log's timeout), until this process has
+// folded that far (a cold resolve reads the chain with seq as its
+// minimum), without holding up other users of the root. Without it,
+// Resolve of a loaded root answers from what this process has folded (its
+// own writes always included), with no request to the server; View,
+// StateHash and Snapshot default to LatestSeq.
 func WithMinSeq(ctx context.Context, seq uint64) context.Context {
 	return context.WithValue(ctx, minSeqKey, seq)
 }

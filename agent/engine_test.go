@@ -230,3 +230,53 @@ func TestReadYourWritesAcrossRuntimesOnCluster(t *testing.T) {
 		require.NoError(t, cold.Close())
 	}
 }
+
+// Two processes make the same keyed write at once (a client resends to a
+// second process while the first is still storing it): the second finds
+// the first's copy when its append conflicts, reports it as replayed, and
+// folds the stored event, not its own bytes: both registries agree, and
+// the next write through the second is applied everywhere.
+func TestKeyedWriteRacingItsRetry(t *testing.T) {
+	for _, follow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("follow=%t", follow), func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t)
+			other, root := w.openRegistered(agent.WithDefaultActor("A"))
+			tr := buildTree(t, other, root)
+			hl := &hookLog{Log: w.log()}
+			rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)),
+				agent.WithFollow(follow), agent.WithDefaultActor("B"))
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = rt.Close() })
+			_, err = rt.RegisterRoot(ctx, w.def)
+			require.NoError(t, err)
+			if follow {
+				require.NoError(t, rt.View(ctx, w.fp, func(*projector.Registry) error { return nil }))
+			}
+			key := agent.WithIdempotencyKey(ctx, "grant-cos")
+			var first agent.Receipt
+			hl.before = func() {
+				first, err = other.Grant(key, tr.parser, mathCap("sin"))
+				require.NoError(t, err)
+			}
+			second, err := rt.Grant(key, tr.parser, mathCap("sin"))
+			require.NoError(t, err)
+			require.Equal(t, agent.Receipt{Seq: first.Seq, Replayed: true}, second)
+
+			latest := agent.WithMinSeq(ctx, agent.LatestSeq)
+			wantHash, _, err := other.StateHash(latest, w.fp)
+			require.NoError(t, err)
+			if follow {
+				gotHash, _, err := rt.StateHash(latest, w.fp)
+				require.NoError(t, err)
+				require.Equal(t, wantHash, gotHash, "the second process folded its own bytes, not the stored event")
+			}
+			next, err := rt.Grant(ctx, tr.parser, mathCap("s*"))
+			require.NoError(t, err)
+			require.NoError(t, other.View(agent.WithMinSeq(ctx, next.Seq), w.fp, func(reg *projector.Registry) error {
+				require.Empty(t, reg.Violations, "the next write through the second process is applied everywhere")
+				return nil
+			}))
+		})
+	}
+}

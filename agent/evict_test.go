@@ -43,3 +43,27 @@ func TestMaxLoadedRoots(t *testing.T) {
 	require.Equal(t, hashes[roots[0]], h)
 	require.Len(t, rt.Stats(), 2)
 }
+
+// TestColdReadsEvictNothing: reads naming roots this process has not
+// loaded (unknown ones, or a cold resolve) do not push loaded registries
+// out of the bound.
+func TestColdReadsEvictNothing(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.RunServer(t)
+	rt, err := agent.Open(ctx, agent.WithNATSURL(srv.ClientURL()), agent.WithMaxLoadedRoots(1), agent.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	defer rt.Close()
+	r, err := rt.RegisterRoot(ctx, events.RootDef{Name: "kept"})
+	require.NoError(t, err)
+	_, _, err = rt.Create(ctx, r, agent.Spec{Name: "child"})
+	require.NoError(t, err)
+	require.Len(t, rt.Stats(), 1)
+	for i := range 20 {
+		unknown := fmt.Sprintf("%064x", i+1)
+		_, err := rt.Resolve(ctx, agent.TaskRef{Root: unknown, Path: "x", Task: "t"})
+		require.Error(t, err)
+	}
+	stats := rt.Stats()
+	require.Len(t, stats, 1, "the loaded root stays loaded")
+	require.Equal(t, r.Root, stats[0].Root)
+}

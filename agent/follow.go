@@ -36,6 +36,9 @@ func (rt *Runtime) ensureFollower(ctx context.Context) error {
 	if rt.follower != nil {
 		return nil
 	}
+	if rt.life.Err() != nil {
+		return fmt.Errorf("start following the log: the runtime is closed")
+	}
 	last, err := rt.log.LastStreamSeq(ctx)
 	if err != nil {
 		return fmt.Errorf("start following the log: %w", err)
@@ -155,6 +158,7 @@ func (rt *Runtime) load(ctx context.Context, root string, st *rootState) error {
 	}
 	if bound == 0 { // an empty stream
 		st.reg, st.at = projector.New(root), 0
+		rt.markLoaded(st)
 		return nil
 	}
 	res, err := snapshot.Restore(ctx, rt.snaps, boundedSource{rt.log, bound}, root, bound, rt.lg)
@@ -166,8 +170,19 @@ func (rt *Runtime) load(ctx context.Context, root string, st *rootState) error {
 	if res.From != nil {
 		st.snapAt, st.restored, st.snapTime = res.From.Count, res.From, time.Unix(0, res.From.Time)
 	}
+	rt.markLoaded(st)
 	rt.drainLocked(st)
 	return nil
+}
+
+// markLoaded counts a root's registry as loaded and evicts the least
+// recently used beyond the bound. st.mu must be held (so st is not the
+// victim).
+func (rt *Runtime) markLoaded(st *rootState) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	st.loaded = true
+	rt.evictLocked()
 }
 
 // boundedSource reads a root up to a known sequence: no look-up of the
@@ -224,6 +239,34 @@ func (rt *Runtime) current(ctx context.Context, root string, st *rootState) erro
 	return rt.catchUpTo(ctx, st, min)
 }
 
+// awaitMin waits, before the caller takes a root's lock, until the
+// follower has passed the context's minimum sequence (resolving LatestSeq
+// to the stream's last sequence), so that a read asking for a sequence the
+// stream has not reached holds up no other user of the root. It returns
+// the context with the minimum resolved. It does nothing for a runtime
+// that does not follow, or whose follower has not started (no root is
+// loaded, and a load starts from the stream's end).
+func (rt *Runtime) awaitMin(ctx context.Context) (context.Context, error) {
+	min := minSeqFrom(ctx)
+	if min == 0 || rt.cfg.noFollow {
+		return ctx, nil
+	}
+	rt.followMu.Lock()
+	running := rt.follower != nil
+	rt.followMu.Unlock()
+	if !running {
+		return ctx, nil
+	}
+	if min == LatestSeq {
+		last, err := rt.log.LastStreamSeq(ctx)
+		if err != nil {
+			return ctx, err
+		}
+		min, ctx = last, WithMinSeq(ctx, last)
+	}
+	return ctx, rt.waitFollow(ctx, min)
+}
+
 // catchUpTo folds a loaded registry at least up to stream sequence seq.
 // st.mu must be held.
 func (rt *Runtime) catchUpTo(ctx context.Context, st *rootState, seq uint64) error {
@@ -262,6 +305,7 @@ func (rt *Runtime) poll(ctx context.Context, root string, st *rootState) error {
 			}
 		}
 		st.at = bound
+		rt.markLoaded(st)
 		return nil
 	}
 	if bound <= st.at {

@@ -45,6 +45,6 @@ func (rt *Runtime) forgetUnloaded(root string, st *rootState) {
 	defer rt.mu.Unlock()
 	if rt.state[root] == st && (st.reg == nil || st.reg.Count == 0) {
 		delete(rt.state, root)
-		st.attached, st.inbox = false, nil
+		st.attached, st.inbox, st.loaded = false, nil, false
 	}
 }

@@ -93,6 +93,10 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	if err := rt.adopt(ctx, ref.Root); err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
+	ctx, err := rt.awaitMin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", ref, err)
+	}
 	st := rt.lockState(ref.Root)
 	defer st.mu.Unlock()
 	if st.reg == nil || rt.cfg.noFollow {

@@ -36,8 +36,8 @@ var (
 
 // Log is the event log the runtime needs. natsstore.Log implements it.
 type Log interface {
-	// Append stores msgs and returns the stream sequence of the last one.
-	Append(ctx context.Context, msgs []events.Message) (uint64, error)
+	// AppendEvent stores one event's message (or finds it stored before).
+	AppendEvent(ctx context.Context, m events.Message) (natsstore.Appended, error)
 	// ReadRootUpTo reads a root's records from sequence from up to bound,
 	// a sequence the caller knows the stream holds.
 	ReadRootUpTo(ctx context.Context, root string, from, bound uint64, fn func(events.Record) error) error
@@ -68,6 +68,9 @@ type Runtime struct {
 	closer func()
 	bg     sync.WaitGroup // background snapshots
 
+	life   context.Context // ended by Close: background work stops with it
+	cancel context.CancelFunc
+
 	followMu sync.Mutex // serialises starting the follower
 	follower *natsstore.Follower
 
@@ -95,6 +98,7 @@ type rootState struct {
 	used     atomic.Uint64       // rt.tick at the last use, for eviction
 
 	attached bool            // rt.mu; the follower queues this root's records
+	loaded   bool            // rt.mu; reg holds the whole root (counts towards WithMaxLoadedRoots)
 	inbox    []events.Record // rt.mu; records followed, not yet folded
 }
 
@@ -105,8 +109,9 @@ type rootState struct {
 // that process serves.
 //
 // Options: WithNATSURL, WithDataDir, WithReplicas, WithStream, WithCatalog,
-// WithExecutor, WithDefaultActor, WithSigningSeed, WithSnapshotEvery, WithMaxLoadedRoots, WithClock,
-// WithLogger, WithLog.
+// WithExecutor, WithDefaultActor, WithSigningSeed, WithSnapshotEvery,
+// WithMaxLoadedRoots, WithFollow, WithAdoptRoots, WithFollowHook,
+// WithClock, WithLogger, WithLog.
 func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -116,6 +121,7 @@ func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 	}
 	rt := &Runtime{cfg: cfg, lg: cfg.logger.With("component", "agent"),
 		roots: map[string]events.RootDef{}, state: map[string]*rootState{}, followed: make(chan struct{})}
+	rt.life, rt.cancel = context.WithCancel(context.Background())
 	rt.prefix = cfg.store.Prefix
 	if cfg.log != nil {
 		rt.log, rt.snaps, rt.closer = cfg.log, cfg.snaps, func() {}
@@ -179,6 +185,7 @@ func Open(ctx context.Context, opts ...Option) (*Runtime, error) {
 // Close closes the connection and, if embedded, shuts the server down
 // cleanly and releases the data directory.
 func (rt *Runtime) Close() error {
+	rt.cancel() // no follower starts from now on; background snapshots stop at their next request
 	rt.followMu.Lock()
 	if rt.follower != nil {
 		rt.follower.Stop()
@@ -274,7 +281,15 @@ func minSeqOf(ctx context.Context) uint64 {
 // decides the agent's recipe and effective capabilities, read from a few
 // literal subjects however long the stream and however large the root.
 func (rt *Runtime) chainRegistry(ctx context.Context, root, path string) (*projector.Registry, error) {
-	reg, _, err := rt.readChain(ctx, root, path, minSeqOf(ctx))
+	min := minSeqFrom(ctx)
+	if min == LatestSeq {
+		last, err := rt.log.LastStreamSeq(ctx)
+		if err != nil {
+			return nil, err
+		}
+		min = last
+	}
+	reg, _, err := rt.readChain(ctx, root, path, min)
 	return reg, err
 }
 
@@ -344,20 +359,30 @@ func (rt *Runtime) evictLocked() {
 	if rt.cfg.maxRoots <= 0 {
 		return
 	}
-	for len(rt.state) > rt.cfg.maxRoots {
+	for {
+		// Only loaded registries count: the short-lived state of a cold
+		// resolve or of an unknown root evicts nothing.
 		var victim string
 		var oldest uint64
+		loaded := 0
 		for root, st := range rt.state {
+			if !st.loaded {
+				continue
+			}
+			loaded++
 			if u := st.used.Load(); victim == "" || u < oldest {
 				victim, oldest = root, u
 			}
+		}
+		if loaded <= rt.cfg.maxRoots {
+			return
 		}
 		st := rt.state[victim]
 		if !st.mu.TryLock() {
 			return // in use: try again on the next load
 		}
 		delete(rt.state, victim)
-		st.attached, st.inbox = false, nil
+		st.attached, st.inbox, st.loaded = false, nil, false
 		st.mu.Unlock()
 	}
 }
@@ -386,6 +411,10 @@ func (rt *Runtime) View(ctx context.Context, root string, fn func(*projector.Reg
 	}
 	if _, ok := ctx.Value(minSeqKey).(uint64); !ok {
 		ctx = WithMinSeq(ctx, LatestSeq)
+	}
+	ctx, err := rt.awaitMin(ctx)
+	if err != nil {
+		return fmt.Errorf("root %.12s: %w", root, err)
 	}
 	st := rt.lockState(root)
 	defer st.mu.Unlock()

@@ -60,7 +60,7 @@ func (rt *Runtime) maybeSnapshot(st *rootState) {
 // snapshotFromLog rebuilds a root's registry up to upTo from the newest
 // stored snapshot and the log, and stores it as a new snapshot.
 func (rt *Runtime) snapshotFromLog(root string, upTo uint64) (snapshot.Header, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(rt.life, 5*time.Minute)
 	defer cancel()
 	res, err := snapshot.Restore(ctx, rt.snaps, boundedSource{rt.log, upTo}, root, upTo, rt.lg)
 	if err != nil {

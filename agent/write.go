@@ -64,6 +64,10 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 		e.ID = ulid.Make().String()
 	}
 	subject := events.Subject(rt.prefix, root, e.Path)
+	ctx, err := rt.awaitMin(ctx)
+	if err != nil {
+		return Receipt{}, err
+	}
 	st := rt.lockState(root)
 	defer st.mu.Unlock()
 	if rt.cfg.noFollow {
@@ -116,7 +120,8 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 			return Receipt{}, err
 		}
 		expect := st.reg.SubjectSeq[e.Path]
-		seq, err := rt.log.Append(ctx, []events.Message{{Subject: subject, Data: data, ID: e.ID, Type: e.Type, ExpectSeq: &expect}})
+		a, err := rt.log.AppendEvent(ctx, events.Message{Subject: subject, Data: data, ID: e.ID, Type: e.Type, ExpectSeq: &expect})
+		seq := a.Seq
 		if errors.Is(err, events.ErrConflict) && attempt < maxWriteAttempts {
 			// Behind: catch up to what the stream holds now and check again.
 			if lerr := latest(); lerr != nil {
@@ -126,6 +131,12 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 		}
 		if err != nil {
 			return Receipt{}, err
+		}
+		if a.Duplicate {
+			// Stored before (by an earlier attempt or by another process
+			// with the same key): the stored bytes, not these, are what the
+			// follower hands over and what the fold judged.
+			return rt.outcome(ctx, st, e, seq, true)
 		}
 		// The event is next in stream order for this root's registry when
 		// the registry is complete up to the sequence before it: fold it at
@@ -148,6 +159,12 @@ func (rt *Runtime) writeChain(ctx context.Context, e *events.Event, check func(*
 	e.Version, e.Time = events.SchemaVersion, rt.cfg.now().UnixNano()
 	e.Actor, e.Correlation = ActorFrom(ctx, rt.cfg.actor), correlationFrom(ctx)
 	minSeq := minSeqOf(ctx)
+	latest := func() error { // what the stream holds now: after a conflict or a refusal
+		last, err := rt.log.LastStreamSeq(ctx)
+		minSeq = max(minSeq, last)
+		return err
+	}
+	refreshed := false
 	for attempt := 1; ; attempt++ {
 		reg, ids, err := rt.readChain(ctx, e.Root, e.Path, minSeq)
 		if err != nil {
@@ -157,7 +174,15 @@ func (rt *Runtime) writeChain(ctx context.Context, e *events.Event, check func(*
 			return chainOutcome(reg, e, seq, true)
 		}
 		if err := check(reg); err != nil {
-			return Receipt{}, err
+			// A refusal is reported only against the newest state.
+			if refreshed {
+				return Receipt{}, err
+			}
+			refreshed = true
+			if lerr := latest(); lerr != nil {
+				return Receipt{}, errors.Join(err, lerr)
+			}
+			continue
 		}
 		e.Prev = reg.LastHash(e.Path)
 		data, err := rt.encode(e)
@@ -165,18 +190,21 @@ func (rt *Runtime) writeChain(ctx context.Context, e *events.Event, check func(*
 			return Receipt{}, err
 		}
 		expect := reg.SubjectSeq[e.Path]
-		seq, err := rt.log.Append(ctx, []events.Message{{Subject: subject, Data: data, ID: e.ID, Type: e.Type, ExpectSeq: &expect}})
+		a, err := rt.log.AppendEvent(ctx, events.Message{Subject: subject, Data: data, ID: e.ID, Type: e.Type, ExpectSeq: &expect})
 		if errors.Is(err, events.ErrConflict) && attempt < maxWriteAttempts {
-			continue // the chain moved on: read it again
+			if lerr := latest(); lerr != nil { // the chain moved on: read it again
+				return Receipt{}, errors.Join(err, lerr)
+			}
+			continue
 		}
 		if err != nil {
 			return Receipt{}, err
 		}
-		after, _, err := rt.readChain(ctx, e.Root, e.Path, seq)
+		after, _, err := rt.readChain(ctx, e.Root, e.Path, a.Seq)
 		if err != nil {
-			return Receipt{Seq: seq}, fmt.Errorf("stored at seq %d, then reading it back failed (the write stands; read with WithMinSeq(ctx, %d) before retrying it): %w", seq, seq, err)
+			return Receipt{Seq: a.Seq}, fmt.Errorf("stored at seq %d, then reading it back failed (the write stands; read with WithMinSeq(ctx, %d) before retrying it): %w", a.Seq, a.Seq, err)
 		}
-		return chainOutcome(after, e, seq, false)
+		return chainOutcome(after, e, a.Seq, a.Duplicate)
 	}
 }
 

@@ -90,9 +90,10 @@ type (
 	}
 	// ReadRequest names an agent (or a root) to read. MinSeq asks for a
 	// registry that includes the write that returned that sequence. After
-	// and Limit page agent.list: the agents after that path, at most Limit
-	// of them (default and maximum 1000); the reply's "next" is the After
-	// of the next page.
+	// and Limit page agent.list: the agents below Path after that path, at
+	// most Limit of them (default and maximum 1000), in depth-first order
+	// with siblings sorted; the first page (no After) also starts with the
+	// agent at Path itself. The reply's "next" is the After of the next page.
 	ReadRequest struct {
 		Root   string `json:"root"`
 		Path   string `json:"path,omitempty"`
@@ -325,7 +326,7 @@ func (d *Daemon) registerRoot(ctx context.Context, req *RegisterRootRequest) (an
 	// The root's registration is stored (now or before): its sequence is
 	// that of the root's newest event this daemon knows.
 	var seq uint64
-	if err := d.rt.View(agent.WithMinSeq(ctx, 0), ref.Root, func(reg *projector.Registry) error {
+	if err := d.rt.View(ctx, ref.Root, func(reg *projector.Registry) error {
 		seq = reg.RootSeq
 		return nil
 	}); err != nil {
@@ -486,13 +487,13 @@ func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
 	return d.view(ctx, req, func(reg *projector.Registry) (any, error) {
 		out := []*AgentView{}
 		var paths []string
-		if req.Path != "" && req.After == "" {
-			limit = max(limit, 2)
+		if req.Path != "" {
 			if reg.Agents[req.Path] == nil {
 				return nil, fmt.Errorf("agent %q: %w", req.Path, events.ErrNotFound)
 			}
-			paths = append(paths, req.Path) // the subtree's own agent first
-			limit--
+			if req.After == "" {
+				paths = append(paths, req.Path) // the subtree's own agent first
+			}
 		}
 		page, more := reg.Walk(req.Path, req.After, limit)
 		paths = append(paths, page...)

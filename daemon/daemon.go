@@ -115,8 +115,9 @@ type Daemon struct {
 }
 
 // Start starts a daemon: the embedded server (or a connection), the stream
-// and buckets, the runtime with every root found in the log, the follower,
-// the API and the HTTP endpoints. Close stops it.
+// and buckets, the runtime and its follower of the stream, the API and the
+// HTTP endpoints. It reads nothing per root: roots load on first use.
+// Close stops it.
 func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
 	if cfg.APIPrefix == cfg.Stream.Prefix || strings.HasPrefix(cfg.APIPrefix, cfg.Stream.Prefix+".") {
@@ -317,7 +318,8 @@ func (d *Daemon) APIPrefix() string { return d.cfg.APIPrefix }
 // Runtime is the daemon's runtime, for programs that embed the daemon.
 func (d *Daemon) Runtime() *agent.Runtime { return d.rt }
 
-// Err reports a fatal error of a background part (follower, HTTP server).
+// Err reports a fatal error of the HTTP server. (The follower does not
+// fail: its ordered consumer recreates itself, and its errors are logged.)
 func (d *Daemon) Err() <-chan error { return d.errc }
 
 func (d *Daemon) startService() error {
@@ -347,7 +349,7 @@ func (d *Daemon) startService() error {
 		{epAgentRetire, "agent.retire", "retire an agent and its subtree: {root, path, reason, actor}", handle(d, epAgentRetire, d.retire)},
 		{epTaskResolve, "task.resolve", "resolve a task ref: {ref, min_seq}", handle(d, epTaskResolve, d.resolve)},
 		{epAgentDescribe, "agent.describe", "describe an agent: {root, path, min_seq}", handle(d, epAgentDescribe, d.describe)},
-		{epAgentList, "agent.list", "list a root's agents: {root, path?, min_seq}", handle(d, epAgentList, d.list)},
+		{epAgentList, "agent.list", "list a root's agents, a page at a time: {root, path?, min_seq, after?, limit?}", handle(d, epAgentList, d.list)},
 		{epAgentLineage, "agent.lineage", "ancestors and descendants with actor and time: {root, path, min_seq}", handle(d, epAgentLineage, d.lineage)},
 		{epHealth, "health", "readiness: the stream is reachable", handle(d, epHealth, d.health)},
 	}

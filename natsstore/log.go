@@ -218,31 +218,46 @@ func (l *Log) Append(ctx context.Context, msgs []events.Message) (uint64, error)
 		return 0, nil
 	}
 	if len(msgs) == 1 {
-		// The JetStream client applies its own timeout when ctx has none.
-		m := msgs[0]
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID)}
-		if m.ExpectSeq != nil {
-			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*m.ExpectSeq))
-		}
-		ack, err := l.js.PublishMsg(ctx, l.natsMsg(m), opts...)
-		if err != nil {
-			err = l.translate(err)
-			if errors.Is(err, events.ErrConflict) {
-				// The server checks the expected sequence before the dedupe
-				// window, so a retry of an append whose ack was lost reports
-				// a conflict: if the subject's last message is this very
-				// event, the append did succeed.
-				if seq, ok := l.storedAsLast(ctx, m); ok {
-					return seq, nil
-				}
-			}
-			return 0, fmt.Errorf("append %s %s to %s: %w", m.Type, m.ID, m.Subject, err)
-		}
-		return ack.Sequence, nil
+		a, err := l.AppendEvent(ctx, msgs[0])
+		return a.Seq, err
 	}
 	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
 	return l.appendBatch(ctx, msgs)
+}
+
+// Appended is what a single append reached.
+type Appended struct {
+	Seq uint64
+	// Stored before: the message id was already on its subject (an
+	// earlier attempt stored it, or another process with the same id
+	// did); Seq is that copy's, and the stored bytes may differ from m's.
+	Duplicate bool
+}
+
+// AppendEvent stores one message with its id as Nats-Msg-Id and, when set,
+// its expected last subject sequence, and says whether it stored it now or
+// found it stored before. A message whose expected sequence does not match
+// fails with events.ErrConflict, unless its id is on its subject already
+// (the server checks the expected sequence before its dedupe window, so a
+// retry of an append whose ack was lost reports a conflict).
+func (l *Log) AppendEvent(ctx context.Context, m events.Message) (Appended, error) {
+	// The JetStream client applies its own timeout when ctx has none.
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(m.ID)}
+	if m.ExpectSeq != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*m.ExpectSeq))
+	}
+	ack, err := l.js.PublishMsg(ctx, l.natsMsg(m), opts...)
+	if err != nil {
+		err = l.translate(err)
+		if errors.Is(err, events.ErrConflict) {
+			if seq, ok := l.storedAsLast(ctx, m); ok {
+				return Appended{Seq: seq, Duplicate: true}, nil
+			}
+		}
+		return Appended{}, fmt.Errorf("append %s %s to %s: %w", m.Type, m.ID, m.Subject, err)
+	}
+	return Appended{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
 
 // AppendPipelined appends each message as its own single-event append

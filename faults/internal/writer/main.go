@@ -95,31 +95,30 @@ type recLog struct {
 	resend int
 }
 
-func (l *recLog) Append(ctx context.Context, msgs []events.Message) (uint64, error) {
-	seq, err := l.Log.Append(ctx, msgs)
+func (l *recLog) AppendEvent(ctx context.Context, m events.Message) (natsstore.Appended, error) {
+	a, err := l.Log.AppendEvent(ctx, m)
 	if err != nil {
-		return seq, err
+		return a, err
 	}
-	// An atomic batch is stored at consecutive sequences; seq is its last.
-	first := seq - uint64(len(msgs)-1)
-	for i, m := range msgs {
-		l.out.line("ack %s %d", m.ID, first+uint64(i))
+	if !a.Duplicate { // a copy stored before was acknowledged then
+		l.out.line("ack %s %d", m.ID, a.Seq)
 	}
 	if l.resend > 0 && l.rng.IntN(l.resend) == 0 {
-		again := msgs
+		again := m
 		if l.rng.IntN(2) == 0 {
 			// Without the expected sequence: only the dedupe by id protects.
-			again = make([]events.Message, len(msgs))
-			copy(again, msgs)
-			again[0].ExpectSeq = nil
+			again.ExpectSeq = nil
 		}
-		seq2, err := l.Log.Append(ctx, again)
+		a2, err := l.Log.AppendEvent(ctx, again)
 		if err != nil {
-			return seq, fmt.Errorf("append of %s stored at seq %d, sent again with the same ids: %w", msgs[0].ID, seq, err)
+			return a, fmt.Errorf("append of %s stored at seq %d, sent again with the same id: %w", m.ID, a.Seq, err)
 		}
-		l.out.line("resend %s %d", msgs[len(msgs)-1].ID, seq2)
+		if !a2.Duplicate {
+			return a, fmt.Errorf("append of %s stored at seq %d, sent again with the same id: stored again at seq %d", m.ID, a.Seq, a2.Seq)
+		}
+		l.out.line("resend %s %d", m.ID, a2.Seq)
 	}
-	return seq, nil
+	return a, nil
 }
 
 func write(url string, run int, seed uint64, resend int, snapEvery uint64, resume string) error {
