@@ -280,3 +280,35 @@ func TestKeyedWriteRacingItsRetry(t *testing.T) {
 		})
 	}
 }
+
+// A fresh process loading a root on a 3-node cluster right after a write
+// through another node holds the write: the load's tail comes from the
+// follower (which has every record, in order), not only from direct gets
+// that a lagging replica may answer.
+func TestLoadRightAfterWriteOnCluster(t *testing.T) {
+	ctx := context.Background()
+	srvs := testutil.RunCluster(t, 3)
+	open := func(url string) *agent.Runtime {
+		rt, err := agent.Open(ctx, agent.WithNATSURL(url), agent.WithReplicas(3),
+			agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rt.Close() })
+		return rt
+	}
+	writer := open(srvs[0].ClientURL())
+	root, err := writer.RegisterRoot(ctx, architectDef())
+	require.NoError(t, err)
+	for i := range 30 {
+		a, _, err := writer.Create(ctx, root, agent.Spec{Name: fmt.Sprintf("a%d", i)})
+		require.NoError(t, err)
+		reader := open(srvs[1+i%2].ClientURL())
+		// No minimum sequence: the load alone must hold every write the
+		// stream had when it started.
+		require.NoError(t, reader.View(agent.WithMinSeq(ctx, 0), root.Root, func(reg *projector.Registry) error {
+			require.Contains(t, reg.Agents, a.Path, "load %d on node %d", i, 1+i%2)
+			require.Len(t, reg.Agents, i+1)
+			return nil
+		}))
+		require.NoError(t, reader.Close())
+	}
+}

@@ -27,7 +27,10 @@ import (
 // Records reach the inbox only while the root is attached (loaded or being
 // loaded). Attaching and reading the follower's position happen under
 // rt.mu together, so every record after the position is queued and every
-// record up to it is in the tail read: none is missed or folded twice.
+// record up to it is in the tail read: none is missed or folded twice. The
+// tail's newest part (the last recentRing records of the stream) comes
+// from the follower's own ring of recent records, not from a read of the
+// log, which a lagging replica may answer on a cluster.
 
 // ensureFollower starts the follower if it is not running.
 func (rt *Runtime) ensureFollower(ctx context.Context) error {
@@ -43,17 +46,48 @@ func (rt *Runtime) ensureFollower(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start following the log: %w", err)
 	}
+	// Start a little behind the end, so that the ring of recent records
+	// covers the newest ones from the first load on (see recentRing).
+	start := last - min(last, recentRing/2)
 	rt.mu.Lock()
-	rt.followPos = max(rt.followPos, last)
+	rt.followPos = max(rt.followPos, start)
+	rt.ringFrom = rt.followPos + 1
 	rt.mu.Unlock()
-	f, err := rt.log.Follow(ctx, last, rt.lg, rt.dispatch)
+	f, err := rt.log.Follow(ctx, rt.followPos, rt.lg, rt.dispatch)
 	if err != nil {
 		return fmt.Errorf("start following the log: %w", err)
 	}
 	rt.follower = f
-	return nil
+	// Loads read up to the follower's position: let it reach the end first
+	// (or the end of what it can deliver: the newest sequences may have
+	// been deleted).
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.timeout())
+		defer cancel()
+	}
+	for {
+		rt.mu.Lock()
+		done, ch := rt.followPos >= last || rt.followLive, rt.followed
+		rt.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("start following the log: the follower reached seq %d of %d: %w", rt.followPosition(), last, ctx.Err())
+		}
+	}
 }
 
+// recentRing is how many of the newest records the follower keeps, of
+// every root. A load takes the newest part of a root's tail from them
+// rather than from the log: on a replicated stream a read of the log may
+// be answered by a replica a moment behind the leader, while the follower
+// has every record, in order. Only a replica lagging by more than the ring
+// could leave a load short.
+const recentRing = 1 << 14
 // StartFollowing starts following the log now rather than at the first
 // load of a root (agentd does, so that its first request finds the
 // follower running).
@@ -79,6 +113,10 @@ func (rt *Runtime) dispatch(r events.Record, pending uint64) {
 	}
 	if r.Seq > rt.followPos {
 		rt.followPos = r.Seq
+	}
+	rt.remember(r)
+	if pending == 0 {
+		rt.followLive = true
 	}
 	close(rt.followed)
 	rt.followed = make(chan struct{})
@@ -148,9 +186,10 @@ func (rt *Runtime) load(ctx context.Context, root string, st *rootState) error {
 		return err
 	}
 	rt.mu.Lock()
-	bound := rt.followPos
+	src := rt.recentSource(root)
 	st.attached, st.inbox = true, nil
 	rt.mu.Unlock()
+	bound := src.bound
 	detach := func() {
 		rt.mu.Lock()
 		st.attached, st.inbox = false, nil
@@ -161,7 +200,7 @@ func (rt *Runtime) load(ctx context.Context, root string, st *rootState) error {
 		rt.markLoaded(st)
 		return nil
 	}
-	res, err := snapshot.Restore(ctx, rt.snaps, boundedSource{rt.log, bound}, root, bound, rt.lg)
+	res, err := snapshot.Restore(ctx, rt.snaps, src, root, bound, rt.lg)
 	if err != nil {
 		detach()
 		return fmt.Errorf("load root %.12s: %w", root, err)
@@ -175,6 +214,57 @@ func (rt *Runtime) load(ctx context.Context, root string, st *rootState) error {
 	return nil
 }
 
+// remember keeps r in the ring of recent records. rt.mu must be held.
+func (rt *Runtime) remember(r events.Record) {
+	if len(rt.ring) < recentRing {
+		rt.ring = append(rt.ring, r)
+		return
+	}
+	old := rt.ring[rt.ringHead]
+	rt.ring[rt.ringHead] = r
+	rt.ringHead = (rt.ringHead + 1) % recentRing
+	rt.ringFrom = old.Seq + 1
+}
+
+// recentSource returns a source of root's records up to the follower's
+// position: the log up to where the ring of recent records begins, the
+// ring after it. rt.mu must be held.
+func (rt *Runtime) recentSource(root string) recentSource {
+	src := recentSource{log: rt.log, bound: rt.followPos, logBound: rt.ringFrom - 1}
+	n := len(rt.ring)
+	for i := range n {
+		r := rt.ring[(rt.ringHead+i)%n]
+		if r.Seq <= src.bound && rootOfSubject(rt.prefix, r.Subject) == root {
+			src.recent = append(src.recent, r)
+		}
+	}
+	return src
+}
+
+// recentSource reads a root up to bound: the log up to logBound, then
+// the follower's recent records of the root (in stream order).
+type recentSource struct {
+	log      Log
+	bound    uint64
+	logBound uint64
+	recent   []events.Record
+}
+
+func (s recentSource) ReadRoot(ctx context.Context, root string, from uint64, fn func(events.Record) error) (uint64, error) {
+	if from <= s.logBound {
+		if err := s.log.ReadRootUpTo(ctx, root, from, s.logBound, fn); err != nil {
+			return 0, err
+		}
+	}
+	for _, r := range s.recent {
+		if r.Seq >= from {
+			if err := fn(r); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return s.bound, nil
+}
 // markLoaded counts a root's registry as loaded and evicts the least
 // recently used beyond the bound. st.mu must be held (so st is not the
 // victim).

@@ -74,13 +74,17 @@ type Runtime struct {
 	followMu sync.Mutex // serialises starting the follower
 	follower *natsstore.Follower
 
-	mu        sync.Mutex
-	tick      uint64                    // use counter for eviction
-	roots     map[string]events.RootDef // registered in code, by fingerprint
-	state     map[string]*rootState     // projected registries, by fingerprint
-	followPos uint64                    // every record up to here was handed to its root's inbox
-	followed  chan struct{}             // closed (and replaced) when followPos moves
-	closed    bool
+	mu         sync.Mutex
+	tick       uint64                    // use counter for eviction
+	roots      map[string]events.RootDef // registered in code, by fingerprint
+	state      map[string]*rootState     // projected registries, by fingerprint
+	followPos  uint64                    // every record up to here was handed to its root's inbox
+	ring       []events.Record           // the follower's newest records, of every root (recentRing at most)
+	ringHead   int                       // index of the oldest record once the ring is full
+	ringFrom   uint64                    // every record from here up to followPos is in the ring
+	followLive bool                      // the follower has been handed the stream's last message once
+	followed   chan struct{}             // closed (and replaced) when followPos moves
+	closed     bool
 }
 
 // rootState is one root's registry in this process. Fields marked mu are

@@ -62,7 +62,14 @@ func (rt *Runtime) maybeSnapshot(st *rootState) {
 func (rt *Runtime) snapshotFromLog(root string, upTo uint64) (snapshot.Header, error) {
 	ctx, cancel := context.WithTimeout(rt.life, 5*time.Minute)
 	defer cancel()
-	res, err := snapshot.Restore(ctx, rt.snaps, boundedSource{rt.log, upTo}, root, upTo, rt.lg)
+	var src snapshot.Source = boundedSource{rt.log, upTo}
+	if !rt.cfg.noFollow {
+		// The newest part from the follower's ring, not from a replica.
+		rt.mu.Lock()
+		src = rt.recentSource(root)
+		rt.mu.Unlock()
+	}
+	res, err := snapshot.Restore(ctx, rt.snaps, src, root, upTo, rt.lg)
 	if err != nil {
 		return snapshot.Header{}, err
 	}

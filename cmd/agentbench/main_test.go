@@ -28,7 +28,11 @@ func TestSmallRun(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		var f Figure
 		require.NoError(t, json.Unmarshal([]byte(line), &f), line)
-		if !strings.HasSuffix(f.Name, "_added_mib") { // a difference of two heap readings
+		switch {
+		case strings.HasSuffix(f.Name, "_added_mib"): // a difference of two heap readings
+		case strings.HasSuffix(f.Name, ".gc_pause_max_ms"), strings.HasSuffix(f.Name, ".sched_latency_max_ms"): // none may happen in a tiny run
+			require.GreaterOrEqual(t, f.Value, 0.0, f.Name)
+		default:
 			require.Greater(t, f.Value, 0.0, f.Name)
 		}
 		names[f.Name] = f
@@ -37,7 +41,7 @@ func TestSmallRun(t *testing.T) {
 		"resolve.cold_p50_at_4000", "resolve.cold_p50_growth", "snapshot.restore_200_agents", "memory.per_agent_500_agents",
 		"create_growth", "grant_growth", "warm_resolve_growth", "cold_resolve_growth", "warm_resolve_p50_ms", "cold_resolve_p50_ms",
 		"create_p50_ms_at_10", "create_p99_ms_at_2000", "grant_vs_append", "create_vs_raw", "create_worst_over_p50",
-		"create_worst_over_p50_at_2000", "create_worst_over_p50_no_snapshots", "agentd_start_10k_roots", "agentd_start_20_roots_x_5", "replay_vs_raw"} {
+		"create_worst_over_p50_at_2000", "create_worst_over_p50_no_snapshots", "create_worst_over_p50_raw_publish", "agentd_start_10k_roots", "agentd_start_20_roots_x_5", "replay_vs_raw"} {
 		f, ok := names[want]
 		require.True(t, ok, "figure %s missing from %v", want, names)
 		if strings.HasPrefix(want, "append") || strings.HasPrefix(want, "replay") || strings.HasPrefix(want, "snapshot") || strings.HasSuffix(want, "_vs_append") || strings.HasSuffix(want, "_vs_raw") {

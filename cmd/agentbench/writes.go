@@ -137,11 +137,16 @@ func (b *bench) writeFigures(ctx context.Context) error {
 // snapshot points: a root growing from nothing under a runtime that
 // snapshots every -snap-every events (the policy's interval then grows
 // with the root), and the 100k-agent root loaded without a snapshot, whose
-// first (full) snapshot is built while the creates run.
+// first (full) snapshot is built while the creates run. Two controls run
+// beside them: the raw publish of the same messages, and creates on a
+// growing root without snapshots.
 func (b *bench) snapshotCrossing(ctx context.Context) error {
 	n := b.p.snapCreates
+	var sched schedStats
 	run := func(rt *agent.Runtime, root agent.AgentRef, gr *genRoot, prefix string) ([]time.Duration, error) {
 		out := make([]time.Duration, 0, n)
+		w := watchSched()
+		defer func() { sched = w.since() }()
 		var under agent.AgentRef
 		for i := range n {
 			parent := root
@@ -170,11 +175,43 @@ func (b *bench) snapshotCrossing(ctx context.Context) error {
 		b.add(Figure{Name: name + ".p50_ms", Value: ms(p50), Unit: "ms"})
 		b.add(Figure{Name: name + ".p99_ms", Value: ms(pct(ds, 99)), Unit: "ms"})
 		b.add(Figure{Name: name + ".worst_ms", Value: ms(worst), Unit: "ms"})
+		b.add(Figure{Name: name + ".sched_latency_max_ms", Value: ms(sched.latMax), Unit: fmt.Sprintf("ms runnable, not running (p99.9 %.3f ms)", ms(sched.lat999))})
+		b.add(Figure{Name: name + ".gc_pause_max_ms", Value: ms(sched.pauseMax), Unit: fmt.Sprintf("ms, %d stop-the-world pauses", sched.pauses)})
 	}
 	snapshots := func(fp string) (int, error) {
 		hs, err := b.snaps.List(ctx, fp)
 		return len(hs), err
 	}
+
+	// The control: the raw publish of the same kind of message (a v2
+	// AgentCreated with the same headers, to a new agent subject of a root
+	// of its own in the same stream), timed one by one. What the server and
+	// the machine do to the worst case without any runtime.
+	rawRoot := b.gen.newRoot("bench-raw-worst")
+	if _, err := b.store.Append(ctx, []events.Message{b.gen.encode(rawRoot.registered())}); err != nil {
+		return err
+	}
+	msgs := make([]events.Message, n)
+	for i := range msgs {
+		msgs[i] = b.gen.encode(rawRoot.agent(fmt.Sprintf("r%d", i), "").createdV2Event())
+	}
+	version := strconv.Itoa(int(events.SchemaVersion))
+	ds := make([]time.Duration, 0, n)
+	w := watchSched()
+	for _, m := range msgs {
+		msg := nats.NewMsg(m.Subject)
+		msg.Data = m.Data
+		msg.Header.Set(natsstore.HeaderType, string(m.Type))
+		msg.Header.Set(natsstore.HeaderVersion, version)
+		start := time.Now()
+		_, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID), jetstream.WithExpectLastSequencePerSubject(0))
+		ds = append(ds, time.Since(start))
+		if err != nil {
+			return err
+		}
+	}
+	sched = w.since()
+	report("create_worst_over_p50_raw_publish", ds, 0, false)
 
 	// A growing root.
 	rt, err := b.openRuntime(ctx, uint64(b.p.snapEvery))
@@ -186,7 +223,7 @@ func (b *bench) snapshotCrossing(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ds, err := run(rt, ref, gr, "s")
+	ds, err = run(rt, ref, gr, "s")
 	if err != nil {
 		return fmt.Errorf("creates across snapshots: %w", err)
 	}
