@@ -88,6 +88,7 @@ func (rt *Runtime) ensureFollower(ctx context.Context) error {
 // has every record, in order. Only a replica lagging by more than the ring
 // could leave a load short.
 const recentRing = 1 << 14
+
 // StartFollowing starts following the log now rather than at the first
 // load of a root (agentd does, so that its first request finds the
 // follower running).
@@ -265,6 +266,7 @@ func (s recentSource) ReadRoot(ctx context.Context, root string, from uint64, fn
 	}
 	return s.bound, nil
 }
+
 // markLoaded counts a root's registry as loaded and evicts the least
 // recently used beyond the bound. st.mu must be held (so st is not the
 // victim).
