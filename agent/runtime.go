@@ -429,24 +429,6 @@ func (rt *Runtime) View(ctx context.Context, root string, fn func(*projector.Reg
 	return fn(st.reg)
 }
 
-// Seq returns the stream sequence up to which this process has folded a
-// loaded root (0 if it is not loaded).
-func (rt *Runtime) Seq(root string) uint64 {
-	rt.mu.Lock()
-	st := rt.state[root]
-	rt.mu.Unlock()
-	if st == nil {
-		return 0
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.reg == nil {
-		return 0
-	}
-	rt.drainLocked(st)
-	return st.at
-}
-
 // StateHash returns the state hash of a root's registry caught up to the
 // newest event, and the sequence it covers.
 func (rt *Runtime) StateHash(ctx context.Context, root string) (hash string, seq uint64, err error) {
