@@ -500,6 +500,10 @@ func (l *Log) readSubjects(ctx context.Context, subjects []string, from, bound u
 	return max(bound, last), nil
 }
 
+// consumerLinger is how long the server keeps a long read's consumer after
+// the read stops pulling.
+const consumerLinger = 3 * time.Second
+
 // consume reads the messages matching subjects from sequence from up to
 // at least bound (a sequence that exists) with an ordered consumer. A
 // consumer that delivers nothing for the log's Timeout fails the read
@@ -511,8 +515,13 @@ func (l *Log) consume(ctx context.Context, subjects []string, from, bound uint64
 		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
-		// Backstop only: the consumer is deleted when the read ends.
-		InactiveThreshold: time.Minute,
+		// An ordered consumer outlives Stop on the server (5 minutes by
+		// default): a process loading many roots would pile them up to the
+		// server's consumer limit. The server removes this one a few
+		// seconds after the read ends. (Deleting it explicitly would take
+		// a permission to delete any consumer of the stream, agentd's
+		// follower's included, which a writer or reader must not have.)
+		InactiveThreshold: consumerLinger,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
@@ -521,17 +530,7 @@ func (l *Log) consume(ctx context.Context, subjects []string, from, bound uint64
 	if err != nil {
 		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
 	}
-	// An ordered consumer outlives Stop on the server (5 minutes by
-	// default): a process loading many roots would pile them up to the
-	// server's consumer limit. Delete it when the read ends.
-	defer func() {
-		it.Stop()
-		if info := cons.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.Background(), l.cfg.Timeout)
-			_ = l.js.DeleteConsumer(dctx, l.cfg.Stream, info.Name)
-			cancel()
-		}
-	}()
+	defer it.Stop()
 	// The iterator blocks until a message comes; stop it when ctx ends.
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()

@@ -104,7 +104,9 @@ func Connect(t testing.TB, url string) *nats.Conn {
 }
 
 // RunCluster starts n JetStream servers clustered over loopback routes, each
-// with its own store directory, and waits until the meta group has a leader.
+// with its own store directory, and waits until the meta group has a leader
+// that sees all n servers online with JetStream (before that, creating a
+// replicated stream fails with "no suitable peers for placement").
 func RunCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
 	ports := make([]int, n)
@@ -143,13 +145,13 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, s := range servers {
-			if s.JetStreamIsLeader() {
+			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
 				return servers
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("testutil: cluster of %d has no JetStream meta leader after 30s", n)
+	t.Fatalf("testutil: cluster of %d has no JetStream meta leader seeing every peer after 30s", n)
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -512,19 +514,22 @@ func TestAgentdProcess(t *testing.T) {
 	t.Run("HTTP", func(t *testing.T) {
 		code, body := httpGet(t, "http://"+httpAddr+"/healthz")
 		require.Equal(t, http.StatusOK, code, body)
-		// A write in this process's life, so that its follower sees an event.
+		// A write in this process's life: its follower counts one more event.
+		followed := func() int {
+			_, body := httpGet(t, "http://"+httpAddr+"/metrics")
+			m := regexp.MustCompile(`(?m)^agentreg_events_followed_total (\d+)$`).FindStringSubmatch(body)
+			require.NotNil(t, m, "no agentreg_events_followed_total in /metrics")
+			n, err := strconv.Atoi(m[1])
+			require.NoError(t, err)
+			return n
+		}
+		before := followed()
 		w := c.call("task.define", map[string]any{"root": h.root, "path": "math_solver", "task": task("check", "solution")})
 		h.acked = seqOf(t, w)
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			code, body = httpGet(t, "http://"+httpAddr+"/metrics")
-			require.Equal(t, http.StatusOK, code)
-			if strings.Contains(body, "agentreg_events_followed_total 1\n") || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		require.Contains(t, body, "agentreg_events_followed_total 1\n")
+		require.Eventually(t, func() bool { return followed() >= before+1 }, 10*time.Second, 10*time.Millisecond,
+			"the follower counts the write (%d before it)", before)
+		code, body = httpGet(t, "http://"+httpAddr+"/metrics")
+		require.Equal(t, http.StatusOK, code)
 		require.Contains(t, body, `agentreg_request_duration_seconds_count{code="200",endpoint="task_resolve"}`)
 		require.Contains(t, body, `agentreg_request_duration_seconds_count{code="400",endpoint="agent_create"}`)
 	})
