@@ -198,10 +198,11 @@ func (rt *Runtime) load(ctx context.Context, root string, st *rootState) error {
 	}
 	if bound == 0 { // an empty stream
 		st.reg, st.at = projector.New(root), 0
+		st.reg.SetTrust(rt.cfg.trust)
 		rt.markLoaded(st)
 		return nil
 	}
-	res, err := snapshot.Restore(ctx, rt.snaps, src, root, bound, rt.lg)
+	res, err := snapshot.RestoreTrusted(ctx, rt.snaps, src, root, bound, rt.cfg.trust, rt.lg)
 	if err != nil {
 		detach()
 		return fmt.Errorf("load root %.12s: %w", root, err)
@@ -385,8 +386,9 @@ func (rt *Runtime) poll(ctx context.Context, root string, st *rootState) error {
 	}
 	if st.reg == nil {
 		st.reg, st.at = projector.New(root), 0
+		st.reg.SetTrust(rt.cfg.trust)
 		if bound > 0 {
-			res, err := snapshot.Restore(ctx, rt.snaps, boundedSource{rt.log, bound}, root, bound, rt.lg)
+			res, err := snapshot.RestoreTrusted(ctx, rt.snaps, boundedSource{rt.log, bound}, root, bound, rt.cfg.trust, rt.lg)
 			if err != nil {
 				st.reg = nil
 				return fmt.Errorf("load root %.12s: %w", root, err)

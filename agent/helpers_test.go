@@ -209,7 +209,7 @@ func buildTree(t *testing.T, rt *agent.Runtime, root agent.AgentRef) tree {
 	parser, _, err := rt.Create(ctx, solver, agent.Spec{
 		Name:         "equation_parser",
 		Primer:       "You parse equations.",
-		Capabilities: []events.Capability{mathCap("s*")},
+		Capabilities: []events.Capability{mathCap("sin", "sqrt")},
 	})
 	require.NoError(t, err)
 	require.Equal(t, "math_solver/equation_parser", parser.Path)

@@ -124,3 +124,23 @@ func TestRootChangedAndMigration(t *testing.T) {
 		require.ErrorIs(t, err, agent.ErrEscalation, "release 2 does not hold tan")
 	})
 }
+
+// A migration to a root of another name is refused before writing.
+func TestMigrationKeepsTheRootName(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	rt := w.open()
+	oldDef := events.RootDef{Name: "architect", Primer: "v1", Capabilities: []events.Capability{{Kind: events.KindModule, Name: "math"}}}
+	old, err := rt.RegisterRoot(ctx, oldDef)
+	require.NoError(t, err)
+	other, err := rt.RegisterRoot(ctx, events.RootDef{Name: "librarian", Capabilities: []events.Capability{{Kind: events.KindModule, Name: "math"}}})
+	require.NoError(t, err)
+	_, err = rt.MigrateRoot(ctx, old.Root, other.Root, "elsewhere")
+	require.ErrorContains(t, err, "keeps the root's name")
+	v2 := oldDef
+	v2.Primer = "v2"
+	next, err := rt.RegisterRoot(ctx, v2)
+	require.NoError(t, err)
+	_, err = rt.MigrateRoot(ctx, old.Root, next.Root, "release 2")
+	require.NoError(t, err)
+}

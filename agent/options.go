@@ -3,12 +3,14 @@ package agent
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/nats-io/nkeys"
 
 	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/natsstore"
+	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/snapshot"
 )
 
@@ -32,6 +34,7 @@ type config struct {
 	adopt     bool
 	onFollow  func(seq, pending uint64)
 	noFollow  bool
+	trust     *projector.Trust
 }
 
 func defaultConfig() config {
@@ -233,4 +236,35 @@ func WithFollow(follow bool) Option {
 		c.noFollow = !follow
 		return nil
 	}
+}
+
+// WithTrustedSigners gives every registry of the runtime a trust policy:
+// only events signed (over their stored bytes) by one of keys, nkey public
+// keys, are applied; an unsigned event, a bad signature or another signer
+// is a violation. Writes of this runtime must then be signed by a trusted
+// key (WithSigningSeed), or the fold refuses them. Default: no policy,
+// signatures are only audited (replay audit --signers).
+func WithTrustedSigners(keys ...string) Option {
+	return func(c *config) error {
+		t, err := projector.NewTrust(keys)
+		if err != nil {
+			return fmt.Errorf("WithTrustedSigners: %w", err)
+		}
+		c.trust = t
+		return nil
+	}
+}
+
+// SignersFromFile reads a file of trusted signers for WithTrustedSigners
+// (projector.ParseSigners: one nkey public key a line, # comments).
+func SignersFromFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signers file: %w", err)
+	}
+	keys, err := projector.ParseSigners(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("signers file %s: %w", path, err)
+	}
+	return keys, nil
 }

@@ -145,7 +145,7 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 }
 
 func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projector.Registry) (*Task, error) {
-	def, migrated, err := rt.rootFor(ctx, ref.Root, reg)
+	def, via, migrated, err := rt.rootFor(ctx, ref.Root, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +181,7 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 	if err != nil {
 		return nil, err
 	}
+	eff = narrowed(eff, via)
 	for _, e := range eff {
 		c, err := rt.cfg.catalog.resolve(e)
 		if err != nil {
@@ -193,33 +194,55 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 
 // rootFor finds the definition a registry's refs resolve under: the root
 // itself if this process registered it, else the target of a recorded
-// migration chain.
-func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Registry) (events.RootDef, bool, error) {
+// migration chain, with the roots migrated from (via), whose capabilities
+// bound the result too.
+func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Registry) (events.RootDef, []events.RootDef, bool, error) {
 	if reg.MigratedTo == "" {
 		if def, ok := rt.RootDef(root); ok {
-			return def, false, nil
+			return def, nil, false, nil
 		}
 	}
 	if reg.Def == nil {
-		return events.RootDef{}, false, fmt.Errorf("root %.12s is not registered in this process and has no history in the stream: %w", root, ErrRootNotRegistered)
+		return events.RootDef{}, nil, false, fmt.Errorf("root %.12s is not registered in this process and has no history in the stream: %w", root, ErrRootNotRegistered)
 	}
 	// A recorded migration governs even if this process also registers the
-	// old definition: refs resolve under the newest registered target.
+	// old definition: refs resolve under the newest registered target. A
+	// migration only narrows: the caller intersects with every root on the
+	// way (bounds). A migration whose target has no definition in the
+	// stream, or carries another root name, is invalid: it is not followed
+	// (a root this process registers keeps resolving as itself).
 	cur := reg
+	var via []events.RootDef
 	for hop := 0; cur.MigratedTo != "" && hop < maxMigrationHops; hop++ {
-		if def, ok := rt.RootDef(cur.MigratedTo); ok {
-			return def, true, nil
-		}
 		// The target's definition and its own migration are on its root
 		// subject: read that one literal subject, not the target's tree.
 		next, err := rt.chainRegistry(ctx, cur.MigratedTo, "")
 		if err != nil {
-			return events.RootDef{}, false, err
+			return events.RootDef{}, nil, false, err
+		}
+		if next.Def == nil || next.Def.Name != cur.Def.Name {
+			what := "has no definition in the stream"
+			if next.Def != nil {
+				what = fmt.Sprintf("is root %q, not %q", next.Def.Name, cur.Def.Name)
+			}
+			rt.lg.Warn("invalid root migration not followed", "root", cur.Root, "to", cur.MigratedTo, "seq", cur.MigratedSeq, "why", what)
+			if hop == 0 {
+				if def, ok := rt.RootDef(root); ok {
+					return def, nil, false, nil
+				}
+				return events.RootDef{}, nil, false, fmt.Errorf("root %q (%.12s) migrated at seq %d to %.12s, which %s: the migration is invalid: %w",
+					reg.Def.Name, root, reg.MigratedSeq, cur.MigratedTo, what, ErrMigrated)
+			}
+			break
+		}
+		via = append(via, *cur.Def)
+		if def, ok := rt.RootDef(cur.MigratedTo); ok {
+			return def, via, true, nil
 		}
 		cur = next
 	}
 	if reg.MigratedTo != "" {
-		return events.RootDef{}, false, fmt.Errorf("root %q (%.12s) migrated to %.12s at seq %d, which this process does not register: %w",
+		return events.RootDef{}, nil, false, fmt.Errorf("root %q (%.12s) migrated to %.12s at seq %d, which this process does not register: %w",
 			reg.Def.Name, root, reg.MigratedTo, reg.MigratedSeq, ErrMigrated)
 	}
 	rt.mu.Lock()
@@ -232,12 +255,12 @@ func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Regi
 	rt.mu.Unlock()
 	if len(same) > 0 {
 		slices.Sort(same)
-		return events.RootDef{}, false, fmt.Errorf(
+		return events.RootDef{}, nil, false, fmt.Errorf(
 			"root %q changed: this ref was made under fingerprint %.12s, this process registers %q as %.12s; "+
 				"record a migration with Runtime.MigrateRoot(ctx, %q, %q, reason) to let old refs resolve under the new definition: %w",
 			reg.Def.Name, root, reg.Def.Name, same[0], root, same[0], ErrRootChanged)
 	}
-	return events.RootDef{}, false, fmt.Errorf("root %q (%.12s) is in the stream but not registered in this process; register its definition with RegisterRoot: %w",
+	return events.RootDef{}, nil, false, fmt.Errorf("root %q (%.12s) is in the stream but not registered in this process; register its definition with RegisterRoot: %w",
 		reg.Def.Name, root, ErrRootNotRegistered)
 }
 
@@ -306,4 +329,35 @@ func checkValue(s events.Schema, v any) error {
 		}
 	}
 	return fmt.Errorf("want %s, got %T", s.Type, v)
+}
+
+// narrowed intersects effective capabilities with the roots a migration
+// came through: each must hold the capability (else it is dropped), and
+// its grant joins the chain that bounds the members. A migration never
+// widens what an old agent held.
+func narrowed(eff []projector.Effective, via []events.RootDef) []projector.Effective {
+	if len(via) == 0 {
+		return eff
+	}
+	out := eff[:0:0]
+next:
+	for _, e := range eff {
+		chain := e.Chain
+		for _, d := range via {
+			var found bool
+			for _, c := range d.Capabilities {
+				if c.Key() == e.Capability.Key() {
+					chain = append([]events.Capability{c.Normalized()}, chain...)
+					found = true
+					break
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		e.Chain = chain
+		out = append(out, e)
+	}
+	return out
 }

@@ -77,10 +77,13 @@ func TestResolveAndCallInSecondRuntime(t *testing.T) {
 	})
 
 	t.Run("PatternOnlyNarrows", func(t *testing.T) {
-		// A child granted math "*" under math_solver gets what math_solver
-		// holds, not tan: every grant up the chain must allow a member.
-		wide, _, err := rt1.Create(ctx, tr.solver, agent.Spec{Name: "wide", Primer: "w",
+		// A child granted math "*" under math_solver (which holds a list of
+		// members) is refused at write time: it names its members instead.
+		_, _, err := rt1.Create(ctx, tr.solver, agent.Spec{Name: "wide", Primer: "w",
 			Capabilities: []events.Capability{mathCap("*")}, Tasks: []events.TaskDef{solveTask()}})
+		require.ErrorIs(t, err, events.ErrEscalation)
+		wide, _, err := rt1.Create(ctx, tr.solver, agent.Spec{Name: "wide", Primer: "w",
+			Capabilities: []events.Capability{mathCap("cos", "pi", "sin", "sqrt")}, Tasks: []events.TaskDef{solveTask()}})
 		require.NoError(t, err)
 		task, err := rt2.Resolve(ctx, agent.TaskRef{Root: w.fp, Path: wide.Path, Task: "solve_math_problem"})
 		require.NoError(t, err)

@@ -253,22 +253,17 @@ func (rt *Runtime) rootRecorded(ctx context.Context, root string) (bool, error) 
 	return ok, err
 }
 
-// recordedDef reads the root definition recorded on the root's own
-// subject (one literal subject: a few events).
+// recordedDef returns the root definition the fold accepted from the
+// root's own subject (one literal subject: a few events): a RootRegistered
+// whose definition hashes to the subject's fingerprint, first on the
+// subject, and, under a trust policy, signed by a trusted key. Anything
+// else a publisher put there registers nothing.
 func (rt *Runtime) recordedDef(ctx context.Context, root string) (events.RootDef, bool, error) {
-	var def events.RootDef
-	found := false
-	err := rt.log.ReadChain(ctx, []string{events.Subject(rt.prefix, root, "")}, minSeqOf(ctx), func(r events.Record) error {
-		if found {
-			return nil
-		}
-		if e, err := events.Decode(r.Data); err == nil && e.Type == events.RootRegistered && e.Root == root &&
-			e.Prev == "" && e.Registered.Def.Fingerprint() == root {
-			def, found = e.Registered.Def, true
-		}
-		return nil
-	})
-	return def, found, err
+	reg, err := rt.chainRegistry(ctx, root, "")
+	if err != nil || reg.Def == nil {
+		return events.RootDef{}, false, err
+	}
+	return *reg.Def, true, nil
 }
 
 // minSeqOf is the minimum sequence of a context for a direct read of the
@@ -308,6 +303,7 @@ func (rt *Runtime) readChain(ctx context.Context, root, path string, minSeq uint
 		}
 	}
 	reg := projector.New(root)
+	reg.SetTrust(rt.cfg.trust)
 	ids := map[string]uint64{}
 	if err := rt.log.ReadChain(ctx, subjects, minSeq, func(r events.Record) error {
 		if r.Subject == own && r.MsgID != "" {

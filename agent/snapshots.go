@@ -69,7 +69,7 @@ func (rt *Runtime) snapshotFromLog(root string, upTo uint64) (snapshot.Header, e
 		src = rt.recentSource(root)
 		rt.mu.Unlock()
 	}
-	res, err := snapshot.Restore(ctx, rt.snaps, src, root, upTo, rt.lg)
+	res, err := snapshot.RestoreTrusted(ctx, rt.snaps, src, root, upTo, rt.cfg.trust, rt.lg)
 	if err != nil {
 		return snapshot.Header{}, err
 	}

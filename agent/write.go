@@ -57,6 +57,9 @@ const maxWriteAttempts = 5
 // event is folded in this process.
 func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*projector.Registry) error) (Receipt, error) {
 	root := e.Root
+	if err := rt.canSign(); err != nil {
+		return Receipt{}, err
+	}
 	key := idempotencyKey(ctx)
 	if key != "" {
 		e.ID = keyedID(root, e.Path, e.Type, key)
@@ -251,9 +254,38 @@ func (rt *Runtime) outcome(ctx context.Context, st *rootState, e *events.Event, 
 	return rc, nil
 }
 
+// canSign refuses a write the runtime's own trust policy would refuse:
+// under WithTrustedSigners its events must be signed by a trusted key.
+func (rt *Runtime) canSign() error {
+	if rt.cfg.trust == nil {
+		return nil
+	}
+	if rt.cfg.signer == nil {
+		return fmt.Errorf("this runtime trusts only signed events (WithTrustedSigners) and signs none: open it WithSigningSeed: %w", events.ErrUnsigned)
+	}
+	pub, err := rt.cfg.signer.PublicKey()
+	if err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	for _, k := range rt.cfg.trust.Signers() {
+		if k == pub {
+			return nil
+		}
+	}
+	return fmt.Errorf("this runtime signs with %s, which its trust policy does not hold: %w", pub, events.ErrUntrustedSigner)
+}
+
 // notAppliedErr is the sentinel for a violation code of the runtime's own write.
 func notAppliedErr(code string) error {
 	switch code {
+	case projector.CodeUnsigned:
+		return events.ErrUnsigned
+	case projector.CodeBadSignature:
+		return events.ErrBadSignature
+	case projector.CodeUntrusted:
+		return events.ErrUntrustedSigner
+	case projector.CodeReplayed:
+		return events.ErrReplayed
 	case projector.CodeEscalation:
 		return ErrEscalation
 	case projector.CodeRetired:
@@ -290,6 +322,9 @@ func (rt *Runtime) Create(ctx context.Context, parent AgentRef, spec Spec) (Agen
 	child := parent.Child(spec.Name)
 	if err := events.ValidatePath(child.Path); err != nil {
 		return AgentRef{}, Receipt{}, fmt.Errorf("create agent: %w", err)
+	}
+	if err := checkSizes(&events.CreatedData{Primer: spec.Primer, Capabilities: spec.Capabilities, Tasks: spec.Tasks}, child.Path); err != nil {
+		return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
 	}
 	if err := rt.checkRoot(ctx, parent.Root); err != nil {
 		return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
@@ -328,6 +363,26 @@ func (rt *Runtime) Create(ctx context.Context, parent AgentRef, spec Spec) (Agen
 	return child, rc, nil
 }
 
+// checkSizes refuses a creation over the size limits (events.ErrTooLarge)
+// before anything is read or written: the primer, the counts, and each
+// capability's patterns and task's doc and schemas.
+func checkSizes(c *events.CreatedData, path string) error {
+	if err := c.CheckLimits(path); err != nil {
+		return err
+	}
+	for _, cp := range c.Capabilities {
+		if err := cp.Validate(); errors.Is(err, events.ErrTooLarge) {
+			return err
+		}
+	}
+	for _, t := range c.Tasks {
+		if err := t.Validate(); errors.Is(err, events.ErrTooLarge) {
+			return err
+		}
+	}
+	return nil
+}
+
 // probe returns a copy of e with what Check requires of an envelope that
 // write fills only after the check.
 func probe(e *events.Event) *events.Event {
@@ -342,6 +397,9 @@ func probe(e *events.Event) *events.Event {
 // Grant gives an agent a capability its parent effectively holds (it
 // replaces the agent's grant of the same capability).
 func (rt *Runtime) Grant(ctx context.Context, a AgentRef, c events.Capability) (Receipt, error) {
+	if err := c.Validate(); errors.Is(err, events.ErrTooLarge) {
+		return Receipt{}, fmt.Errorf("grant to %q: %w", a.Path, err)
+	}
 	if err := rt.checkAgentRef(ctx, a); err != nil {
 		return Receipt{}, err
 	}
@@ -363,6 +421,9 @@ func (rt *Runtime) Revoke(ctx context.Context, a AgentRef, kind events.Kind, nam
 
 // DefineTask defines (or redefines) a task on an agent and returns its ref.
 func (rt *Runtime) DefineTask(ctx context.Context, a AgentRef, t events.TaskDef) (TaskRef, Receipt, error) {
+	if err := t.Validate(); errors.Is(err, events.ErrTooLarge) {
+		return TaskRef{}, Receipt{}, fmt.Errorf("define task %q on %q: %w", t.Name, a.Path, err)
+	}
 	if err := rt.checkAgentRef(ctx, a); err != nil {
 		return TaskRef{}, Receipt{}, err
 	}
@@ -394,6 +455,16 @@ func (rt *Runtime) MigrateRoot(ctx context.Context, from, to, reason string) (Re
 	}
 	if err := rt.checkRoot(ctx, to); err != nil {
 		return Receipt{}, fmt.Errorf("migrate root %.12s: to: %w", from, err)
+	}
+	// A migration carries refs to a new release of the same root: the
+	// target must have the old root's name (resolution refuses to follow
+	// one that does not).
+	target, _ := rt.RootDef(to)
+	if old, ok, err := rt.recordedDef(ctx, from); err != nil {
+		return Receipt{}, fmt.Errorf("migrate root %.12s: %w", from, err)
+	} else if ok && old.Name != target.Name {
+		return Receipt{}, fmt.Errorf("migrate root %q (%.12s) to %.12s: the target is root %q; a migration keeps the root's name: %w",
+			old.Name, from, to, target.Name, events.ErrMalformed)
 	}
 	return rt.single(ctx, AgentRef{Root: from}, fmt.Sprintf("migrate root %.12s to %.12s", from, to),
 		&events.Event{Type: events.RootMigrated, Migration: &events.MigratedData{To: to, Reason: reason}})

@@ -196,6 +196,8 @@ func codeOf(err error) string {
 	switch {
 	case errors.As(err, &ae):
 		return ae.code
+	case errors.Is(err, events.ErrTooLarge):
+		return "413"
 	case errors.Is(err, events.ErrInvalidName), errors.Is(err, events.ErrMalformed), errors.Is(err, agent.ErrInvalidArgs):
 		return "400"
 	case errors.Is(err, events.ErrEscalation):
@@ -213,6 +215,12 @@ func codeOf(err error) string {
 	}
 	return "500"
 }
+
+// MaxRequestBytes bounds a request body: a larger one is answered 413
+// before it is decoded. It holds the largest event (events.MaxEventBytes)
+// as JSON with room to spare, and stays under the NATS server's default
+// max_payload (1 MiB).
+const MaxRequestBytes = 768 << 10
 
 // decode parses a request body strictly: one JSON object, no unknown field.
 func decode(data []byte, v any) error {
@@ -260,7 +268,9 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 		var req Req
 		var out any
 		var err error
-		if _, ok := any(&req).(bodyOptional); !ok || len(bytes.TrimSpace(r.Data())) > 0 {
+		if n := len(r.Data()); n > MaxRequestBytes {
+			err = fmt.Errorf("%w: the request body is %d bytes, the limit is %d: send less (the size limits are in ARCHITECTURE.md)", events.ErrTooLarge, n, MaxRequestBytes)
+		} else if _, ok := any(&req).(bodyOptional); !ok || len(bytes.TrimSpace(r.Data())) > 0 {
 			err = decode(r.Data(), &req)
 		}
 		if err == nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/natsstore"
+	"github.com/agentreg/agentreg/projector"
 )
 
 // Log keys, in one place.
@@ -52,6 +53,8 @@ type Config struct {
 	SnapshotEvery  uint64         // default 1000
 	MaxLoadedRoots int            // registries kept in memory, least recently used dropped; default 10000
 	RequestTimeout time.Duration  // default 10s
+	SigningSeed    []byte         // an nkeys seed: agentd signs every event it writes
+	TrustedSigners []string       // nkey public keys: a trust policy for every registry (agent.WithTrustedSigners)
 	Logger         *slog.Logger   // default slog.Default()
 }
 
@@ -83,6 +86,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Stream.Logger == nil {
+		c.Stream.Logger = c.Logger.With("component", "agentd")
+	}
 	if c.Catalog == nil {
 		c.Catalog = agent.SymbolicCatalog()
 	}
@@ -112,6 +118,9 @@ type Daemon struct {
 	inflight sync.WaitGroup // API handlers running
 
 	denied atomic.Pointer[error] // the last permissions violation the server reported
+
+	lastFollowed atomic.Uint64     // the follower's last sequence
+	violLogged   map[string]uint64 // root -> the newest violation's sequence logged; watchViolations only
 }
 
 // Start starts a daemon: the embedded server (or a connection), the stream
@@ -150,12 +159,19 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	opts := []agent.Option{agent.WithLog(d.store, snaps), agent.WithCatalog(cfg.Catalog), agent.WithLogger(cfg.Logger),
 		agent.WithSnapshotEvery(cfg.SnapshotEvery), agent.WithDefaultActor("agentd"), agent.WithMaxLoadedRoots(cfg.MaxLoadedRoots),
-		agent.WithAdoptRoots(), agent.WithFollowHook(func(_, pending uint64) {
+		agent.WithAdoptRoots(), agent.WithFollowHook(func(seq, pending uint64) {
 			d.metrics.eventsSeen.Inc()
 			d.metrics.lag.Set(float64(pending))
+			d.followed(seq)
 		})}
 	if cfg.Executor != nil {
 		opts = append(opts, agent.WithExecutor(cfg.Executor))
+	}
+	if len(cfg.SigningSeed) > 0 {
+		opts = append(opts, agent.WithSigningSeed(cfg.SigningSeed))
+	}
+	if len(cfg.TrustedSigners) > 0 {
+		opts = append(opts, agent.WithTrustedSigners(cfg.TrustedSigners...))
 	}
 	d.rt, err = agent.Open(ctx, opts...)
 	if err != nil {
@@ -180,8 +196,82 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	d.wg.Add(1)
+	go d.watchViolations()
 	ok = true
 	return d, nil
+}
+
+// followed sees every sequence the runtime's follower receives, in stream
+// order, and logs at WARN each gap: stream sequences the follower never
+// got are messages deleted from the stream (or purged), which silently
+// change what a registry says at its next load and break the hash chain of
+// every later event of that agent. The first sequence followed has no
+// predecessor to compare with (the follower starts near the stream's end).
+func (d *Daemon) followed(seq uint64) {
+	last := d.lastFollowed.Load()
+	if seq > last {
+		d.lastFollowed.Store(seq)
+	}
+	if last == 0 || seq <= last+1 {
+		return
+	}
+	d.metrics.gaps.Add(float64(seq - last - 1))
+	d.log.Warn("stream sequences missing: deleted or purged messages", "stream", d.store.Config().Stream,
+		"seq", last+1, "through_seq", seq-1, "count", seq-last-1, "next_seq", seq)
+}
+
+// violationPoll is how often the daemon looks for new violations in the
+// loaded registries.
+var violationPoll = 500 * time.Millisecond
+
+// watchViolations logs at WARN, once each, every violation the fold of a
+// loaded root records: an event stored but not applied (forged, malformed,
+// an escalation, a broken hash chain), with its sequence. The runtime
+// reports each root's violation count (Runtime.Stats); when it grows, the
+// root's registry is read for the new ones (those past the newest already
+// logged), without waiting for the stream.
+func (d *Daemon) watchViolations() {
+	defer d.wg.Done()
+	d.violLogged = map[string]uint64{}
+	counts := map[string]int{}
+	t := time.NewTicker(violationPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, s := range d.rt.Stats() {
+			if s.Violations == counts[s.Root] {
+				continue
+			}
+			counts[s.Root] = s.Violations
+			d.logViolations(s.Root, s.Seq)
+		}
+	}
+}
+
+func (d *Daemon) logViolations(root string, seq uint64) {
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
+	defer cancel()
+	err := d.rt.View(agent.WithMinSeq(ctx, seq), root, func(reg *projector.Registry) error {
+		after := d.violLogged[root]
+		for _, v := range reg.Violations {
+			if v.Seq <= after {
+				continue
+			}
+			d.log.Warn("event not applied: violation", keyRoot, root, "seq", v.Seq, "subject", v.Subject, "path", v.Path,
+				"type", v.Type, "id", v.EventID, keyCode, v.Code, "reason", v.Reason)
+			d.metrics.violationsLogged.Inc()
+			d.violLogged[root] = max(d.violLogged[root], v.Seq)
+		}
+		return nil
+	})
+	if err != nil && d.ctx.Err() == nil {
+		d.log.Warn("read violations", keyRoot, root, keyErr, err)
+	}
 }
 
 // openStore opens (or creates) the stream and the snapshot buckets. It

@@ -16,7 +16,10 @@ type metrics struct {
 	reg        *prometheus.Registry
 	eventsSeen prometheus.Counter
 	lag        prometheus.Gauge
-	requests   *prometheus.HistogramVec
+	gaps       prometheus.Counter
+	// violationsLogged counts the violations logged at WARN.
+	violationsLogged prometheus.Counter
+	requests         *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
@@ -30,13 +33,21 @@ func newMetrics() *metrics {
 			Namespace: "agentreg", Name: "follower_lag_events",
 			Help: "Messages in the stream the follower has not received yet.",
 		}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "agentreg", Name: "follower_missing_sequences_total",
+			Help: "Stream sequences the follower never received: messages deleted or purged from the stream (each logged at WARN).",
+		}),
+		violationsLogged: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "agentreg", Name: "violations_logged_total",
+			Help: "Violations (events stored but not applied) the daemon logged at WARN.",
+		}),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "agentreg", Name: "request_duration_seconds",
 			Help:    "API request latency by endpoint and reply code.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"endpoint", "code"}),
 	}
-	m.reg.MustRegister(m.eventsSeen, m.lag, m.requests,
+	m.reg.MustRegister(m.eventsSeen, m.lag, m.gaps, m.violationsLogged, m.requests,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -22,6 +22,9 @@ func Encode(e *Event) ([]byte, error) {
 	if err := enc.Encode(e); err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
+	if err := checkEventSize(e, buf.Len()); err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
 	// What Decode would refuse (a schema nested too deep) is not written.
 	if err := checkWire(buf.Bytes()); err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
@@ -31,10 +34,14 @@ func Encode(e *Event) ([]byte, error) {
 
 // Decode parses and validates the wire form of an event. It never panics:
 // any input that is not a valid event gives an error wrapping ErrMalformed,
-// ErrUnknownType, ErrFutureVersion or ErrInvalidName.
+// ErrUnknownType, ErrFutureVersion or ErrInvalidName, and bytes over
+// MaxEventBytes one wrapping ErrTooLarge (not decoded at all).
 func Decode(b []byte) (e *Event, err error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty message", ErrMalformed)
+	}
+	if len(b) > MaxEventBytes {
+		return nil, tooLarge("the event", len(b), MaxEventBytes, "bytes")
 	}
 	defer func() {
 		// The decoder is written not to panic; this guards the fold against

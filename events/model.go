@@ -91,6 +91,9 @@ func (c Capability) Validate() error {
 	if err := validateSymbol(c.Name); err != nil {
 		return fmt.Errorf("capability %s %q: %w", c.Kind, c.Name, err)
 	}
+	if err := c.checkPatterns(); err != nil {
+		return err
+	}
 	for _, p := range append(slices.Clone(c.Include), c.Exclude...) {
 		if _, err := path.Match(p, ""); err != nil || p == "" {
 			return fmt.Errorf("capability %s %q: pattern %q is not a valid glob", c.Kind, c.Name, p)
@@ -134,10 +137,14 @@ func (c Capability) Allows(member string) bool {
 	return true
 }
 
-// validateSymbol accepts names of host symbols: 1..128 of [A-Za-z0-9_.-].
+// validateSymbol accepts names of host symbols: 1..MaxSymbolLen of
+// [A-Za-z0-9_.-].
 func validateSymbol(s string) error {
-	if s == "" || len(s) > 128 {
-		return fmt.Errorf("name must be 1..128 characters, got %d", len(s))
+	if s == "" {
+		return fmt.Errorf("name must be 1..%d characters, got 0", MaxSymbolLen)
+	}
+	if len(s) > MaxSymbolLen {
+		return fmt.Errorf("%w: name %q... is %d characters, the limit is %d", ErrTooLarge, s[:32], len(s), MaxSymbolLen)
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
@@ -163,8 +170,22 @@ type Field struct {
 	Doc      string `msgpack:"doc,omitempty" json:"doc,omitempty"`
 }
 
-// Validate checks that the schema's types are known and field names unique.
+// Validate checks that the schema's types are known, field names unique,
+// and the limits: MaxSchemaDepth, MaxSchemaNodes, MaxFieldDocBytes.
 func (s Schema) Validate() error {
+	nodes := 0
+	return s.validate(1, &nodes)
+}
+
+// validate is Validate for a schema at nesting level depth; nodes counts
+// the schemas seen so far (of the whole task).
+func (s Schema) validate(depth int, nodes *int) error {
+	if depth > MaxSchemaDepth {
+		return fmt.Errorf("%w: schema nests %d levels deep, the limit is %d", ErrTooLarge, depth, MaxSchemaDepth)
+	}
+	if *nodes++; *nodes > MaxSchemaNodes {
+		return fmt.Errorf("%w: schemas hold more than %d types (every field and items counts one), the limit is %d", ErrTooLarge, MaxSchemaNodes, MaxSchemaNodes)
+	}
 	switch s.Type {
 	case "string", "integer", "number", "boolean", "any":
 		if len(s.Fields) > 0 || s.Items != nil {
@@ -180,7 +201,10 @@ func (s Schema) Validate() error {
 				return fmt.Errorf("field %q appears twice", f.Name)
 			}
 			seen[f.Name] = true
-			if err := f.Schema.Validate(); err != nil {
+			if len(f.Doc) > MaxFieldDocBytes {
+				return tooLarge(fmt.Sprintf("the doc of field %q", f.Name), len(f.Doc), MaxFieldDocBytes, "bytes")
+			}
+			if err := f.Schema.validate(depth+1, nodes); err != nil {
 				return fmt.Errorf("field %q: %w", f.Name, err)
 			}
 		}
@@ -188,7 +212,7 @@ func (s Schema) Validate() error {
 		if s.Items == nil {
 			return fmt.Errorf("schema of type array needs items")
 		}
-		if err := s.Items.Validate(); err != nil {
+		if err := s.Items.validate(depth+1, nodes); err != nil {
 			return fmt.Errorf("items: %w", err)
 		}
 	default:
@@ -211,13 +235,17 @@ func (t TaskDef) Validate() error {
 	if err := ValidateSegment(t.Name); err != nil {
 		return fmt.Errorf("task name: %w", err)
 	}
+	if len(t.Doc) > MaxTaskDocBytes {
+		return tooLarge(fmt.Sprintf("the doc of task %q", t.Name), len(t.Doc), MaxTaskDocBytes, "bytes")
+	}
 	if t.Input.Type != "object" {
 		return fmt.Errorf("task %q: input schema must be of type object, got %q", t.Name, t.Input.Type)
 	}
-	if err := t.Input.Validate(); err != nil {
+	nodes := 0 // input and output together
+	if err := t.Input.validate(1, &nodes); err != nil {
 		return fmt.Errorf("task %q input: %w", t.Name, err)
 	}
-	if err := t.Output.Validate(); err != nil {
+	if err := t.Output.validate(1, &nodes); err != nil {
 		return fmt.Errorf("task %q output: %w", t.Name, err)
 	}
 	return nil
@@ -247,10 +275,14 @@ func (d RootDef) Canonical() RootDef {
 	return RootDef{Name: d.Name, Primer: d.Primer, Capabilities: caps, Tasks: tasks}
 }
 
-// Validate checks the root's name, capabilities and tasks.
+// Validate checks the root's name, capabilities, tasks and sizes (see
+// limits.go).
 func (d RootDef) Validate() error {
 	if err := ValidateSegment(d.Name); err != nil {
 		return fmt.Errorf("root name: %w", err)
+	}
+	if err := d.checkLimits(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, c := range d.Capabilities {
@@ -272,7 +304,7 @@ func (d RootDef) Validate() error {
 		}
 		tasks[t.Name] = true
 	}
-	return nil
+	return d.checkEncodedSize()
 }
 
 // Fingerprint is the hex SHA-256 of the canonical msgpack encoding of the

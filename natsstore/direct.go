@@ -341,6 +341,19 @@ func (q *replyQueue) push(m *nats.Msg) {
 	}
 }
 
+// pop returns the oldest reply, false if there is none now.
+func (q *replyQueue) pop() (*nats.Msg, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.msgs) == 0 {
+		return nil, false
+	}
+	m := q.msgs[0]
+	q.msgs[0] = nil
+	q.msgs = q.msgs[1:]
+	return m, true
+}
+
 func (q *replyQueue) next(ctx context.Context) (*nats.Msg, error) {
 	for {
 		q.mu.Lock()

@@ -15,33 +15,38 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// ErrStoreLocked: another process runs an embedded server on the data
-// directory.
-var ErrStoreLocked = errors.New("data directory in use by another process")
+// ErrStoreLocked: another process (or another embedded server in this
+// one) runs a server on the JetStream store directory.
+var ErrStoreLocked = errors.New("store directory in use by another process")
 
 // EmbeddedOptions configure an embedded NATS server.
 type EmbeddedOptions struct {
 	Dir        string // data directory; JetStream stores under it. Required.
 	Host       string // listen host; default 127.0.0.1
 	Port       int    // listen port; default -1 (a random free port)
-	ConfigFile string // a nats-server configuration file; Dir still sets the store directory unless the file sets one
+	ConfigFile string // a nats-server configuration file; Dir still sets the store directory unless the file sets one (jetstream { store_dir })
 	NoListen   bool   // accept in-process connections only (no TCP listener)
 	Logger     server.Logger
 }
 
 // Embedded is a NATS server with JetStream running inside this process,
-// holding an exclusive lock on its data directory.
+// holding an exclusive lock on the JetStream store directory it uses.
 type Embedded struct {
 	srv     *server.Server
+	store   string // the store directory (the server keeps its JetStream data in store/jetstream)
 	lock    *os.File
 	cleanup func()
 }
 
 const lockName = "agentreg.lock"
 
-// StartEmbedded starts a server on the data directory. If another process
-// holds the directory, it fails with ErrStoreLocked and names the URL that
-// process serves, so the caller can connect to it instead.
+// StartEmbedded starts a server on the data directory (or the store
+// directory its configuration file names). The lock is taken on the
+// JetStream store directory the server will really use, whatever set it:
+// two servers writing one store would each acknowledge writes the other
+// overwrites. If another process holds it, StartEmbedded fails with
+// ErrStoreLocked and names the URL that process serves, so the caller can
+// connect to it instead.
 func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if o.Dir == "" {
 		return nil, fmt.Errorf("embedded server: no data directory given")
@@ -49,15 +54,11 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("embedded server: data directory %s: %w", o.Dir, err)
 	}
-	lock, err := lockDir(o.Dir)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	opts := &server.Options{}
 	if o.ConfigFile != "" {
 		opts, err = server.ProcessConfigFile(o.ConfigFile)
 		if err != nil {
-			lock.Close()
 			return nil, fmt.Errorf("embedded server: config file %s: %w", o.ConfigFile, err)
 		}
 	} else {
@@ -74,6 +75,16 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	opts.DontListen = o.NoListen
 	if opts.StoreDir == "" {
 		opts.StoreDir = o.Dir
+	}
+	if abs, err := filepath.Abs(opts.StoreDir); err == nil {
+		opts.StoreDir = abs
+	}
+	if err := os.MkdirAll(opts.StoreDir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded server: store directory %s: %w", opts.StoreDir, err)
+	}
+	lock, err := lockDir(opts.StoreDir)
+	if err != nil {
+		return nil, err
 	}
 	opts.NoSigs = true
 	if o.Logger == nil {
@@ -113,7 +124,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		lock.Close()
 		return nil, err
 	}
-	return &Embedded{srv: srv, lock: lock}, nil
+	return &Embedded{srv: srv, store: opts.StoreDir, lock: lock}, nil
 }
 
 // URL is the client URL the server listens on.
@@ -132,7 +143,12 @@ func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// Close shuts the server down cleanly and releases the data directory.
+// StoreDir is the store directory the server uses (its JetStream data is
+// in StoreDir/jetstream), which this process holds locked: the data
+// directory, unless the configuration file names another store_dir.
+func (e *Embedded) StoreDir() string { return e.store }
+
+// Close shuts the server down cleanly and releases the store directory.
 func (e *Embedded) Close() error {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
@@ -148,7 +164,7 @@ func lockDir(dir string) (*os.File, error) {
 	path := filepath.Join(dir, lockName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
+		return nil, fmt.Errorf("lock store directory %s: %w", dir, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		info, _ := os.ReadFile(path)

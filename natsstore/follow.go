@@ -2,11 +2,8 @@ package natsstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentreg/agentreg/events"
 )
@@ -27,49 +24,51 @@ func (l *Log) LastStreamSeq(ctx context.Context) (uint64, error) {
 
 // Follower is a running Follow; Stop ends it.
 type Follower struct {
-	cc jetstream.ConsumeContext
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // Stop stops the follower and waits until fn is no longer called.
 func (f *Follower) Stop() {
-	f.cc.Stop()
-	<-f.cc.Closed()
+	f.cancel()
+	<-f.done
 }
 
 // Follow calls fn, in stream order, for every message of the log with
-// sequence > after, as it arrives, through one ordered consumer on the
-// whole event prefix. fn runs on one goroutine at a time and must not
+// sequence > after, as it arrives, through one ordered pull consumer on
+// the whole event prefix (pull.go). fn runs on one goroutine and must not
 // block for long: every later message waits for it. The consumer
-// recreates itself after a server restart or a cluster leader change and
-// resumes after the last message delivered; errors it meets on the way
-// are logged on lg.
+// recreates itself after a server restart, a reconnect or a cluster leader
+// change and resumes after the last message delivered; errors it meets on
+// the way are logged on lg.
+//
+// Each record's sequence, time and pending count come from the reply
+// subject the server delivered the message with (its $JS.ACK subject),
+// never from headers: a publisher's forged Nats-Sequence or Status header
+// neither moves a record nor turns it into a status (pull.go).
 func (l *Log) Follow(ctx context.Context, after uint64, lg *slog.Logger, fn func(r events.Record, pending uint64)) (*Follower, error) {
-	cctx, cancel := withTimeout(ctx, l.cfg.Timeout)
-	defer cancel()
-	cons, err := l.js.OrderedConsumer(cctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{l.cfg.Prefix + ".>"},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    after + 1,
-	})
+	p, err := l.newPuller([]string{l.cfg.Prefix + ".>"}, after+1, followLinger, lg)
 	if err != nil {
 		return nil, fmt.Errorf("follow stream %s after seq %d: %w", l.cfg.Stream, after, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err != nil {
-			lg.Warn("follower: message without metadata; skipped", "subject", m.Subject(), "err", err)
-			return
-		}
-		fn(events.Record{Seq: meta.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: meta.Timestamp}, meta.NumPending)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrConsumerDeleted) {
-			lg.Warn("follower", "stream", l.cfg.Stream, "err", err)
-		}
-	}))
-	if err != nil {
+	if err := p.create(ctx); err != nil {
+		p.close()
 		return nil, fmt.Errorf("follow stream %s after seq %d: %w", l.cfg.Stream, after, err)
 	}
-	return &Follower{cc: cc}, nil
+	fctx, cancel := context.WithCancel(context.Background())
+	f := &Follower{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer p.close()
+		err := p.run(fctx, func(r events.Record, pending uint64) error {
+			fn(r, pending)
+			return nil
+		})
+		if err != nil && fctx.Err() == nil {
+			lg.Warn("follower stopped", "stream", l.cfg.Stream, "err", err)
+		}
+	}()
+	return f, nil
 }
 
 // StoredID returns the stream sequence of the message stored on subject

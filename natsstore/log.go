@@ -2,11 +2,14 @@ package natsstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +52,17 @@ type Config struct {
 	Duplicates     time.Duration // dedupe window for retried appends; default 2m
 	MaxBytes       int64         // stream size limit; default unlimited (-1). Full: appends fail, nothing is dropped
 	Timeout        time.Duration // per-request timeout when ctx has no deadline; default 10s
+	// AllowDeletes creates the stream with message deletes and purges
+	// allowed. By default OpenLog creates it with both denied (deny_delete,
+	// deny_purge): an event log never loses an event, and the server
+	// refuses `nats stream rmm` and `nats stream purge` whatever the
+	// caller's permissions. For tests that tamper with a stream; a
+	// deployment leaves it false. It applies only when the stream is
+	// created.
+	AllowDeletes bool
+	// Logger receives OpenLog's warnings (an existing stream that allows
+	// deletes or purges); default slog.Default().
+	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -76,6 +90,9 @@ func (c Config) withDefaults() Config {
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
 	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	return c
 }
 
@@ -91,6 +108,13 @@ type Log struct {
 
 // OpenLog creates the stream if it does not exist, or checks that an
 // existing one has the settings the log relies on.
+//
+// A stream it creates denies message deletes and purges (unless
+// cfg.AllowDeletes): the server refuses them to every user, and a stream's
+// deny_delete and deny_purge cannot be turned off by editing it. An
+// existing stream that allows them is still opened, with a warning on
+// cfg.Logger: OpenLog never changes a stream, that is the operator's
+// decision (docs/permissions.md).
 func OpenLog(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 	cfg = cfg.withDefaults()
 	js, err := jetstream.New(nc)
@@ -108,7 +132,8 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		Discard:            jetstream.DiscardNew,
 		AllowDirect:        true,
 		AllowAtomicPublish: true,
-		DenyDelete:         false,
+		DenyDelete:         !cfg.AllowDeletes,
+		DenyPurge:          !cfg.AllowDeletes,
 	}
 	ctx, cancel := withTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -122,8 +147,15 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 	case err != nil:
 		return nil, fmt.Errorf("look up stream %s: %w", cfg.Stream, err)
 	default:
-		if err := checkStream(stream.CachedInfo().Config, want); err != nil {
+		got := stream.CachedInfo().Config
+		if err := checkStream(got, want); err != nil {
 			return nil, err
+		}
+		if (!got.DenyDelete || !got.DenyPurge) && !cfg.AllowDeletes {
+			cfg.Logger.Warn("stream allows deleting or purging events: a deleted event silently changes what the registry says from the next load on, "+
+				"and every later event of that agent fails its hash chain; deletes and purges cannot be denied by editing the stream, "+
+				"see docs/permissions.md to recreate it with them denied",
+				"stream", got.Name, "deny_delete", got.DenyDelete, "deny_purge", got.DenyPurge)
 		}
 	}
 	return &Log{nc: nc, js: js, stream: stream, cfg: cfg}, nil
@@ -372,11 +404,13 @@ func (l *Log) LastRootSeq(ctx context.Context, root string) (uint64, error) {
 }
 
 // LastSeq returns the stream sequence of the newest message on any of the
-// subjects (wildcards allowed), 0 if none.
+// subjects (wildcards allowed), 0 if none. One last-by-subject direct get
+// per subject, all in flight at once; each reply is classified and read by
+// the values the server set (lastBySubject), never by headers a publisher
+// wrote.
 func (l *Log) LastSeq(ctx context.Context, subjects []string) (uint64, error) {
 	ctx, cancel := withTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
-	// One request per subject, all in flight at once.
 	type result struct {
 		seq uint64
 		err error
@@ -384,15 +418,8 @@ func (l *Log) LastSeq(ctx context.Context, subjects []string) (uint64, error) {
 	results := make(chan result, len(subjects))
 	for _, s := range subjects {
 		go func() {
-			raw, err := l.stream.GetLastMsgForSubject(ctx, s)
-			switch {
-			case errors.Is(err, jetstream.ErrMsgNotFound):
-				results <- result{}
-			case err != nil:
-				results <- result{err: fmt.Errorf("last message on %s: %w", s, err)}
-			default:
-				results <- result{seq: raw.Sequence}
-			}
+			seq, err := l.lastBySubject(ctx, s)
+			results <- result{seq, err}
 		}()
 	}
 	var last uint64
@@ -405,6 +432,51 @@ func (l *Log) LastSeq(ctx context.Context, subjects []string) (uint64, error) {
 		last = max(last, r.seq)
 	}
 	return last, first
+}
+
+// lastBySubject returns the stream sequence of the newest message on
+// subject (wildcards allowed), 0 if there is none, with one direct get.
+//
+// nats.go's Stream.GetLastMsgForSubject is not used: it reads the reply's
+// Nats-Sequence with Header.Get, the first value, which is the publisher's
+// when it stored a message with a forged Nats-Sequence header (the server
+// appends its own after the publisher's), and its synchronous request turns
+// a stored empty message with a Status: 503 header into ErrNoResponders.
+// Here the reply arrives on a callback subscription and is classified by
+// the server-set headers only (classify: a message carries the server's
+// Nats-Sequence, a status reply has none).
+func (l *Log) lastBySubject(ctx context.Context, subject string) (uint64, error) {
+	inbox := l.nc.NewRespInbox()
+	q := newReplyQueue()
+	sub, err := l.nc.Subscribe(inbox, q.push)
+	if err != nil {
+		return 0, fmt.Errorf("last message on %s: %w", subject, err)
+	}
+	defer sub.Unsubscribe()
+	req, _ := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+l.cfg.Stream, inbox, req); err != nil {
+		return 0, fmt.Errorf("last message on %s: %w", subject, err)
+	}
+	m, err := q.next(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("last message on %s: %w", subject, err)
+	}
+	r, err := classify(m)
+	if err != nil {
+		return 0, fmt.Errorf("last message on %s: %w", subject, err)
+	}
+	switch r.status {
+	case "":
+		return r.rec.Seq, nil
+	case "404":
+		return 0, nil
+	case "503":
+		return 0, fmt.Errorf("last message on %s: %w", subject, nats.ErrNoResponders)
+	default:
+		return 0, fmt.Errorf("last message on %s: direct get answered %s %s", subject, r.status, r.desc)
+	}
 }
 
 // ReadRoot calls fn, in stream order, for every message of root's subtree
@@ -505,61 +577,79 @@ func (l *Log) readSubjects(ctx context.Context, subjects []string, from, bound u
 const consumerLinger = 3 * time.Second
 
 // consume reads the messages matching subjects from sequence from up to
-// at least bound (a sequence that exists) with an ordered consumer. A
-// consumer that delivers nothing for the log's Timeout fails the read
-// rather than wait forever (a ctx without a deadline used to hang here).
+// at least bound (a sequence that exists) with an ordered pull consumer
+// (pull.go: records are classified and sequenced by the server's reply
+// subject, not by headers a publisher could forge). A consumer that
+// delivers nothing for the log's Timeout fails the read rather than wait
+// forever.
 func (l *Log) consume(ctx context.Context, subjects []string, from, bound uint64, fn func(events.Record) error) (uint64, error) {
-	cctx, cancel := withTimeout(ctx, l.cfg.Timeout) // creating the consumer
+	// An ephemeral consumer outlives the read on the server until its
+	// inactivity threshold: a process loading many roots would otherwise
+	// pile them up to the server's consumer limit. The server removes this
+	// one a few seconds after the read stops pulling. (Deleting it
+	// explicitly would take a permission to delete any consumer of the
+	// stream, agentd's follower's included, which a writer or reader must
+	// not have.)
+	p, err := l.newPuller(subjects, from, consumerLinger, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
+	}
+	defer p.close()
+	if err := p.create(ctx); err != nil {
+		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cons, err := l.js.OrderedConsumer(cctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: subjects,
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
-		// An ordered consumer outlives Stop on the server (5 minutes by
-		// default): a process loading many roots would pile them up to the
-		// server's consumer limit. The server removes this one a few
-		// seconds after the read ends. (Deleting it explicitly would take
-		// a permission to delete any consumer of the stream, agentd's
-		// follower's included, which a writer or reader must not have.)
-		InactiveThreshold: consumerLinger,
+	// No message for the log's Timeout: fail rather than wait for ever.
+	var (
+		last     uint64
+		progress = make(chan struct{}, 1)
+		stalled  atomic.Bool
+	)
+	go func() {
+		t := time.NewTimer(l.cfg.Timeout)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-progress:
+				t.Reset(l.cfg.Timeout)
+			case <-t.C:
+				stalled.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	err = p.run(rctx, func(r events.Record, pending uint64) error {
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+		last = r.Seq
+		if err := fn(r); err != nil {
+			return err
+		}
+		// Pending 0: nothing more matches right now (also covers a bound
+		// message deleted after it was looked up).
+		if r.Seq >= bound || pending == 0 {
+			return errStopPull
+		}
+		return nil
 	})
+	cancel()
 	if err != nil {
-		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("read %v: %w", subjects, ctx.Err())
+		}
+		if stalled.Load() {
+			return 0, fmt.Errorf("read %v from seq %d up to seq %d: no message for %v (is the stream's server reachable?): %w",
+				subjects, from, bound, l.cfg.Timeout, nats.ErrTimeout)
+		}
+		return 0, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return 0, fmt.Errorf("read %v from seq %d: %w", subjects, from, err)
-	}
-	defer it.Stop()
-	// The iterator blocks until a message comes; stop it when ctx ends.
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		msg, err := it.Next(jetstream.NextMaxWait(l.cfg.Timeout))
-		if err != nil {
-			if ctx.Err() != nil {
-				return 0, fmt.Errorf("read %v: %w", subjects, ctx.Err())
-			}
-			if errors.Is(err, nats.ErrTimeout) {
-				return 0, fmt.Errorf("read %v from seq %d up to seq %d: no message for %v (is the stream's server reachable?): %w",
-					subjects, from, bound, l.cfg.Timeout, err)
-			}
-			return 0, fmt.Errorf("read %v: %w", subjects, err)
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return 0, fmt.Errorf("read %v: metadata: %w", subjects, err)
-		}
-		seq := meta.Sequence.Stream
-		if err := fn(events.Record{Seq: seq, Subject: msg.Subject(), Data: msg.Data(), Time: meta.Timestamp}); err != nil {
-			return 0, err
-		}
-		// NumPending 0: nothing more matches right now (also covers a
-		// bound message deleted after it was looked up).
-		if seq >= bound || meta.NumPending == 0 {
-			return max(bound, seq), nil
-		}
-	}
+	return max(bound, last), nil
 }
 
 func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {

@@ -29,6 +29,14 @@ type wireRegistry struct {
 	Seq         uint64          `msgpack:"seq"`
 	Count       uint64          `msgpack:"count"`
 	Violations  []Violation     `msgpack:"violations"`
+	VDropped    uint64          `msgpack:"vdropped,omitempty"`
+	IDs         []wireID        `msgpack:"ids"`
+}
+
+// wireID is an event id the registry folded and the sequence it came at.
+type wireID struct {
+	ID  string `msgpack:"i"`
+	Seq uint64 `msgpack:"s"`
 }
 
 type wireAgent struct {
@@ -66,7 +74,7 @@ func (r *Registry) wire() *wireRegistry {
 	w := &wireRegistry{
 		Root: r.Root, Def: r.Def, RootActor: r.RootActor, RootSeq: r.RootSeq, RootTime: r.RootTime,
 		RootHash: r.RootHash, MigratedTo: r.MigratedTo, MigratedSeq: r.MigratedSeq,
-		Seq: r.Seq, Count: r.Count, Violations: r.Violations,
+		Seq: r.Seq, Count: r.Count, Violations: r.Violations, VDropped: r.ViolationsDropped,
 		Agents:     make([]wireAgent, 0, len(r.Agents)),
 		SubjectSeq: make([]wireSubject, 0, len(r.SubjectSeq)),
 	}
@@ -89,6 +97,10 @@ func (r *Registry) wire() *wireRegistry {
 	for _, p := range sortedKeys(r.SubjectSeq) {
 		w.SubjectSeq = append(w.SubjectSeq, wireSubject{Path: p, Seq: r.SubjectSeq[p]})
 	}
+	w.IDs = make([]wireID, 0, len(r.IDs))
+	for _, id := range sortedKeys(r.IDs) {
+		w.IDs = append(w.IDs, wireID{ID: id, Seq: r.IDs[id]})
+	}
 	return w
 }
 
@@ -96,7 +108,7 @@ func (w *wireRegistry) registry() (*Registry, error) {
 	r := &Registry{
 		Root: w.Root, Def: w.Def, RootActor: w.RootActor, RootSeq: w.RootSeq, RootTime: w.RootTime,
 		RootHash: w.RootHash, MigratedTo: w.MigratedTo, MigratedSeq: w.MigratedSeq,
-		Seq: w.Seq, Count: w.Count, Violations: w.Violations,
+		Seq: w.Seq, Count: w.Count, Violations: w.Violations, ViolationsDropped: w.VDropped,
 		Agents: make(map[string]*Agent, len(w.Agents)), SubjectSeq: make(map[string]uint64, len(w.SubjectSeq)),
 	}
 	for _, wa := range w.Agents {
@@ -120,6 +132,10 @@ func (w *wireRegistry) registry() (*Registry, error) {
 	}
 	for _, s := range w.SubjectSeq {
 		r.SubjectSeq[s.Path] = s.Seq
+	}
+	r.IDs = make(map[string]uint64, len(w.IDs))
+	for _, id := range w.IDs {
+		r.IDs[id.ID] = id.Seq
 	}
 	r.rebuildIndex()
 	return r, nil

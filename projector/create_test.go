@@ -41,7 +41,8 @@ func TestCreateV2(t *testing.T) {
 	}{
 		{"caps and tasks", "p/c", []events.Capability{mathCap([]string{"sin", "pi"}, nil), printCap}, []events.TaskDef{simpleTask("a"), simpleTask("b")}, ""},
 		{"no caps, no tasks", "p/c", nil, nil, ""},
-		{"pattern narrows", "p/c", []events.Capability{mathCap([]string{"s*"}, []string{"sinh"})}, nil, ""},
+		{"pattern under a literal list", "p/c", []events.Capability{mathCap([]string{"s*"}, []string{"sinh"})}, nil, projector.CodeEscalation},
+		{"pattern under *", "p/c", []events.Capability{{Kind: events.KindFunc, Name: "print", Include: []string{"p*"}}}, nil, ""},
 		{"one cap escalates", "p/c", []events.Capability{printCap, mathCap([]string{"sin", "tan"}, nil)}, []events.TaskDef{simpleTask("a")}, projector.CodeEscalation},
 		{"cap the parent lacks", "p/c", []events.Capability{{Kind: events.KindType, Name: "Matrix"}}, nil, projector.CodeEscalation},
 		{"cap the root lacks", "top", []events.Capability{{Kind: events.KindType, Name: "Matrix"}}, nil, projector.CodeEscalation},

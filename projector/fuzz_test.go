@@ -49,7 +49,7 @@ func FuzzApply(f *testing.F) {
 	seed(e, projector.CodeEscalation)
 	e = s.event(events.CapabilityGranted, "a/b")
 	e.Granted = &events.GrantedData{Capability: mathCap([]string{"s*"}, []string{"sinh"})}
-	seed(e, "")
+	seed(e, projector.CodeEscalation) // a pattern under a literal list
 	e = s.event(events.CapabilityRevoked, "a")
 	e.Revoked = &events.RevokedData{Kind: events.KindModule, Name: "math"}
 	seed(e, "")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/agentreg/agentreg/events"
 )
@@ -17,7 +18,14 @@ import (
 // tasks and is applied whole; a version 1 create carrying either is
 // malformed. Projector 2 recorded every version 2 event as a future_version
 // violation, so its snapshots of a log holding any are not this fold's.
-const Version = 3
+//
+// 4: event ids are remembered (Registry.IDs): a second event with an id
+// folded before is a violation (replayed); a registry may have a trust
+// policy (SetTrust). Inputs over events' size limits are violations
+// (too_large); a glob grant the parent's chain does not provably cover is
+// an escalation; Violations keeps the newest MaxViolations and counts the
+// rest (ViolationsDropped, in the snapshot encoding).
+const Version = 4
 
 // Grant is a capability held by an agent, with who granted it and when.
 type Grant struct {
@@ -80,14 +88,23 @@ type Registry struct {
 	Seq        uint64            `msgpack:"seq"`   // last stream sequence folded
 	Count      uint64            `msgpack:"count"` // records folded
 	Violations []Violation       `msgpack:"violations"`
+	// ViolationsDropped counts the violations dropped from Violations,
+	// which keeps the newest MaxViolations.
+	ViolationsDropped uint64 `msgpack:"vdropped"`
+
+	// IDs holds the id of every event the registry folded past the trust
+	// check, with the sequence it came at: a second event with one of them
+	// (a replayed copy) is a violation.
+	IDs map[string]uint64 `msgpack:"-"`
 
 	tasks map[string]*events.TaskDef // interned task definitions (see itask)
+	trust *Trust                     // nil: no trust policy
 	tree  tree                       // the child index (see tree.go)
 }
 
 // New returns the empty registry of a root.
 func New(root string) *Registry {
-	return &Registry{Root: root, Agents: map[string]*Agent{}, SubjectSeq: map[string]uint64{}, tree: tree{kids: map[string]*childSet{}}}
+	return &Registry{Root: root, Agents: map[string]*Agent{}, SubjectSeq: map[string]uint64{}, IDs: map[string]uint64{}, tree: tree{kids: map[string]*childSet{}}}
 }
 
 // LastHash returns the hash of the last applied event of the agent at path
@@ -218,8 +235,13 @@ func (r *Registry) CheckGrant(path string, c events.Capability) error {
 }
 
 // checkGrant reports an escalation: the parent of path must effectively hold
-// the capability, and every literal member the grant names in Include must be
-// usable by the parent.
+// the capability, every literal member the grant names in Include must be
+// usable by the parent, and every pattern in Include must be provably
+// covered by each grant from the root down to the parent
+// (events.Capability.CoversPattern: an include "*", the same pattern, or a
+// literal prefix followed by "*"; every exclude either disjoint from the
+// pattern or one the grant excludes too). A pattern that cannot be proved
+// so is refused: the error says to list the members by name.
 func (r *Registry) checkGrant(path string, c events.Capability) error {
 	parent := events.Parent(path)
 	if r.Def == nil {
@@ -241,10 +263,17 @@ func (r *Registry) checkGrant(path string, c events.Capability) error {
 		return fmt.Errorf("%s does not hold %s %q: %w", who(), c.Kind, c.Name, events.ErrEscalation)
 	}
 	e := Effective{Capability: chain[len(chain)-1], Chain: chain}
-	var denied []string
+	var denied, unproved []string
+	budget := events.GlobBudget // steps for all of this grant's patterns
 	for _, p := range c.Include {
-		if strings.ContainsAny(p, `*?[\`) {
-			continue // a pattern: intersected, never widened
+		if events.IsPattern(p) {
+			for _, g := range chain {
+				if !g.CoversPattern(p, c.Exclude, &budget) {
+					unproved = append(unproved, p)
+					break
+				}
+			}
+			continue
 		}
 		if !e.Allows(p) {
 			denied = append(denied, p)
@@ -253,6 +282,12 @@ func (r *Registry) checkGrant(path string, c events.Capability) error {
 	if len(denied) > 0 {
 		return fmt.Errorf("%s does not hold member(s) %s of %s %q: %w",
 			who(), strings.Join(denied, ", "), c.Kind, c.Name, events.ErrEscalation)
+	}
+	if len(unproved) > 0 {
+		return fmt.Errorf("%s cannot be shown to hold everything pattern(s) %q of %s %q could match "+
+			"(a pattern is accepted only under grants that include \"*\", the same pattern or a literal prefix and \"*\", "+
+			"and exclude nothing it could match that the grant does not exclude too): list the members by name instead: %w",
+			who(), unproved, c.Kind, c.Name, events.ErrEscalation)
 	}
 	return nil
 }
@@ -315,7 +350,7 @@ func (r *Registry) Check(e *events.Event) error {
 		}
 		def := e.Registered.Def
 		if err := def.Validate(); err != nil {
-			return fmt.Errorf("%w: root definition: %v", events.ErrMalformed, err)
+			return invalid("root definition", err)
 		}
 		if fp := def.Fingerprint(); fp != r.Root {
 			return fmt.Errorf("%w: root definition hashes to %s, not to the root %s it is filed under", events.ErrMalformed, short(fp), short(r.Root))
@@ -352,8 +387,10 @@ func (r *Registry) Check(e *events.Event) error {
 	case events.CapabilityGranted:
 		c := e.Granted.Capability
 		if err := c.Validate(); err != nil {
-			return fmt.Errorf("%w: %v", events.ErrMalformed, err)
+			return invalid(fmt.Sprintf("grant to %q", e.Path), err)
 		}
+		// An agent holds only capabilities of its root, so at most
+		// events.MaxCapabilities of them.
 		return r.checkGrant(e.Path, c.Normalized())
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
@@ -361,8 +398,13 @@ func (r *Registry) Check(e *events.Event) error {
 			return fmt.Errorf("revoke %s %q from %q: the agent does not hold it: %w", e.Revoked.Kind, e.Revoked.Name, e.Path, events.ErrNotFound)
 		}
 	case events.TaskDefined:
-		if err := e.Task.Task.Validate(); err != nil {
-			return fmt.Errorf("%w: agent %q: %v", events.ErrMalformed, e.Path, err)
+		t := e.Task.Task
+		if err := t.Validate(); err != nil {
+			return invalid(fmt.Sprintf("agent %q", e.Path), err)
+		}
+		if a := r.Agents[e.Path]; len(a.Tasks) >= events.MaxTasks && a.Tasks[t.Name] == nil {
+			return fmt.Errorf("%w: agent %q holds %d tasks, the limit is %d: task %q would be one more",
+				events.ErrTooLarge, e.Path, len(a.Tasks), events.MaxTasks, t.Name)
 		}
 	}
 	return nil
@@ -374,10 +416,13 @@ func (r *Registry) Check(e *events.Event) error {
 // it (checkGrant), a task must validate, and no capability key or task name
 // may appear twice. Any failure refuses the whole creation.
 func (r *Registry) checkCreated(path string, c *events.CreatedData) error {
+	if err := c.CheckLimits(path); err != nil {
+		return err
+	}
 	seen := make(map[string]bool, len(c.Capabilities))
 	for _, cp := range c.Capabilities {
 		if err := cp.Validate(); err != nil {
-			return fmt.Errorf("%w: create %q: %v", events.ErrMalformed, path, err)
+			return invalid(fmt.Sprintf("create %q", path), err)
 		}
 		if seen[cp.Key()] {
 			return fmt.Errorf("%w: create %q: capability %s %q appears twice", events.ErrMalformed, path, cp.Kind, cp.Name)
@@ -390,7 +435,7 @@ func (r *Registry) checkCreated(path string, c *events.CreatedData) error {
 	names := make(map[string]bool, len(c.Tasks))
 	for _, t := range c.Tasks {
 		if err := t.Validate(); err != nil {
-			return fmt.Errorf("%w: create %q: %v", events.ErrMalformed, path, err)
+			return invalid(fmt.Sprintf("create %q", path), err)
 		}
 		if names[t.Name] {
 			return fmt.Errorf("%w: create %q: task %q appears twice", events.ErrMalformed, path, t.Name)
@@ -398,6 +443,15 @@ func (r *Registry) checkCreated(path string, c *events.CreatedData) error {
 		names[t.Name] = true
 	}
 	return nil
+}
+
+// invalid is the error for a body that does not validate: ErrMalformed, or
+// the ErrTooLarge it wraps (an input over a limit), prefixed with what.
+func invalid(what string, err error) error {
+	if errors.Is(err, events.ErrTooLarge) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%w: %s: %v", events.ErrMalformed, what, err)
 }
 
 // Apply folds one record into the registry. A record that cannot be decoded
@@ -428,6 +482,22 @@ func (r *Registry) Apply(rec events.Record) {
 		r.violate(rec, e, fmt.Errorf("event for root %s path %q stored on subject %q: %w", short(e.Root), e.Path, rec.Subject, events.ErrWrongSubject))
 		return
 	}
+	if r.trust != nil {
+		if err := r.trust.check(rec.Data, e); err != nil {
+			r.violate(rec, e, err)
+			return
+		}
+	}
+	// An id is taken only by an event that passed the trust check: a
+	// forged copy cannot claim the id of a write yet to come.
+	if first, seen := r.IDs[e.ID]; seen {
+		r.violate(rec, e, fmt.Errorf("event %s came at seq %d already: a copy published again: %w", e.ID, first, events.ErrReplayed))
+		return
+	}
+	if r.IDs == nil {
+		r.IDs = map[string]uint64{}
+	}
+	r.IDs[e.ID] = rec.Seq
 	if want := r.LastHash(path); e.Prev != want && !(e.Type == events.AgentCreated && r.Agents[path] == nil && e.Prev == "") {
 		r.violate(rec, e, fmt.Errorf("event %s names previous hash %s, the agent's last applied event hashes to %s: %w",
 			e.ID, shortHash(e.Prev), shortHash(want), events.ErrChain))
@@ -513,6 +583,11 @@ const (
 	CodeRetired       = "retired"
 	CodeMigrated      = "migrated"
 	CodeOther         = "invalid"
+	CodeTooLarge      = "too_large"
+	CodeUnsigned      = "unsigned"
+	CodeBadSignature  = "bad_signature"
+	CodeUntrusted     = "untrusted_signer"
+	CodeReplayed      = "replayed"
 )
 
 // CodeOf maps an error to its violation code.
@@ -521,6 +596,7 @@ func CodeOf(err error) string {
 		err  error
 		code string
 	}{
+		{events.ErrTooLarge, CodeTooLarge},
 		{events.ErrFutureVersion, CodeFutureVersion},
 		{events.ErrUnknownType, CodeUnknownType},
 		{events.ErrInvalidName, CodeInvalidName},
@@ -532,6 +608,10 @@ func CodeOf(err error) string {
 		{events.ErrRetired, CodeRetired},
 		{events.ErrMigrated, CodeMigrated},
 		{events.ErrMalformed, CodeMalformed},
+		{events.ErrUnsigned, CodeUnsigned},
+		{events.ErrBadSignature, CodeBadSignature},
+		{events.ErrUntrustedSigner, CodeUntrusted},
+		{events.ErrReplayed, CodeReplayed},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code
@@ -540,12 +620,47 @@ func CodeOf(err error) string {
 	return CodeOther
 }
 
+// MaxViolations bounds Registry.Violations: past it the oldest violation
+// is dropped for each new one and counted in ViolationsDropped, so that a
+// flood of bad messages cannot grow a registry or its snapshots. The newest
+// are kept: a writer finds its own refused event there.
+const MaxViolations = 1000
+
+// Bounds on a violation's strings (cut beyond, marked with "...").
+const (
+	maxViolationReason = 1024
+	maxViolationID     = 128
+	maxViolationText   = 2304 // subject, path: a path of 32 segments of 64 fits
+)
+
 func (r *Registry) violate(rec events.Record, e *events.Event, err error) {
-	v := Violation{Seq: rec.Seq, Subject: rec.Subject, Code: CodeOf(err), Reason: err.Error()}
+	v := Violation{Seq: rec.Seq, Subject: cut(rec.Subject, maxViolationText), Code: CodeOf(err), Reason: cut(err.Error(), maxViolationReason)}
 	if e != nil {
-		v.EventID, v.Type, v.Path = e.ID, string(e.Type), e.Path
+		v.EventID, v.Type, v.Path = cut(e.ID, maxViolationID), cut(string(e.Type), maxViolationID), cut(e.Path, maxViolationText)
+	}
+	if n := len(r.Violations); n >= MaxViolations {
+		keep := r.Violations[n-MaxViolations+1:]
+		r.ViolationsDropped += uint64(n - len(keep))
+		if len(keep) == cap(keep) {
+			// Room for the next MaxViolations drops without copying; a
+			// clone (whose slice is clipped) never sees these writes.
+			keep = append(make([]Violation, 0, 2*MaxViolations), keep...)
+		}
+		r.Violations = keep
 	}
 	r.Violations = append(r.Violations, v)
+}
+
+// cut shortens s to at most n bytes (on a rune boundary), ending in "...".
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n - 3
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "..."
 }
 
 // subjectPrefix recovers the subject prefix: everything before ".<root>".

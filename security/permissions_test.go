@@ -245,10 +245,10 @@ func TestRoles(t *testing.T) {
 		require.NoError(t, err, "an atomic batch on the writer's root")
 		_, _, err = rt.Create(ctx, solver, agent.Spec{Name: "parser"})
 		require.NoError(t, err, "a single append on the writer's root")
-		// Agents with long primers make a snapshot body of several MB:
-		// reading it back takes JetStream flow control.
-		for i := range 12 {
-			_, _, err = rt.Create(ctx, root, agent.Spec{Name: fmt.Sprintf("bulky_%02d", i), Primer: strings.Repeat("p", 256<<10)})
+		// Agents with long primers (at the primer limit) make a snapshot
+		// body of several MB: reading it back takes JetStream flow control.
+		for i := range 40 {
+			_, _, err = rt.Create(ctx, root, agent.Spec{Name: fmt.Sprintf("bulky_%02d", i), Primer: strings.Repeat("p", events.MaxPrimerBytes)})
 			require.NoError(t, err)
 		}
 		last, err := wlog.LastRootSeq(ctx, arch)

@@ -39,6 +39,10 @@ type Header struct {
 	Time      int64  `msgpack:"time" json:"time"`   // Unix nanoseconds when taken
 	SHA256    string `msgpack:"sha256" json:"sha256"`
 	Size      int    `msgpack:"size" json:"size"`
+	// Trust is the ID of the trust policy the registry was folded under
+	// (projector.Trust), "" for none: a snapshot restores only a registry
+	// with the same policy.
+	Trust string `msgpack:"trust,omitempty" json:"trust,omitempty"`
 }
 
 // Name is the object name of the snapshot body: root.seq, the sequence
@@ -72,7 +76,7 @@ func Capture(reg *projector.Registry, now time.Time) (Header, []byte, error) {
 	return Header{
 		Format: FormatVersion, Projector: projector.Version,
 		Root: reg.Root, Seq: reg.Seq, Count: reg.Count, Time: now.UnixNano(),
-		SHA256: hex.EncodeToString(sum[:]), Size: len(body),
+		SHA256: hex.EncodeToString(sum[:]), Size: len(body), Trust: reg.TrustID(),
 	}, body, nil
 }
 
@@ -139,6 +143,16 @@ type Result struct {
 // rebuilt from the whole log. The result is never a state the log does not
 // give.
 func Restore(ctx context.Context, store Store, src Source, root string, upTo uint64, log *slog.Logger) (Result, error) {
+	return RestoreTrusted(ctx, store, src, root, upTo, nil, log)
+}
+
+// ErrOtherTrust: a snapshot folded under another trust policy.
+var ErrOtherTrust = errors.New("snapshot made under another trust policy")
+
+// RestoreTrusted is Restore for a registry with a trust policy (nil: none):
+// only snapshots made under the same policy are used, and the events after
+// them are folded under it.
+func RestoreTrusted(ctx context.Context, store Store, src Source, root string, upTo uint64, trust *projector.Trust, log *slog.Logger) (Result, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -151,6 +165,12 @@ func Restore(ctx context.Context, store Store, src Source, root string, upTo uin
 		}
 		for _, h := range headers {
 			if upTo != 0 && h.Seq > upTo {
+				continue
+			}
+			if h.Trust != trust.ID() {
+				err := fmt.Errorf("snapshot %s: made under trust policy %q, this registry's is %q: %w", h.Name(), h.Trust, trust.ID(), ErrOtherTrust)
+				log.Debug("snapshot skipped", "root", root, "snapshot", h.Name(), "err", err)
+				res.Skipped = append(res.Skipped, Skipped{Header: h, Err: err})
 				continue
 			}
 			body, err := store.Body(ctx, h)
@@ -169,6 +189,7 @@ func Restore(ctx context.Context, store Store, src Source, root string, upTo uin
 	if reg == nil {
 		reg = projector.New(root)
 	}
+	reg.SetTrust(trust)
 	if err := CatchUp(ctx, src, reg, upTo, func() { res.Tail++ }); err != nil {
 		return res, err
 	}

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -17,8 +18,10 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
+	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/daemon"
 )
 
@@ -82,6 +85,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.HTTPAddr, "http", env("AGENTD_HTTP", ""), "serve /healthz and /metrics on this address, e.g. 127.0.0.1:8222 (env AGENTD_HTTP)")
 	fs.IntVar(&cfg.MaxLoadedRoots, "max-loaded-roots", envInt("AGENTD_MAX_LOADED_ROOTS", 10_000), "registries kept in memory; the least recently used beyond it are reloaded when needed (env AGENTD_MAX_LOADED_ROOTS)")
 	snapEvery := fs.Uint64("snapshot-every", 1000, "take a snapshot of a root after this many of its events")
+	seedFile := fs.String("signing-seed", "", "file holding an nkeys seed: agentd signs every event it writes (or the seed itself in env AGENTREG_SIGNING_SEED)")
+	signersFile := fs.String("signers", env("AGENTREG_SIGNERS_FILE", ""), "file of trusted signers' nkey public keys, one a line: events not signed by one are violations, not applied (env AGENTREG_SIGNERS_FILE)")
 	logFormat := fs.String("log-format", env("AGENTD_LOG_FORMAT", "text"), "text or json (env AGENTD_LOG_FORMAT)")
 	logLevel := fs.String("log-level", env("AGENTD_LOG_LEVEL", "info"), "debug, info, warn or error (env AGENTD_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +115,23 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--replicas %d: want 1..5: %w", cfg.Stream.Replicas, errUsage)
 	}
 	cfg.SnapshotEvery = *snapEvery
+	switch {
+	case *seedFile != "":
+		b, err := os.ReadFile(*seedFile)
+		if err != nil {
+			return fmt.Errorf("--signing-seed: %v: %w", err, errUsage)
+		}
+		cfg.SigningSeed = bytes.TrimSpace(b)
+	case os.Getenv("AGENTREG_SIGNING_SEED") != "":
+		cfg.SigningSeed = []byte(strings.TrimSpace(os.Getenv("AGENTREG_SIGNING_SEED")))
+	}
+	if *signersFile != "" {
+		keys, err := agent.SignersFromFile(*signersFile)
+		if err != nil {
+			return fmt.Errorf("--signers: %v: %w", err, errUsage)
+		}
+		cfg.TrustedSigners = keys
+	}
 	return daemon.Run(ctx, cfg, func(d *daemon.Daemon) {
 		where := "embedded NATS at " + d.URL() + ", data in " + cfg.DataDir
 		if cfg.Conn.URL != "" {

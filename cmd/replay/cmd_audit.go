@@ -48,11 +48,23 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"deleted messages, invariant violations (escalations, unknown parents, undecodable events), and stored\n"+
 		"snapshots against a fresh replay; signatures when events are signed. Exit status 0 when clean, 1 with a\n"+
 		"summary when not.", &c, stderr)
-	signers := fs.String("signers", os.Getenv("AGENTREG_SIGNERS"), "allow-list of signers' nkey public keys, comma-separated: events signed by\nother keys are problems (env AGENTREG_SIGNERS)")
+	signers := fs.String("signers", os.Getenv("AGENTREG_SIGNERS"), "allow-list of signers' nkey public keys, comma-separated, or a file of them (one a line,\nas agentd --signers reads): events signed by other keys are problems (env AGENTREG_SIGNERS)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	for _, k := range strings.Split(*signers, ",") {
+	list := strings.Split(*signers, ",")
+	if v := strings.TrimSpace(*signers); v != "" && !strings.Contains(v, ",") {
+		if _, err := nkeys.FromPublicKey(v); err != nil { // not a key: a file of keys
+			b, err := os.ReadFile(v)
+			if err != nil {
+				return usageErr("audit", "--signers %q: neither an nkey public key nor a readable file: %v", v, err)
+			}
+			if list, err = projector.ParseSigners(string(b)); err != nil {
+				return usageErr("audit", "--signers file %s: %v", v, err)
+			}
+		}
+	}
+	for _, k := range list {
 		if k = strings.TrimSpace(k); k != "" {
 			if _, err := nkeys.FromPublicKey(k); err != nil {
 				return usageErr("audit", "--signers: %q is not an nkey public key", k)
@@ -195,9 +207,18 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 		for _, pr := range checkSignatures(root, recs, c.signers, rep) {
 			add(pr)
 		}
+		dupSeqs := map[uint64]bool{}
+		for _, pr := range rep.Problems {
+			if pr.Kind == "duplicate_id" {
+				dupSeqs[pr.Seq] = true
+			}
+		}
 		for _, v := range reg.Violations {
 			if v.Code == projector.CodeChain && chainSeqs[v.Seq] {
 				continue // reported above, with more detail
+			}
+			if v.Code == projector.CodeReplayed && dupSeqs[v.Seq] {
+				continue // the same copy, reported above as duplicate_id
 			}
 			path := v.Path
 			if v.EventID == "" {
@@ -305,9 +326,13 @@ func checkSignatures(root string, recs []events.Record, allowed map[string]bool,
 		if err != nil {
 			continue // reported as malformed by the fold
 		}
-		switch err := events.VerifySignature(e); {
+		switch err := events.VerifyStored(r.Data, e); {
 		case errors.Is(err, events.ErrUnsigned):
 			rep.Unsigned++
+			if allowed != nil {
+				out = append(out, problem{Seq: r.Seq, Kind: "unsigned", Root: root, Path: e.Path, Subject: r.Subject,
+					Detail: fmt.Sprintf("%s %s is unsigned, and --signers names the keys every event must be signed by", e.Type, e.ID)})
+			}
 		case err != nil:
 			out = append(out, problem{Seq: r.Seq, Kind: "bad_signature", Root: root, Path: e.Path, Subject: r.Subject, Detail: err.Error()})
 		default:

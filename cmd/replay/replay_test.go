@@ -104,7 +104,7 @@ var agentCap = events.Capability{Kind: events.KindType, Name: "Agent"}
 //
 //	seq 1  RootRegistered architect (module math, type Agent)
 //	seq 2  AgentCreated math_solver, carrying math include [sin cos pi], type Agent, task solve_math_problem
-//	seq 3  AgentCreated math_solver/equation_parser, carrying math include ["s*"], task parse_equation
+//	seq 3  AgentCreated math_solver/equation_parser, carrying math include ["sin"], task parse_equation
 //
 // Every write is made by user:alice.
 type history struct {
@@ -123,7 +123,10 @@ func newHistory(t *testing.T) *history {
 	srv := testutil.RunServer(t)
 	h := &history{t: t, ctx: agent.WithActor(t.Context(), "user:alice"), url: srv.ClientURL()}
 	h.nc = testutil.Connect(t, h.url)
-	rt, err := agent.Open(h.ctx, append(runtimeOptions(t), agent.WithNATSURL(h.url))...)
+	// Deletes allowed: tests tamper with the stream as an operator who
+	// allowed them could (OpenLog creates it with deletes denied).
+	rt, err := agent.Open(h.ctx, append(runtimeOptions(t), agent.WithNATSURL(h.url),
+		agent.WithStream(natsstore.Config{AllowDeletes: true}))...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rt.Close() })
 	h.rt = rt
@@ -136,7 +139,7 @@ func newHistory(t *testing.T) *history {
 	})
 	h.parser = h.create(h.ctx, h.solver, agent.Spec{
 		Name: "equation_parser", Primer: "You parse equations.",
-		Capabilities: []events.Capability{mathCap("s*")},
+		Capabilities: []events.Capability{mathCap("sin")},
 		Tasks:        []events.TaskDef{task("parse_equation", "text", events.Schema{Type: "array", Items: &events.Schema{Type: "string"}})},
 	})
 	require.Equal(t, uint64(3), h.seq())
@@ -297,7 +300,7 @@ func TestRegistryAtSeqAroundRevocation(t *testing.T) {
 	require.Contains(t, text, "\n  math_solver\n    created at seq 2, 2026-11-24T18:40:01Z, by user:alice;")
 	require.Contains(t, text, "\n    cap  module math: include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*]\n")
 	require.Contains(t, text, "\n    task solve_math_problem(equation: string) -> string\n")
-	require.Contains(t, text, "\n      cap  module math: include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[s*] exclude=[_*]\n")
+	require.Contains(t, text, "\n      cap  module math: include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[sin] exclude=[_*]\n")
 	text = replayOK(t, "registry", "--nats-url", url)
 	require.NotContains(t, text, "cos pi sin", "after the revocation no agent's math goes through math_solver's grant")
 	require.Contains(t, text, "\n    cap  type Agent: ")
@@ -379,7 +382,7 @@ func TestLineage(t *testing.T) {
 	require.Equal(t, "equation_parser", parser.Name)
 	require.False(t, parser.Selected)
 	require.Equal(t, []st{{3, events.AgentCreated, alice}, {5, events.CapabilityGranted, "user:bob"}}, steps(parser))
-	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, parser.Steps[0].Grants)
+	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, parser.Steps[0].Grants)
 	require.Equal(t, []string{"parse_equation"}, []string{parser.Steps[0].Tasks[0].Name})
 	require.Len(t, parser.Steps[0].Tasks, 1)
 	require.Empty(t, parser.Children)
@@ -549,7 +552,7 @@ func TestResolve(t *testing.T) {
 	// Before the retirement it resolved.
 	out = replayOK(t, "resolve", "--nats-url", h.url, "--seq", fmt.Sprint(retired-1), parserRef)
 	require.Contains(t, out, "  task    parse_equation(text: string) -> []string\n")
-	require.Contains(t, out, "include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[s*] exclude=[_*]")
+	require.Contains(t, out, "include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[sin] exclude=[_*]")
 
 	_, _, err = replay(t, "resolve", "--nats-url", h.url, ref(h.solver, "nope"))
 	require.ErrorIs(t, err, errUnresolvable)
@@ -741,7 +744,7 @@ func TestAuditTampered(t *testing.T) {
 	// None of it reached the registry: the fold refused every change.
 	v := registryJSON(t, "--nats-url", h.url)
 	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized(), agentCap.Normalized()}, v.Agents[0].Granted)
-	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, v.Agents[1].Granted)
+	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, v.Agents[1].Granted)
 	var violated []uint64
 	for _, x := range v.Violations {
 		violated = append(violated, x.Seq)
@@ -892,7 +895,7 @@ func TestEvents(t *testing.T) {
 	require.Equal(t, "You solve math problems.", created.Created.Primer)
 	require.Equal(t, []events.Capability{mathCap("sin", "cos", "pi").Normalized(), agentCap.Normalized()}, created.Created.Capabilities)
 	require.Equal(t, []events.TaskDef{task("solve_math_problem", "equation", events.Schema{Type: "string"})}, created.Created.Tasks)
-	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, lines[1].Event.Created.Capabilities)
+	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, lines[1].Event.Created.Capabilities)
 	text = replayOK(t, "events", "--nats-url", h.url, "--agent", "math_solver", "--seq", "3")
 	t.Logf("replay events --agent math_solver --seq 3:\n%s", text)
 	require.Equal(t, 2, strings.Count(text, "\n"))
@@ -903,7 +906,7 @@ func TestEvents(t *testing.T) {
 		` caps [module math include=[cos pi sin] exclude=[_*] vis=high; type Agent include=[*] exclude=[_*] vis=high]`+
 		` tasks [solve_math_problem(equation: string) -> string]`), first)
 	require.True(t, strings.HasSuffix(second, `primer "You parse equations."`+
-		` caps [module math include=[s*] exclude=[_*] vis=high] tasks [parse_equation(text: string) -> []string]`+"\n"), second)
+		` caps [module math include=[sin] exclude=[_*] vis=high] tasks [parse_equation(text: string) -> []string]`+"\n"), second)
 	text = replayOK(t, "events", "--nats-url", h.url, "--from-seq", "4")
 	require.Contains(t, text, "CapabilityGranted  ")
 	require.True(t, strings.HasSuffix(text, " simplify(expr: string) -> string\n"), text)
@@ -1063,7 +1066,7 @@ func TestOfflineDataDir(t *testing.T) {
 	require.NoError(t, err)
 	solver, _, err := rt.Create(ctx, root, agent.Spec{Name: "math_solver", Primer: "You solve math problems.", Capabilities: []events.Capability{mathCap("sin", "cos", "pi")}})
 	require.NoError(t, err)
-	_, _, err = rt.Create(ctx, solver, agent.Spec{Name: "equation_parser", Primer: "You parse equations.", Capabilities: []events.Capability{mathCap("s*")}})
+	_, _, err = rt.Create(ctx, solver, agent.Spec{Name: "equation_parser", Primer: "You parse equations.", Capabilities: []events.Capability{mathCap("sin")}})
 	require.NoError(t, err)
 
 	_, _, err = replay(t, "registry", "--data", data)
@@ -1083,7 +1086,7 @@ func TestOfflineDataDir(t *testing.T) {
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(v))
 	require.Equal(t, uint64(3), v.Seq, "RootRegistered and one AgentCreated per agent")
 	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized()}, v.Agents[0].Granted)
-	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, v.Agents[1].Granted)
+	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, v.Agents[1].Granted)
 	auditText := replayOK(t, "audit", "--data", cp)
 	require.Contains(t, auditText, "audit of stream AGENTREG as of now: 1 root(s), 3 event(s), ")
 	require.Contains(t, auditText, "clean: every hash chain intact")
@@ -1146,7 +1149,7 @@ func TestMixedSchemaVersions(t *testing.T) {
 	}))
 	require.Equal(t, uint64(5), publish(events.SchemaVersion, "math_solver/equation_parser", func(e *events.Event) {
 		e.Type = events.AgentCreated
-		e.Created = &events.CreatedData{Primer: "You parse equations.", Capabilities: []events.Capability{mathCap("s*").Normalized()}, Tasks: []events.TaskDef{parserTask}}
+		e.Created = &events.CreatedData{Primer: "You parse equations.", Capabilities: []events.Capability{mathCap("sin").Normalized()}, Tasks: []events.TaskDef{parserTask}}
 	}))
 
 	rep := decode[auditReport](t, replayOK(t, "audit", "--nats-url", url, "--json"))
@@ -1159,9 +1162,9 @@ func TestMixedSchemaVersions(t *testing.T) {
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(v))
 	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized()}, v.Agents[0].Granted)
 	require.Equal(t, []events.TaskDef{solverTask}, v.Agents[0].Tasks)
-	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, v.Agents[1].Granted)
+	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, v.Agents[1].Granted)
 	require.Equal(t, []events.TaskDef{parserTask}, v.Agents[1].Tasks)
-	require.Equal(t, "include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[s*] exclude=[_*]", chainString(v.Agents[1].Effective[0].Chain))
+	require.Equal(t, "include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[sin] exclude=[_*]", chainString(v.Agents[1].Effective[0].Chain))
 
 	top := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "math_solver"))
 	solver := top.Children[0]
@@ -1176,14 +1179,14 @@ func TestMixedSchemaVersions(t *testing.T) {
 	parser := solver.Children[0]
 	require.Len(t, parser.Steps, 1)
 	require.Equal(t, uint64(5), parser.Steps[0].Seq)
-	require.Equal(t, []events.Capability{mathCap("s*").Normalized()}, parser.Steps[0].Grants)
+	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, parser.Steps[0].Grants)
 	require.Equal(t, []events.TaskDef{parserTask}, parser.Steps[0].Tasks)
 
 	text := replayOK(t, "events", "--nats-url", url, "--type", "AgentCreated")
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 	require.Len(t, lines, 2, text)
 	require.True(t, strings.HasSuffix(lines[0], `math_solver                  by user:carol         primer "You solve math problems."`), lines[0])
-	require.True(t, strings.HasSuffix(lines[1], `primer "You parse equations." caps [module math include=[s*] exclude=[_*] vis=high] tasks [parse_equation(text: string) -> string]`), lines[1])
+	require.True(t, strings.HasSuffix(lines[1], `primer "You parse equations." caps [module math include=[sin] exclude=[_*] vis=high] tasks [parse_equation(text: string) -> string]`), lines[1])
 	js := decodeLines[eventLine](t, replayOK(t, "events", "--nats-url", url, "--json", "--type", "AgentCreated"))
 	require.Equal(t, []uint64{1, events.SchemaVersion}, []uint64{js[0].Event.Version, js[1].Event.Version})
 }

@@ -1,0 +1,138 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// ErrTooLarge: an input over one of the size limits below. The runtime
+// refuses it before anything is written (agentd answers 413); the fold
+// records an event over a limit as a violation (code too_large).
+var ErrTooLarge = errors.New("too large")
+
+// Size limits (ARCHITECTURE.md, "Limits"). They are generous for real use
+// and keep one event, one recipe and a snapshot small. Names are bounded
+// too: a path segment, task or root name by MaxSegmentLen, a path by
+// MaxDepth (names.go), a capability or field name by MaxSymbolLen.
+const (
+	// MaxPrimerBytes bounds an agent's or a root's primer.
+	MaxPrimerBytes = 64 << 10
+	// MaxTaskDocBytes bounds a task's doc.
+	MaxTaskDocBytes = 16 << 10
+	// MaxFieldDocBytes bounds the doc of one schema field.
+	MaxFieldDocBytes = 4 << 10
+	// MaxSymbolLen bounds a capability's or a schema field's name.
+	MaxSymbolLen = 128
+	// MaxSchemaDepth bounds how deeply one schema nests: the schema itself
+	// is level 1, a field's or an array's items one level below.
+	MaxSchemaDepth = 16
+	// MaxSchemaNodes bounds the schemas of one task (its input, its output,
+	// every field's and every items schema in them, together).
+	MaxSchemaNodes = 1024
+	// MaxCapabilities bounds the capabilities of a root and of a creation;
+	// an agent holds only capabilities its root holds, so no more.
+	MaxCapabilities = 256
+	// MaxPatterns bounds the include plus exclude patterns of one
+	// capability.
+	MaxPatterns = 64
+	// MaxPatternBytes bounds one include or exclude pattern.
+	MaxPatternBytes = 256
+	// MaxTasks bounds the tasks a root or an agent holds.
+	MaxTasks = 256
+	// MaxRootDefBytes bounds a root definition, msgpack-encoded in its
+	// canonical form (what RootRegistered carries).
+	MaxRootDefBytes = 256 << 10
+	// MaxEventBytes bounds an encoded event: the stored message body.
+	// Encode refuses to produce more, Decode to read more.
+	MaxEventBytes = 512 << 10
+)
+
+// tooLarge is the error for input named what, size units long, over limit.
+func tooLarge(what string, size, limit int, unit string) error {
+	return fmt.Errorf("%w: %s is %d %s, the limit is %d", ErrTooLarge, what, size, unit, limit)
+}
+
+// CheckPrimer checks a primer's size; what names its owner in the error.
+func CheckPrimer(what, primer string) error {
+	if len(primer) > MaxPrimerBytes {
+		return tooLarge("the primer of "+what, len(primer), MaxPrimerBytes, "bytes")
+	}
+	return nil
+}
+
+// CheckLimits checks a creation's sizes: the primer, the number of
+// capabilities and of tasks. Each capability and task is checked by its own
+// Validate.
+func (c *CreatedData) CheckLimits(path string) error {
+	what := fmt.Sprintf("agent %q", path)
+	if err := CheckPrimer(what, c.Primer); err != nil {
+		return err
+	}
+	if len(c.Capabilities) > MaxCapabilities {
+		return tooLarge("the capability list of "+what, len(c.Capabilities), MaxCapabilities, "capabilities")
+	}
+	if len(c.Tasks) > MaxTasks {
+		return tooLarge("the task list of "+what, len(c.Tasks), MaxTasks, "tasks")
+	}
+	return nil
+}
+
+// checkLimits checks a root definition's sizes: primer, capability and task
+// counts, and the size of its canonical encoding.
+func (d RootDef) checkLimits() error {
+	what := fmt.Sprintf("root %q", d.Name)
+	if err := CheckPrimer(what, d.Primer); err != nil {
+		return err
+	}
+	if len(d.Capabilities) > MaxCapabilities {
+		return tooLarge("the capability list of "+what, len(d.Capabilities), MaxCapabilities, "capabilities")
+	}
+	if len(d.Tasks) > MaxTasks {
+		return tooLarge("the task list of "+what, len(d.Tasks), MaxTasks, "tasks")
+	}
+	return nil
+}
+
+// checkEncodedSize checks the canonical encoding of a (validated) root
+// definition.
+func (d RootDef) checkEncodedSize() error {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true)
+	if err := enc.Encode(d.Canonical()); err != nil {
+		return fmt.Errorf("root %q: encode: %w", d.Name, err)
+	}
+	if buf.Len() > MaxRootDefBytes {
+		return tooLarge(fmt.Sprintf("the definition of root %q (encoded)", d.Name), buf.Len(), MaxRootDefBytes, "bytes")
+	}
+	return nil
+}
+
+// checkPatterns checks a capability's pattern count and lengths.
+func (c Capability) checkPatterns() error {
+	if n := len(c.Include) + len(c.Exclude); n > MaxPatterns {
+		return tooLarge(fmt.Sprintf("the pattern list of capability %s %q (include and exclude)", c.Kind, c.Name), n, MaxPatterns, "patterns")
+	}
+	for _, p := range c.Include {
+		if len(p) > MaxPatternBytes {
+			return tooLarge(fmt.Sprintf("include pattern %q... of capability %s %q", p[:32], c.Kind, c.Name), len(p), MaxPatternBytes, "bytes")
+		}
+	}
+	for _, p := range c.Exclude {
+		if len(p) > MaxPatternBytes {
+			return tooLarge(fmt.Sprintf("exclude pattern %q... of capability %s %q", p[:32], c.Kind, c.Name), len(p), MaxPatternBytes, "bytes")
+		}
+	}
+	return nil
+}
+
+// checkEventSize checks an encoded event's size.
+func checkEventSize(e *Event, n int) error {
+	if n > MaxEventBytes {
+		return tooLarge(fmt.Sprintf("encoded event %s (%s at %q)", e.ID, e.Type, e.Path), n, MaxEventBytes, "bytes")
+	}
+	return nil
+}
