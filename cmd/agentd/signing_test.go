@@ -69,7 +69,7 @@ func TestSigningAgentd(t *testing.T) {
 	require.NoError(t, err)
 	forged := &events.Event{ID: "01JFORGED00000000000000000", Type: events.CapabilityGranted, Version: events.SchemaVersion,
 		Root: h.root, Path: "math_solver/equation_parser", Time: time.Now().UnixNano(), Actor: "user:alice", Correlation: "forged",
-		Prev: events.Hash(last.Data),
+		Prev:    events.Hash(last.Data),
 		Granted: &events.GrantedData{Capability: events.Capability{Kind: events.KindModule, Name: "math", Include: []string{"sqrt", "abs"}}}}
 	data, err := events.Encode(forged)
 	require.NoError(t, err)
