@@ -93,6 +93,7 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 	}
 	e.Version, e.Time = events.SchemaVersion, rt.cfg.now().UnixNano()
 	e.Actor, e.Correlation = ActorFrom(ctx, rt.cfg.actor), correlationFrom(ctx)
+	e.OnBehalfOf = OnBehalfOfFrom(ctx)
 	refreshed := false // caught up to the stream's last sequence in this write
 	latest := func() error {
 		refreshed = true
@@ -161,6 +162,7 @@ func (rt *Runtime) writeChain(ctx context.Context, e *events.Event, check func(*
 	subject := events.Subject(rt.prefix, e.Root, e.Path)
 	e.Version, e.Time = events.SchemaVersion, rt.cfg.now().UnixNano()
 	e.Actor, e.Correlation = ActorFrom(ctx, rt.cfg.actor), correlationFrom(ctx)
+	e.OnBehalfOf = OnBehalfOfFrom(ctx)
 	minSeq := minSeqOf(ctx)
 	latest := func() error { // what the stream holds now: after a conflict or a refusal
 		last, err := rt.log.LastStreamSeq(ctx)

@@ -146,6 +146,10 @@ type (
 		Effective  []CapabilityView    `json:"effective"`
 		Tasks      []events.TaskDef    `json:"tasks"`
 		Seq        uint64              `json:"seq"`
+
+		// CreatorOnBehalfOfClaimed: the creation's claimed on-behalf-of,
+		// unchecked (see Step).
+		CreatorOnBehalfOfClaimed string `json:"creator_on_behalf_of_claimed,omitempty"`
 	}
 	// ResolveReply is what a task ref resolves to.
 	ResolveReply struct {
@@ -165,6 +169,9 @@ type (
 		Seq   uint64    `json:"seq"`
 		Time  time.Time `json:"time"`
 		Actor string    `json:"actor"`
+		// OnBehalfOfClaimed is whom the writer's caller said the event was
+		// for (the request's `actor`): a claim nobody checked.
+		OnBehalfOfClaimed string `json:"on_behalf_of_claimed,omitempty"`
 	}
 	// LineageReply lists an agent's ancestors (root first) and descendants.
 	LineageReply struct {
@@ -275,6 +282,7 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 		}
 		if err == nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
+			ctx = withCaller(ctx, d.callerOf(r))
 			out, err = call(d, ctx, name, fn, &req)
 			cancel()
 		}
@@ -311,13 +319,20 @@ func call[Req any](d *Daemon, ctx context.Context, name string, fn func(context.
 	return fn(ctx, req)
 }
 
-// actorCtx carries a write request's actor and idempotency key.
-func (d *Daemon) actorCtx(ctx context.Context, actor, key string) context.Context {
-	if actor == "" {
-		actor = "agentd-client"
-	}
+// actorCtx carries a write's actor, claim and idempotency key. The actor
+// is the caller the NATS server named (callerOf), else agentd's own
+// Identity; the request's `actor` field, which anyone can write, is only
+// recorded as the event's claimed on-behalf-of.
+func (d *Daemon) actorCtx(ctx context.Context, claimed, key string) context.Context {
 	if key != "" {
 		ctx = agent.WithIdempotencyKey(ctx, key)
+	}
+	if claimed != "" {
+		ctx = agent.WithOnBehalfOf(ctx, claimed)
+	}
+	actor := callerFrom(ctx)
+	if actor == "" {
+		actor = d.cfg.Identity
 	}
 	return agent.WithActor(ctx, actor)
 }
@@ -447,7 +462,7 @@ func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.
 }
 
 func agentView(reg *projector.Registry, a *projector.Agent) (*AgentView, error) {
-	v := &AgentView{Root: reg.Root, Path: a.Path, Primer: a.Primer, Creator: a.Creator, CreatedSeq: a.CreatedSeq,
+	v := &AgentView{Root: reg.Root, Path: a.Path, Primer: a.Primer, Creator: a.Creator, CreatorOnBehalfOfClaimed: a.CreatorOnBehalfOf, CreatedSeq: a.CreatedSeq,
 		CreatedAt: time.Unix(0, a.CreatedAt).UTC(), Retired: a.Retired, RetiredSeq: a.RetiredSeq,
 		Granted: []events.Capability{}, Tasks: []events.TaskDef{}, Seq: reg.Seq}
 	for _, k := range sortedKeys(a.Capabilities) {
@@ -525,13 +540,13 @@ func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
 // steps are an agent's lineage facts kept in the registry: creation, each
 // grant it still holds, retirement.
 func steps(a *projector.Agent) []Step {
-	out := []Step{{Path: a.Path, What: "created", Seq: a.CreatedSeq, Time: time.Unix(0, a.CreatedAt).UTC(), Actor: a.Creator}}
+	out := []Step{{Path: a.Path, What: "created", Seq: a.CreatedSeq, Time: time.Unix(0, a.CreatedAt).UTC(), Actor: a.Creator, OnBehalfOfClaimed: a.CreatorOnBehalfOf}}
 	for _, k := range sortedKeys(a.Capabilities) {
 		g := a.Capabilities[k]
-		out = append(out, Step{Path: a.Path, What: "granted " + string(g.Capability.Kind) + " " + g.Capability.Name, Seq: g.Seq, Time: time.Unix(0, g.Time).UTC(), Actor: g.Actor})
+		out = append(out, Step{Path: a.Path, What: "granted " + string(g.Capability.Kind) + " " + g.Capability.Name, Seq: g.Seq, Time: time.Unix(0, g.Time).UTC(), Actor: g.Actor, OnBehalfOfClaimed: g.OnBehalfOf})
 	}
 	if a.Retired {
-		out = append(out, Step{Path: a.Path, What: "retired", Seq: a.RetiredSeq, Time: time.Unix(0, a.RetiredAt).UTC(), Actor: a.RetiredBy})
+		out = append(out, Step{Path: a.Path, What: "retired", Seq: a.RetiredSeq, Time: time.Unix(0, a.RetiredAt).UTC(), Actor: a.RetiredBy, OnBehalfOfClaimed: a.RetiredOnBehalfOf})
 	}
 	slices.SortStableFunc(out, func(x, y Step) int { return int(x.Seq) - int(y.Seq) })
 	return out
@@ -547,7 +562,7 @@ func (d *Daemon) lineage(ctx context.Context, req *ReadRequest) (any, error) {
 			return nil, err
 		}
 		out := &LineageReply{Root: reg.Root, Path: req.Path, Agent: steps(a), Ancestors: []Step{}, Descendants: []Step{}, Seq: reg.Seq}
-		out.Ancestors = append(out.Ancestors, Step{Path: "", What: "root " + reg.Def.Name + " registered", Seq: reg.RootSeq, Time: time.Unix(0, reg.RootTime).UTC(), Actor: reg.RootActor})
+		out.Ancestors = append(out.Ancestors, Step{Path: "", What: "root " + reg.Def.Name + " registered", Seq: reg.RootSeq, Time: time.Unix(0, reg.RootTime).UTC(), Actor: reg.RootActor, OnBehalfOfClaimed: reg.RootOnBehalfOf})
 		for _, p := range events.Ancestors(req.Path) {
 			out.Ancestors = append(out.Ancestors, steps(reg.Agents[p])...)
 		}

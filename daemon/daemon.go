@@ -55,7 +55,23 @@ type Config struct {
 	RequestTimeout time.Duration  // default 10s
 	SigningSeed    []byte         // an nkeys seed: agentd signs every event it writes
 	TrustedSigners []string       // nkey public keys: a trust policy for every registry (agent.WithTrustedSigners)
-	Logger         *slog.Logger   // default slog.Default()
+	// Identity is the actor agentd records for a write whose caller the
+	// NATS server does not name (see CallerAccounts); default "agentd".
+	// A request's `actor` is recorded only as the event's claimed
+	// on-behalf-of (wire key `obo`), whoever the caller is.
+	Identity string
+	// CallerAccounts are the NATS accounts whose callers agentd names: a
+	// request that crossed a service import of the API (its reply subject
+	// is the `_R_.` one the server substituted, which nats-server refuses
+	// from any client connection) carries the Nats-Request-Info header the
+	// server set, replacing the caller's; if it names one of these
+	// accounts ("*": any), the actor is "nats:<account>/<user>" (the
+	// import's `share: true` adds the user; without it
+	// "nats:<account>"). Empty: the header is ignored. What remains
+	// trusted: the cluster's servers and any leafnode connection bound to
+	// agentd's account (docs/permissions.md, "Who asked").
+	CallerAccounts []string
+	Logger         *slog.Logger // default slog.Default()
 }
 
 func (c Config) withDefaults() Config {
@@ -82,6 +98,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Identity == "" {
+		c.Identity = "agentd"
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -173,7 +173,8 @@ func TestReadYourWrites(t *testing.T) {
 
 	v := c.describe(root.Root, "math_solver", w.Seq)
 	require.Equal(t, "math_solver", v.Path)
-	require.Equal(t, "user:alice", v.Creator)
+	require.Equal(t, "agentd", v.Creator, "a same-account caller is not named by NATS: agentd records itself")
+	require.Equal(t, "user:alice", v.CreatorOnBehalfOfClaimed, "the body's actor, kept as a claim")
 	require.Equal(t, "You solve equations.", v.Primer)
 	require.GreaterOrEqual(t, v.Seq, w.Seq)
 	require.LessOrEqual(t, v.CreatedSeq, w.Seq)
@@ -291,7 +292,8 @@ func TestLineage(t *testing.T) {
 			if i > 0 { // the grants a creation carries share its sequence
 				require.LessOrEqual(t, steps[i-1].Seq, s.Seq, "steps in stream order")
 			}
-			out = append(out, step{s.Path, s.What, s.Actor})
+			require.Equal(t, "agentd", s.Actor, "step %d %+v: the actor is agentd; the body's is a claim", i, s)
+			out = append(out, step{s.Path, s.What, s.OnBehalfOfClaimed})
 		}
 		return out
 	}
@@ -345,12 +347,12 @@ func TestInvoke(t *testing.T) {
 		srv := testutil.RunServer(t)
 		var mu sync.Mutex
 		var got []*agent.Call
-		var gotActor string
+		var gotActor, gotClaim string
 		exec := agent.ExecutorFunc(func(ctx context.Context, call *agent.Call) (any, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			got = append(got, call)
-			gotActor = agent.ActorFrom(ctx, "")
+			gotActor, gotClaim = agent.ActorFrom(ctx, ""), agent.OnBehalfOfFrom(ctx)
 			if call.Args["equation"] == "fail" {
 				return nil, errors.New("model refused")
 			}
@@ -376,7 +378,8 @@ func TestInvoke(t *testing.T) {
 		require.Len(t, got, 1)
 		require.Equal(t, map[string]any{"equation": "2x = 2"}, got[0].Args)
 		require.Equal(t, ref, got[0].Task.Ref.String())
-		require.Equal(t, "user:alice", gotActor)
+		require.Equal(t, "agentd", gotActor, "no caller named by NATS: agentd itself")
+		require.Equal(t, "user:alice", gotClaim, "the body's actor, as a claim")
 		mu.Unlock()
 
 		code, desc := c.fail("task.invoke", daemon.InvokeRequest{Ref: ref, Args: map[string]any{}})

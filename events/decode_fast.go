@@ -44,6 +44,8 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 			e.Time, err = d.DecodeInt64()
 		case "actor":
 			e.Actor, err = d.DecodeString()
+		case "obo":
+			e.OnBehalfOf, err = d.DecodeString()
 		case "corr":
 			e.Correlation, err = d.DecodeString()
 		case "prev":

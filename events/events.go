@@ -78,6 +78,12 @@ var (
 
 // Event is one entry of the log. Its msgpack encoding, with the field names
 // given in the tags, is the wire format (see ARCHITECTURE.md).
+//
+// Actor is who wrote the event; OnBehalfOf (key `obo`, absent when empty)
+// is whom the writer's own caller said it was for (agentd: a request's
+// `actor` field): recorded, never authenticated. A version 2 reader that
+// predates the key skips it (unknown keys are skipped), so it needs no new
+// schema version.
 type Event struct {
 	ID          string `msgpack:"id" json:"id"`     // ULID, also the Nats-Msg-Id
 	Type        Type   `msgpack:"type" json:"type"` // one of the Type constants
@@ -86,6 +92,7 @@ type Event struct {
 	Path        string `msgpack:"path" json:"path"` // agent path; "" for the root itself
 	Time        int64  `msgpack:"time" json:"time"` // Unix nanoseconds, set by the writer
 	Actor       string `msgpack:"actor" json:"actor"`
+	OnBehalfOf  string `msgpack:"obo,omitempty" json:"obo,omitempty"` // a claim, never checked: see above
 	Correlation string `msgpack:"corr" json:"corr"`
 	// Prev is the hex SHA-256 of the previous applied event of the same agent
 	// (same subject), "" for the agent's first event.

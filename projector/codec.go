@@ -19,6 +19,7 @@ type wireRegistry struct {
 	Root        string          `msgpack:"root"`
 	Def         *events.RootDef `msgpack:"def"`
 	RootActor   string          `msgpack:"ractor"`
+	RootOBO     string          `msgpack:"rootobo,omitempty"`
 	RootSeq     uint64          `msgpack:"rseq"`
 	RootTime    int64           `msgpack:"rtime"`
 	RootHash    string          `msgpack:"rhash"`
@@ -52,6 +53,8 @@ type wireAgent struct {
 	RetiredSeq   uint64           `msgpack:"rseq"`
 	RetiredBy    string           `msgpack:"rby"`
 	RetiredAt    int64            `msgpack:"rtime"`
+	CreatorOBO   string           `msgpack:"cobo,omitempty"`
+	RetiredOBO   string           `msgpack:"robo,omitempty"`
 	LastHash     string           `msgpack:"hash"`
 	LastSeq      uint64           `msgpack:"lseq"`
 }
@@ -72,7 +75,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 func (r *Registry) wire() *wireRegistry {
 	w := &wireRegistry{
-		Root: r.Root, Def: r.Def, RootActor: r.RootActor, RootSeq: r.RootSeq, RootTime: r.RootTime,
+		Root: r.Root, Def: r.Def, RootActor: r.RootActor, RootOBO: r.RootOnBehalfOf, RootSeq: r.RootSeq, RootTime: r.RootTime,
 		RootHash: r.RootHash, MigratedTo: r.MigratedTo, MigratedSeq: r.MigratedSeq,
 		Seq: r.Seq, Count: r.Count, Violations: r.Violations, VDropped: r.ViolationsDropped,
 		Agents:     make([]wireAgent, 0, len(r.Agents)),
@@ -84,6 +87,7 @@ func (r *Registry) wire() *wireRegistry {
 			Path: a.Path, Primer: a.Primer, Creator: a.Creator, Correlation: a.Correlation,
 			CreatedSeq: a.CreatedSeq, CreatedAt: a.CreatedAt, Retired: a.Retired, RetiredSeq: a.RetiredSeq,
 			RetiredBy: a.RetiredBy, RetiredAt: a.RetiredAt, LastHash: a.LastHash, LastSeq: a.LastSeq,
+			CreatorOBO: a.CreatorOnBehalfOf, RetiredOBO: a.RetiredOnBehalfOf,
 			Capabilities: make([]Grant, 0, len(a.Capabilities)), Tasks: make([]events.TaskDef, 0, len(a.Tasks)),
 		}
 		for _, k := range sortedKeys(a.Capabilities) {
@@ -106,7 +110,7 @@ func (r *Registry) wire() *wireRegistry {
 
 func (w *wireRegistry) registry() (*Registry, error) {
 	r := &Registry{
-		Root: w.Root, Def: w.Def, RootActor: w.RootActor, RootSeq: w.RootSeq, RootTime: w.RootTime,
+		Root: w.Root, Def: w.Def, RootActor: w.RootActor, RootOnBehalfOf: w.RootOBO, RootSeq: w.RootSeq, RootTime: w.RootTime,
 		RootHash: w.RootHash, MigratedTo: w.MigratedTo, MigratedSeq: w.MigratedSeq,
 		Seq: w.Seq, Count: w.Count, Violations: w.Violations, ViolationsDropped: w.VDropped,
 		Agents: make(map[string]*Agent, len(w.Agents)), SubjectSeq: make(map[string]uint64, len(w.SubjectSeq)),
@@ -119,10 +123,11 @@ func (w *wireRegistry) registry() (*Registry, error) {
 			Path: wa.Path, Primer: wa.Primer, Creator: istr(wa.Creator), Correlation: wa.Correlation,
 			CreatedSeq: wa.CreatedSeq, CreatedAt: wa.CreatedAt, Retired: wa.Retired, RetiredSeq: wa.RetiredSeq,
 			RetiredBy: wa.RetiredBy, RetiredAt: wa.RetiredAt, LastHash: wa.LastHash, LastSeq: wa.LastSeq,
+			CreatorOnBehalfOf: istr(wa.CreatorOBO), RetiredOnBehalfOf: wa.RetiredOBO,
 			Capabilities: make(map[string]*Grant, len(wa.Capabilities)), Tasks: make(map[string]*events.TaskDef, len(wa.Tasks)),
 		}
 		for _, g := range wa.Capabilities {
-			g.Capability, g.Actor = icap(g.Capability), istr(g.Actor)
+			g.Capability, g.Actor, g.OnBehalfOf = icap(g.Capability), istr(g.Actor), istr(g.OnBehalfOf)
 			a.Capabilities[g.Capability.Key()] = &g
 		}
 		for _, t := range wa.Tasks {

@@ -25,7 +25,11 @@ import (
 // (too_large); a glob grant the parent's chain does not provably cover is
 // an escalation; Violations keeps the newest MaxViolations and counts the
 // rest (ViolationsDropped, in the snapshot encoding).
-const Version = 4
+//
+// 5: an event's claimed principal (events.Event.OnBehalfOf, wire key `obo`)
+// is kept beside its actor: Grant.OnBehalfOf, Agent.CreatorOnBehalfOf and
+// RetiredOnBehalfOf, Registry.RootOnBehalfOf. Projector 4 dropped it.
+const Version = 5
 
 // Grant is a capability held by an agent, with who granted it and when.
 type Grant struct {
@@ -33,6 +37,9 @@ type Grant struct {
 	Seq        uint64            `msgpack:"seq"`
 	Time       int64             `msgpack:"time"`
 	Actor      string            `msgpack:"actor"`
+	// OnBehalfOf is the grant event's claimed principal (never
+	// authenticated; see events.Event.OnBehalfOf), "" if none.
+	OnBehalfOf string `msgpack:"obo,omitempty"`
 }
 
 // Agent is a dynamic agent's recipe and lineage facts.
@@ -49,8 +56,12 @@ type Agent struct {
 	RetiredSeq   uint64                     `msgpack:"rseq"`
 	RetiredBy    string                     `msgpack:"rby"`
 	RetiredAt    int64                      `msgpack:"rtime"`
-	LastHash     string                     `msgpack:"hash"` // hash of the last applied event
-	LastSeq      uint64                     `msgpack:"lseq"`
+	// CreatorOnBehalfOf and RetiredOnBehalfOf are the claimed principals
+	// of the creating and retiring events (events.Event.OnBehalfOf).
+	CreatorOnBehalfOf string `msgpack:"cobo,omitempty"`
+	RetiredOnBehalfOf string `msgpack:"robo,omitempty"`
+	LastHash          string `msgpack:"hash"` // hash of the last applied event
+	LastSeq           uint64 `msgpack:"lseq"`
 }
 
 // Parent returns the agent's parent path ("" is the root).
@@ -72,15 +83,17 @@ type Violation struct {
 // events. It is not safe for concurrent use: its owner serialises Apply and
 // reads (the runtime holds a lock per root).
 type Registry struct {
-	Root        string            `msgpack:"root"`
-	Def         *events.RootDef   `msgpack:"def"`
-	RootActor   string            `msgpack:"ractor"`
-	RootSeq     uint64            `msgpack:"rseq"`
-	RootTime    int64             `msgpack:"rtime"`
-	RootHash    string            `msgpack:"rhash"`
-	MigratedTo  string            `msgpack:"mto"`
-	MigratedSeq uint64            `msgpack:"mseq"`
-	Agents      map[string]*Agent `msgpack:"agents"`
+	Root      string          `msgpack:"root"`
+	Def       *events.RootDef `msgpack:"def"`
+	RootActor string          `msgpack:"ractor"`
+	// RootOnBehalfOf is the claimed principal of the RootRegistered event.
+	RootOnBehalfOf string            `msgpack:"rootobo,omitempty"`
+	RootSeq        uint64            `msgpack:"rseq"`
+	RootTime       int64             `msgpack:"rtime"`
+	RootHash       string            `msgpack:"rhash"`
+	MigratedTo     string            `msgpack:"mto"`
+	MigratedSeq    uint64            `msgpack:"mseq"`
+	Agents         map[string]*Agent `msgpack:"agents"`
 	// SubjectSeq is the stream sequence of the last message seen on each
 	// agent's subject ("" is the root), applied or not: the expected last
 	// subject sequence of the next append.
@@ -516,6 +529,7 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 	case events.RootRegistered:
 		def := e.Registered.Def.Canonical()
 		r.Def, r.RootActor, r.RootSeq, r.RootTime = &def, e.Actor, rec.Seq, e.Time
+		r.RootOnBehalfOf = e.OnBehalfOf
 	case events.RootMigrated:
 		r.MigratedTo, r.MigratedSeq = e.Migration.To, rec.Seq
 	case events.AgentCreated:
@@ -524,10 +538,11 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 			Capabilities: make(map[string]*Grant, len(e.Created.Capabilities)),
 			Tasks:        make(map[string]*events.TaskDef, len(e.Created.Tasks)),
 			Creator:      istr(e.Actor), Correlation: e.Correlation, CreatedSeq: rec.Seq, CreatedAt: e.Time,
+			CreatorOnBehalfOf: istr(e.OnBehalfOf),
 		}
 		for _, c := range e.Created.Capabilities {
 			c = icap(c.Normalized())
-			a.Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: a.Creator}
+			a.Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: a.Creator, OnBehalfOf: a.CreatorOnBehalfOf}
 		}
 		for _, t := range e.Created.Tasks {
 			t := r.itask(t)
@@ -540,7 +555,7 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 		if a.Capabilities == nil { // a clone leaves empty maps nil
 			a.Capabilities = map[string]*Grant{}
 		}
-		a.Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: istr(e.Actor)}
+		a.Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: istr(e.Actor), OnBehalfOf: istr(e.OnBehalfOf)}
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
 		delete(r.Agents[e.Path].Capabilities, key)
@@ -556,6 +571,7 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 		retire := func(a *Agent) {
 			if !a.Retired {
 				a.Retired, a.RetiredSeq, a.RetiredBy, a.RetiredAt = true, rec.Seq, e.Actor, e.Time
+				a.RetiredOnBehalfOf = e.OnBehalfOf
 			}
 		}
 		retire(r.Agents[e.Path])

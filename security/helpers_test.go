@@ -3,6 +3,7 @@ package security_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -172,4 +173,15 @@ func short(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// TestMain removes the replay binary buildReplayOnce built, once every test
+// that runs it is done (a test's own cleanup would remove it under later
+// tests).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if replayBinDir != "" {
+		_ = os.RemoveAll(replayBinDir)
+	}
+	os.Exit(code)
 }

@@ -87,6 +87,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	snapEvery := fs.Uint64("snapshot-every", 1000, "take a snapshot of a root after this many of its events")
 	seedFile := fs.String("signing-seed", "", "file holding an nkeys seed: agentd signs every event it writes (or the seed itself in env AGENTREG_SIGNING_SEED)")
 	signersFile := fs.String("signers", env("AGENTREG_SIGNERS_FILE", ""), "file of trusted signers' nkey public keys, one a line: events not signed by one are violations, not applied (env AGENTREG_SIGNERS_FILE)")
+	fs.StringVar(&cfg.Identity, "identity", env("AGENTD_IDENTITY", "agentd"), "the actor recorded for writes whose caller the NATS server does not name; a request's \"actor\" is recorded only as a claimed on-behalf-of (env AGENTD_IDENTITY)")
+	callerAccounts := fs.String("caller-accounts", env("AGENTD_CALLER_ACCOUNTS", ""), "comma-separated NATS accounts (\"*\": any) whose requests through a service import of the API are recorded with actor nats:<account>/<user>, from the Nats-Request-Info header the server sets (share: true adds the user); docs/permissions.md, \"Who asked\" (env AGENTD_CALLER_ACCOUNTS)")
 	logFormat := fs.String("log-format", env("AGENTD_LOG_FORMAT", "text"), "text or json (env AGENTD_LOG_FORMAT)")
 	logLevel := fs.String("log-level", env("AGENTD_LOG_LEVEL", "info"), "debug, info, warn or error (env AGENTD_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +126,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.SigningSeed = bytes.TrimSpace(b)
 	case os.Getenv("AGENTREG_SIGNING_SEED") != "":
 		cfg.SigningSeed = []byte(strings.TrimSpace(os.Getenv("AGENTREG_SIGNING_SEED")))
+	}
+	for _, a := range strings.Split(*callerAccounts, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.CallerAccounts = append(cfg.CallerAccounts, a)
+		}
 	}
 	if *signersFile != "" {
 		keys, err := agent.SignersFromFile(*signersFile)

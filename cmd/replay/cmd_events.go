@@ -27,7 +27,7 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	agentSel := fs.String("agent", "", "only this agent path and its descendants (needs a root)")
 	types := fs.String("type", "", "only these event types (comma-separated, e.g. CapabilityGranted,AgentRetired); an AgentCreated\n"+
 		"of schema version 2 carries the agent's initial grants and tasks and is listed as AgentCreated only")
-	actor := fs.String("actor", "", "only events written on behalf of this principal")
+	actor := fs.String("actor", "", "only events whose actor, or whose claimed on-behalf-of (the `obo` key), is this principal")
 	fromSeq := fs.Uint64("from-seq", 0, "only events at or after this stream sequence")
 	since := fs.String("since", "", "only events stored at or after this RFC3339 time")
 	if err := parse(fs, args); err != nil || fs.Parsed() && fs.NArg() > 0 {
@@ -83,7 +83,7 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		e, derr := events.Decode(r.Data)
 		if derr == nil {
-			if len(typeSet) > 0 && !slices.Contains(typeSet, e.Type) || *actor != "" && e.Actor != *actor {
+			if len(typeSet) > 0 && !slices.Contains(typeSet, e.Type) || *actor != "" && e.Actor != *actor && e.OnBehalfOf != *actor {
 				return nil
 			}
 		} else if len(typeSet) > 0 || *actor != "" {
@@ -110,7 +110,16 @@ func describeRecord(prefix string, r events.Record, e *events.Event, derr error)
 	if e.Path != "" {
 		where = e.Path
 	}
-	return fmt.Sprintf("%6d  %s  %-17s  %.12s %-28s by %-18s %s", r.Seq, r.Time.UTC().Format(time.RFC3339), e.Type, e.Root, where, e.Actor, detail(e))
+	return fmt.Sprintf("%6d  %s  %-17s  %.12s %-28s by %-18s %s", r.Seq, r.Time.UTC().Format(time.RFC3339), e.Type, e.Root, where, byString(e.Actor, e.OnBehalfOf), detail(e))
+}
+
+// byString is who wrote an event, and whom its writer's caller said it
+// was for: a claim nobody checked, marked as such.
+func byString(actor, onBehalfOf string) string {
+	if onBehalfOf == "" {
+		return actor
+	}
+	return fmt.Sprintf("%s [on behalf of %s (claimed)]", actor, onBehalfOf)
 }
 
 // detail is the type-specific part of an event, briefly.

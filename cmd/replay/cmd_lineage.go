@@ -19,6 +19,9 @@ type step struct {
 	Type   events.Type `json:"type"`
 	Actor  string      `json:"actor"`
 	Detail string      `json:"detail"`
+	// OnBehalfOf is the event's claimed on-behalf-of (key `obo`): whom
+	// the writer's caller said it was for, never checked.
+	OnBehalfOf string `json:"on_behalf_of_claimed,omitempty"`
 	// Grants and Tasks are what an AgentCreated of schema version 2
 	// carries: the agent's initial capabilities (normalized, as the fold
 	// records each of them: a grant at this step's seq, time and actor) and
@@ -30,7 +33,7 @@ type step struct {
 
 // stepOf is the step of an applied event stored at seq.
 func stepOf(seq uint64, e *events.Event) step {
-	s := step{Seq: seq, Time: fmtTime(e.Time), Type: e.Type, Actor: e.Actor}
+	s := step{Seq: seq, Time: fmtTime(e.Time), Type: e.Type, Actor: e.Actor, OnBehalfOf: e.OnBehalfOf}
 	if e.Type != events.AgentCreated {
 		s.Detail = detail(e)
 		return s
@@ -182,7 +185,7 @@ func writeTree(w io.Writer, n *node, indent string, last, top bool) {
 	}
 	fmt.Fprintf(w, "%s%s%s%s\n", indent, branch, n.Name, mark)
 	for _, s := range n.Steps {
-		fmt.Fprintf(w, "%s%s   seq %-5d %s  %-17s by %-18s %s\n", indent, next, s.Seq, s.Time, s.Type, s.Actor, s.Detail)
+		fmt.Fprintf(w, "%s%s   seq %-5d %s  %-17s by %-18s %s\n", indent, next, s.Seq, s.Time, s.Type, byString(s.Actor, s.OnBehalfOf), s.Detail)
 		// What a creation carries, under the event type.
 		pad := strings.Repeat(" ", len(fmt.Sprintf("seq %-5d %s  ", s.Seq, s.Time)))
 		for _, c := range s.Grants {
@@ -217,7 +220,7 @@ func nodeIDs(top *node) map[*node]string {
 func created(n *node) string {
 	for _, s := range n.Steps {
 		if s.Type == events.AgentCreated || s.Type == events.RootRegistered {
-			return fmt.Sprintf("seq %d by %s", s.Seq, s.Actor)
+			return fmt.Sprintf("seq %d by %s", s.Seq, byString(s.Actor, s.OnBehalfOf))
 		}
 	}
 	return ""
