@@ -480,11 +480,10 @@ func adversary(t *testing.T, enforce bool) {
 			env.folded(badSeq, projector.CodeBadSignature)
 			env.folded(mineSeq, projector.CodeUntrusted)
 			a := env.audit(true)
-			// Audit folds without a policy: it applied the forged grant
-			// above, so every later event of the agent names a predecessor
-			// that is not its last: "chain" too.
-			require.Equal(t, []string{"bad_signature", "chain"}, a.kinds(badSeq))
-			require.Equal(t, []string{"chain", "unknown_signer"}, a.kinds(mineSeq))
+			// Audit --signers folds under the same policy: it refused the
+			// forged grant above as agentd did.
+			require.Equal(t, []string{"bad_signature"}, a.kinds(badSeq))
+			require.Equal(t, []string{"unknown_signer"}, a.kinds(mineSeq))
 		}
 
 		// An honest write to the agent afterwards is applied by agentd and
@@ -495,13 +494,15 @@ func adversary(t *testing.T, enforce bool) {
 		env.folded(next, "")
 		a = env.audit(true)
 		if enforce {
-			// replay audit folds without a trust policy (--signers only
-			// adds signature problems): its fold applied the forged grant,
-			// so it reports the honest write after it as a broken chain, and
-			// its registry is not agentd's. See RELIABILITY.md.
-			require.Equal(t, []string{"chain"}, a.kinds(next), "audit --signers at the honest write after a refused forgery")
+			require.Empty(t, a.kinds(next), "audit --signers folds as the enforcing agentd does")
 		} else {
-			require.Empty(t, a.kinds(next))
+			// audit --signers folds under the policy this deployment does
+			// not enforce: it refused the forged grant agentd applied, so the
+			// honest write after it (chained to the forged one) is a broken
+			// chain there: the audit shows where the deployment's history
+			// departs from the signed one.
+			require.Equal(t, []string{"chain"}, a.kinds(next), "audit --signers at the honest write after an applied forgery")
+			require.Empty(t, env.audit(false).kinds(next))
 		}
 		env.ackedIntact()
 	})
@@ -588,12 +589,10 @@ func adversary(t *testing.T, enforce bool) {
 		require.Equal(t, "404", code, "agentd writes nothing under evil: %s", msg)
 		_, err = env.lib.Resolve(ctx, agent.TaskRef{Root: evilFP, Path: "", Task: "solve"})
 		require.Error(t, err)
-		a := env.audit(true)
-		want := []string{"exists", "unsigned"}
-		if enforce {
-			want = []string{"unsigned", "exists"}
-		}
-		require.ElementsMatch(t, want, a.kinds(onOwn))
+		// Audit --signers refuses it as unsigned (its fold has the policy);
+		// without --signers its fold reports the root registered already.
+		require.Equal(t, []string{"unsigned"}, env.audit(true).kinds(onOwn))
+		require.Equal(t, []string{"exists"}, env.audit(false).kinds(onOwn))
 		env.ackedIntact()
 	})
 
@@ -690,10 +689,15 @@ func adversary(t *testing.T, enforce bool) {
 		require.Equal(t, "413", code, msg)
 		var list map[string]any
 		call(t, env.client, "agent.list", daemon.ReadRequest{Root: env.arch}, &list)
-		a := env.audit(true)
+		// Without --signers the audit folds as the audited deployment does;
+		// with it, the first (decodable) is unsigned before it is too large.
+		a := env.audit(false)
 		for _, seq := range seqs {
 			require.Contains(t, a.kinds(seq), projector.CodeTooLarge)
 		}
+		a = env.audit(true)
+		require.Equal(t, []string{"unsigned"}, a.kinds(seqs[0]))
+		require.Contains(t, a.kinds(seqs[1]), projector.CodeTooLarge)
 		env.ackedIntact()
 	})
 
@@ -737,12 +741,18 @@ func adversary(t *testing.T, enforce bool) {
 		}
 		a := env.audit(true)
 		for _, seq := range seqs {
-			if enforce {
-				// Audit's fold applied the forged grant: these name a
-				// predecessor that is not the last.
-				require.Equal(t, []string{"chain", "unsigned"}, a.kinds(seq))
-			} else {
-				require.Equal(t, []string{projector.CodeEscalation, "unsigned"}, a.kinds(seq))
+			want := []string{"unsigned"}
+			if !enforce {
+				// Forged on top of the forged grant agentd applied, which
+				// the audit's policy refused: not chained to its last event.
+				want = []string{"chain", "unsigned"}
+			}
+			require.Equal(t, want, a.kinds(seq), "audit --signers refuses each as unsigned")
+		}
+		if !enforce {
+			a = env.audit(false)
+			for _, seq := range seqs {
+				require.Equal(t, []string{projector.CodeEscalation}, a.kinds(seq), "audit without --signers: the escalation")
 			}
 		}
 		env.ackedIntact()

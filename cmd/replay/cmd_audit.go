@@ -75,6 +75,20 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			c.signers[k] = true
 		}
 	}
+	if len(c.signers) > 0 {
+		// The allow-list is also the trust policy the audit folds under: a
+		// forged event agentd refused is refused here too, and the events
+		// after it chain to what was applied.
+		keys := make([]string, 0, len(c.signers))
+		for k := range c.signers {
+			keys = append(keys, k)
+		}
+		trust, err := projector.NewTrust(keys)
+		if err != nil {
+			return usageErr("audit", "--signers: %v", err)
+		}
+		c.trust = trust
+	}
 	if fs.NArg() > 0 {
 		return usageErr("audit", "unexpected argument %q", fs.Arg(0))
 	}
@@ -194,7 +208,7 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 	rep.Roots = len(roots)
 	for _, root := range roots {
 		recs := byRoot[root]
-		reg := fold(root, recs)
+		reg := foldTrusted(root, recs, c.trust)
 		rejected := map[uint64]bool{}
 		for _, v := range reg.Violations {
 			rejected[v.Seq] = true
@@ -219,6 +233,10 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 			}
 			if v.Code == projector.CodeReplayed && dupSeqs[v.Seq] {
 				continue // the same copy, reported above as duplicate_id
+			}
+			switch v.Code {
+			case projector.CodeUnsigned, projector.CodeBadSignature, projector.CodeUntrusted:
+				continue // reported above by the signature check, as unsigned, bad_signature or unknown_signer
 			}
 			path := v.Path
 			if v.EventID == "" {

@@ -30,7 +30,8 @@ type common struct {
 	root    string
 	json    bool
 	stderr  io.Writer
-	signers map[string]bool // audit's allow-list; nil: any signer
+	signers map[string]bool  // audit's allow-list; nil: any signer
+	trust   *projector.Trust // the same keys as a trust policy: audit folds under it
 	fs      *flag.FlagSet
 }
 
@@ -343,7 +344,13 @@ func (c *common) progress(ctx context.Context, s *source, subjects []string) *pr
 
 // fold folds records into a new registry of root.
 func fold(root string, recs []events.Record) *projector.Registry {
+	return foldTrusted(root, recs, nil)
+}
+
+// foldTrusted is fold under a trust policy (nil: none).
+func foldTrusted(root string, recs []events.Record, trust *projector.Trust) *projector.Registry {
 	reg := projector.New(root)
+	reg.SetTrust(trust)
 	for _, r := range recs {
 		reg.Apply(r)
 	}
