@@ -31,13 +31,7 @@ type wireRegistry struct {
 	Count       uint64          `msgpack:"count"`
 	Violations  []Violation     `msgpack:"violations"`
 	VDropped    uint64          `msgpack:"vdropped,omitempty"`
-	IDs         []wireID        `msgpack:"ids"`
-}
-
-// wireID is an event id the registry folded and the sequence it came at.
-type wireID struct {
-	ID  string `msgpack:"i"`
-	Seq uint64 `msgpack:"s"`
+	IDs         []string        `msgpack:"ids"` // the event ids folded, sorted
 }
 
 type wireAgent struct {
@@ -101,10 +95,7 @@ func (r *Registry) wire() *wireRegistry {
 	for _, p := range sortedKeys(r.SubjectSeq) {
 		w.SubjectSeq = append(w.SubjectSeq, wireSubject{Path: p, Seq: r.SubjectSeq[p]})
 	}
-	w.IDs = make([]wireID, 0, len(r.IDs))
-	for _, id := range sortedKeys(r.IDs) {
-		w.IDs = append(w.IDs, wireID{ID: id, Seq: r.IDs[id]})
-	}
+	w.IDs = r.ids.sorted()
 	return w
 }
 
@@ -138,9 +129,8 @@ func (w *wireRegistry) registry() (*Registry, error) {
 	for _, s := range w.SubjectSeq {
 		r.SubjectSeq[s.Path] = s.Seq
 	}
-	r.IDs = make(map[string]uint64, len(w.IDs))
 	for _, id := range w.IDs {
-		r.IDs[id.ID] = id.Seq
+		r.ids.add(id)
 	}
 	r.rebuildIndex()
 	return r, nil

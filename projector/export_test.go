@@ -8,3 +8,10 @@ func WithoutIndex(r *Registry) *Registry {
 	c.tree = tree{}
 	return &c
 }
+
+// WithoutIDs returns a shallow copy of r that remembers no event id.
+func WithoutIDs(r *Registry) *Registry {
+	c := *r
+	c.ids = idSet{}
+	return &c
+}

@@ -19,7 +19,7 @@ import (
 // malformed. Projector 2 recorded every version 2 event as a future_version
 // violation, so its snapshots of a log holding any are not this fold's.
 //
-// 4: event ids are remembered (Registry.IDs): a second event with an id
+// 4: event ids are remembered (Registry.HasID): a second event with an id
 // folded before is a violation (replayed); a registry may have a trust
 // policy (SetTrust). Inputs over events' size limits are violations
 // (too_large); a glob grant the parent's chain does not provably cover is
@@ -105,19 +105,19 @@ type Registry struct {
 	// which keeps the newest MaxViolations.
 	ViolationsDropped uint64 `msgpack:"vdropped"`
 
-	// IDs holds the id of every event the registry folded past the trust
-	// check, with the sequence it came at: a second event with one of them
-	// (a replayed copy) is a violation.
-	IDs map[string]uint64 `msgpack:"-"`
 
 	tasks map[string]*events.TaskDef // interned task definitions (see itask)
 	trust *Trust                     // nil: no trust policy
+	// ids holds the id of every event the registry folded past the trust
+	// check: a second event with one of them (a replayed copy) is a
+	// violation (HasID, IDCount).
+	ids idSet
 	tree  tree                       // the child index (see tree.go)
 }
 
 // New returns the empty registry of a root.
 func New(root string) *Registry {
-	return &Registry{Root: root, Agents: map[string]*Agent{}, SubjectSeq: map[string]uint64{}, IDs: map[string]uint64{}, tree: tree{kids: map[string]*childSet{}}}
+	return &Registry{Root: root, Agents: map[string]*Agent{}, SubjectSeq: map[string]uint64{}, tree: tree{kids: map[string]*childSet{}}}
 }
 
 // LastHash returns the hash of the last applied event of the agent at path
@@ -503,14 +503,11 @@ func (r *Registry) Apply(rec events.Record) {
 	}
 	// An id is taken only by an event that passed the trust check: a
 	// forged copy cannot claim the id of a write yet to come.
-	if first, seen := r.IDs[e.ID]; seen {
-		r.violate(rec, e, fmt.Errorf("event %s came at seq %d already: a copy published again: %w", e.ID, first, events.ErrReplayed))
+	if r.ids.has(e.ID) {
+		r.violate(rec, e, fmt.Errorf("event %s came before: a copy published again: %w", e.ID, events.ErrReplayed))
 		return
 	}
-	if r.IDs == nil {
-		r.IDs = map[string]uint64{}
-	}
-	r.IDs[e.ID] = rec.Seq
+	r.ids.add(e.ID)
 	if want := r.LastHash(path); e.Prev != want && !(e.Type == events.AgentCreated && r.Agents[path] == nil && e.Prev == "") {
 		r.violate(rec, e, fmt.Errorf("event %s names previous hash %s, the agent's last applied event hashes to %s: %w",
 			e.ID, shortHash(e.Prev), shortHash(want), events.ErrChain))

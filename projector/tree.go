@@ -313,7 +313,7 @@ func (r *Registry) Clone() *Registry {
 		c.Agents[p] = ac
 	}
 	c.SubjectSeq = maps.Clone(r.SubjectSeq)
-	c.IDs = maps.Clone(r.IDs)
+	c.ids = r.ids.clone()
 	// Apply only appends to Violations: with no spare capacity the clone's
 	// next append copies instead of writing where the original's would.
 	c.Violations = slices.Clip(r.Violations)
