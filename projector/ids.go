@@ -7,7 +7,7 @@ import (
 	"github.com/oklog/ulid/v2"
 )
 
-// idSet holds the ids of the events a registry folded, compactly: an id in
+// idSet holds the ids of the events a registry refused, compactly: an id in
 // ULID form (every id the runtime writes, keyed ones included) as its 16
 // bytes, any other as its string. About 20 bytes an event.
 type idSet struct {
@@ -58,9 +58,9 @@ func (s *idSet) clone() idSet {
 	return idSet{ulids: maps.Clone(s.ulids), others: maps.Clone(s.others)}
 }
 
-// HasID reports whether the registry folded an event with this id (past
-// the trust check).
+// HasID reports whether the registry refused an event with this id (past
+// the trust check): a copy of it is refused as replayed.
 func (r *Registry) HasID(id string) bool { return r.ids.has(id) }
 
-// IDCount is how many event ids the registry remembers.
+// IDCount is how many refused event ids the registry remembers.
 func (r *Registry) IDCount() int { return r.ids.Len() }

@@ -19,8 +19,8 @@ import (
 // malformed. Projector 2 recorded every version 2 event as a future_version
 // violation, so its snapshots of a log holding any are not this fold's.
 //
-// 4: event ids are remembered (Registry.HasID): a second event with an id
-// folded before is a violation (replayed); a registry may have a trust
+// 4: the ids of refused events are remembered (Registry.HasID): a copy of
+// one published again is a violation (replayed); a registry may have a trust
 // policy (SetTrust). Inputs over events' size limits are violations
 // (too_large); a glob grant the parent's chain does not provably cover is
 // an escalation; Violations keeps the newest MaxViolations and counts the
@@ -108,7 +108,7 @@ type Registry struct {
 
 	tasks map[string]*events.TaskDef // interned task definitions (see itask)
 	trust *Trust                     // nil: no trust policy
-	// ids holds the id of every event the registry folded past the trust
+	// ids holds the id of every event the registry refused past the trust
 	// check: a second event with one of them (a replayed copy) is a
 	// violation (HasID, IDCount).
 	ids idSet
@@ -501,19 +501,25 @@ func (r *Registry) Apply(rec events.Record) {
 			return
 		}
 	}
-	// An id is taken only by an event that passed the trust check: a
-	// forged copy cannot claim the id of a write yet to come.
+	// A copy of a refused event, published again later, could pass the
+	// checks it failed then (the parent has since been granted what it
+	// lacked): the ids of refused events are remembered. A copy of an
+	// applied event cannot pass: its Prev names what came before the
+	// original, which is no longer the agent's last hash (or, for a
+	// creation, the agent exists). Only events past the trust check take
+	// an id, so a forgery cannot claim the id of a write yet to come.
 	if r.ids.has(e.ID) {
-		r.violate(rec, e, fmt.Errorf("event %s came before: a copy published again: %w", e.ID, events.ErrReplayed))
+		r.violate(rec, e, fmt.Errorf("event %s was refused before: a copy published again: %w", e.ID, events.ErrReplayed))
 		return
 	}
-	r.ids.add(e.ID)
 	if want := r.LastHash(path); e.Prev != want && !(e.Type == events.AgentCreated && r.Agents[path] == nil && e.Prev == "") {
+		r.ids.add(e.ID)
 		r.violate(rec, e, fmt.Errorf("event %s names previous hash %s, the agent's last applied event hashes to %s: %w",
 			e.ID, shortHash(e.Prev), shortHash(want), events.ErrChain))
 		return
 	}
 	if err := r.Check(e); err != nil {
+		r.ids.add(e.ID)
 		r.violate(rec, e, err)
 		return
 	}

@@ -60,8 +60,8 @@ func TestTrustPolicy(t *testing.T) {
 	good := signed(create("a"), trusted)
 	ok(t, f.publish(f.subject("a"), good))
 	require.Contains(t, f.reg.Agents, "a")
-	// The same bytes again: a replayed copy.
-	violation(t, f.publish(f.subject("a"), good), projector.CodeReplayed)
+	// The same bytes again: the copy of an applied event never chains.
+	violation(t, f.publish(f.subject("a"), good), projector.CodeChain)
 
 	// A policy needs valid keys.
 	_, err = projector.NewTrust([]string{"not-a-key"})
