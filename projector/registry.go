@@ -105,14 +105,13 @@ type Registry struct {
 	// which keeps the newest MaxViolations.
 	ViolationsDropped uint64 `msgpack:"vdropped"`
 
-
 	tasks map[string]*events.TaskDef // interned task definitions (see itask)
 	trust *Trust                     // nil: no trust policy
 	// ids holds the id of every event the registry refused past the trust
 	// check: a second event with one of them (a replayed copy) is a
 	// violation (HasID, IDCount).
-	ids idSet
-	tree  tree                       // the child index (see tree.go)
+	ids  idSet
+	tree tree // the child index (see tree.go)
 }
 
 // New returns the empty registry of a root.
