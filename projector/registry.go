@@ -243,7 +243,7 @@ func (r *Registry) CheckGrant(path string, c events.Capability) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", events.ErrMalformed, err)
 	}
-	return r.checkGrant(path, c.Normalized())
+	return r.checkGrant(path, c.Normalized(), true)
 }
 
 // checkGrant reports an escalation: the parent of path must effectively hold
@@ -254,7 +254,7 @@ func (r *Registry) CheckGrant(path string, c events.Capability) error {
 // literal prefix followed by "*"; every exclude either disjoint from the
 // pattern or one the grant excludes too). A pattern that cannot be proved
 // so is refused: the error says to list the members by name.
-func (r *Registry) checkGrant(path string, c events.Capability) error {
+func (r *Registry) checkGrant(path string, c events.Capability, patterns bool) error {
 	parent := events.Parent(path)
 	if r.Def == nil {
 		return fmt.Errorf("root %s is not registered: %w", short(r.Root), events.ErrNotFound)
@@ -279,6 +279,9 @@ func (r *Registry) checkGrant(path string, c events.Capability) error {
 	budget := events.GlobBudget // steps for all of this grant's patterns
 	for _, p := range c.Include {
 		if events.IsPattern(p) {
+			if !patterns {
+				continue // a version 1 event: intersected at resolve time, never widened
+			}
 			for _, g := range chain {
 				if !g.CoversPattern(p, c.Exclude, &budget) {
 					unproved = append(unproved, p)
@@ -403,7 +406,10 @@ func (r *Registry) Check(e *events.Event) error {
 		}
 		// An agent holds only capabilities of its root, so at most
 		// events.MaxCapabilities of them.
-		return r.checkGrant(e.Path, c.Normalized())
+		// Patterns are checked in events of schema version 2 on: histories
+		// written before (version 1) fold as they did, their patterns
+		// bounded by the resolve-time intersection.
+		return r.checkGrant(e.Path, c.Normalized(), e.Version >= 2)
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
 		if _, ok := r.Agents[e.Path].Capabilities[key]; !ok {
@@ -440,7 +446,7 @@ func (r *Registry) checkCreated(path string, c *events.CreatedData) error {
 			return fmt.Errorf("%w: create %q: capability %s %q appears twice", events.ErrMalformed, path, cp.Kind, cp.Name)
 		}
 		seen[cp.Key()] = true
-		if err := r.checkGrant(path, cp.Normalized()); err != nil {
+		if err := r.checkGrant(path, cp.Normalized(), true); err != nil {
 			return fmt.Errorf("create %q: %w", path, err)
 		}
 	}

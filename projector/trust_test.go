@@ -98,3 +98,35 @@ func TestReplayOfRefusedEvent(t *testing.T) {
 	require.Equal(t, f.reg.IDCount(), back.IDCount())
 	require.True(t, back.HasID(g.ID))
 }
+
+// A pattern grant the parent cannot be shown to cover is refused in a
+// version 2 event, and folds as before (bounded at resolve time) in a
+// version 1 event: histories written before version 2 keep their meaning.
+func TestPatternGrantsByVersion(t *testing.T) {
+	for _, version := range []uint64{1, 2} {
+		f := newFold(t)
+		f.version = version
+		ok(t, f.register())
+		ok(t, f.create("p", ""))
+		ok(t, f.grant("p", mathCap([]string{"sin", "cos"}, nil)))
+		if version == 1 {
+			ok(t, f.create("p/c", ""))
+		} else {
+			ok(t, f.apply(func() *events.Event {
+				e := f.event(events.AgentCreated, "p/c")
+				e.Created = &events.CreatedData{}
+				return e
+			}()))
+		}
+		v := f.grant("p/c", mathCap([]string{"s*"}, nil))
+		if version == 1 {
+			ok(t, v)
+			e, found := effective(t, f.reg, "p/c", mathCap(nil, nil).Key())
+			require.True(t, found)
+			require.True(t, e.Allows("sin"))
+			require.False(t, e.Allows("sqrt"), "bounded by the parent when intersected")
+		} else {
+			violation(t, v, projector.CodeEscalation)
+		}
+	}
+}
