@@ -469,7 +469,7 @@ func (rt *Runtime) MigrateRoot(ctx context.Context, from, to, reason string) (Re
 			old.Name, from, to, target.Name, events.ErrMalformed)
 	}
 	return rt.single(ctx, AgentRef{Root: from}, fmt.Sprintf("migrate root %.12s to %.12s", from, to),
-		&events.Event{Type: events.RootMigrated, Migration: &events.MigratedData{To: to, Reason: reason}})
+		&events.Event{Type: events.RootMigrated, Migration: &events.MigratedData{To: to, Reason: reason, Def: &target}})
 }
 
 func (rt *Runtime) single(ctx context.Context, a AgentRef, what string, e *events.Event) (Receipt, error) {

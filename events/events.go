@@ -153,6 +153,9 @@ type RetiredData struct {
 type MigratedData struct {
 	To     string `msgpack:"to" json:"to"` // fingerprint of the new root definition
 	Reason string `msgpack:"reason" json:"reason"`
+	// Def is the new root's definition (schema version 2 on): it must hash
+	// to To and keep the old root's name, or the migration is refused.
+	Def *RootDef `msgpack:"def,omitempty" json:"def,omitempty"`
 }
 
 // Hash returns the hex SHA-256 of an event's encoded bytes: the value the

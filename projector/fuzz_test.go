@@ -67,7 +67,8 @@ func FuzzApply(f *testing.F) {
 	e.Created = &events.CreatedData{Capabilities: []events.Capability{{Kind: events.KindType, Name: "Matrix"}}}
 	seed(e, projector.CodeEscalation)
 	e = s.event(events.RootMigrated, "")
-	e.Migration = &events.MigratedData{To: events.RootDef{Name: "next"}.Fingerprint()}
+	next, to := s.nextRelease("next")
+	e.Migration = &events.MigratedData{To: to, Def: &next}
 	seed(e, "")
 	f.Add([]byte{}, uint8(1))
 	f.Add([]byte("junk"), uint8(2))

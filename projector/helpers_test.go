@@ -183,6 +183,22 @@ func (f *fold) migrate(to string) *projector.Violation {
 	return f.apply(e)
 }
 
+// nextRelease returns a new release of the fold's root definition (same
+// name, another primer) and its fingerprint.
+func (f *fold) nextRelease(primer string) (events.RootDef, string) {
+	def := f.def
+	def.Primer = primer
+	return def, def.Fingerprint()
+}
+
+// migrateTo migrates to def, carrying it as version 2 requires.
+func (f *fold) migrateTo(def events.RootDef, to string) *projector.Violation {
+	f.t.Helper()
+	e := f.event(events.RootMigrated, "")
+	e.Migration = &events.MigratedData{To: to, Reason: "new definition", Def: &def}
+	return f.apply(e)
+}
+
 // ok fails the test if v is a violation.
 func ok(t testing.TB, v *projector.Violation) {
 	t.Helper()

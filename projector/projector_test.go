@@ -380,8 +380,17 @@ func TestMigration(t *testing.T) {
 	f := newFold(t)
 	ok(t, f.register())
 	ok(t, f.create("a", ""))
-	to := strings.Repeat("0f", 32)
-	ok(t, f.migrate(to))
+	next, to := f.nextRelease("release 2")
+	// Version 2 migrations carry the target's definition: none, one that
+	// does not hash to the target, or one of another name is refused and
+	// leaves the root writable (a bogus migration is no dead end).
+	violation(t, f.migrate(strings.Repeat("0f", 32)), projector.CodeMalformed)
+	violation(t, f.migrateTo(next, strings.Repeat("0f", 32)), projector.CodeMalformed)
+	renamed := next
+	renamed.Name = "other"
+	violation(t, f.migrateTo(renamed, renamed.Fingerprint()), projector.CodeMalformed)
+	ok(t, f.create("b0", ""))
+	ok(t, f.migrateTo(next, to))
 	assert.Equal(t, to, f.reg.MigratedTo)
 	assert.Equal(t, f.seq, f.reg.MigratedSeq)
 	violation(t, f.create("b", ""), projector.CodeMigrated)

@@ -383,7 +383,29 @@ func (r *Registry) Check(e *events.Event) error {
 		if e.Migration.To == r.Root {
 			return fmt.Errorf("%w: root %s cannot migrate to itself", events.ErrMalformed, short(r.Root))
 		}
-		return events.ValidateFingerprint(e.Migration.To)
+		if err := events.ValidateFingerprint(e.Migration.To); err != nil {
+			return err
+		}
+		if e.Version < 2 {
+			return nil // as written before version 2: the target's form only
+		}
+		// A migration names a real new release of this root: its definition
+		// travels with it, hashes to the target and keeps the root's name.
+		// Anything else would only block the root for good.
+		def := e.Migration.Def
+		if def == nil {
+			return fmt.Errorf("%w: migration of root %s to %s carries no definition of the target", events.ErrMalformed, short(r.Root), short(e.Migration.To))
+		}
+		if err := def.Validate(); err != nil {
+			return fmt.Errorf("%w: migration target definition: %v", events.ErrMalformed, err)
+		}
+		if fp := def.Fingerprint(); fp != e.Migration.To {
+			return fmt.Errorf("%w: migration target definition hashes to %s, not to %s", events.ErrMalformed, short(fp), short(e.Migration.To))
+		}
+		if def.Name != r.Def.Name {
+			return fmt.Errorf("%w: migration of root %q to root %q: a migration keeps the root's name", events.ErrMalformed, r.Def.Name, def.Name)
+		}
+		return nil
 	case events.AgentCreated:
 		if a := r.Agents[e.Path]; a != nil {
 			return fmt.Errorf("agent %q was created at seq %d by %q: %w", e.Path, a.CreatedSeq, a.Creator, events.ErrExists)
