@@ -7,11 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
-
-	"github.com/nats-io/nkeys"
 
 	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/projector"
@@ -48,46 +45,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"deleted messages, invariant violations (escalations, unknown parents, undecodable events), and stored\n"+
 		"snapshots against a fresh replay; signatures when events are signed. Exit status 0 when clean, 1 with a\n"+
 		"summary when not.", &c, stderr)
-	signers := fs.String("signers", os.Getenv("AGENTREG_SIGNERS"), "allow-list of signers' nkey public keys, comma-separated, or a file of them (one a line,\nas agentd --signers reads): events signed by other keys are problems (env AGENTREG_SIGNERS)")
 	if err := parse(fs, args); err != nil {
 		return err
-	}
-	list := strings.Split(*signers, ",")
-	if v := strings.TrimSpace(*signers); v != "" && !strings.Contains(v, ",") {
-		if _, err := nkeys.FromPublicKey(v); err != nil { // not a key: a file of keys
-			b, err := os.ReadFile(v)
-			if err != nil {
-				return usageErr("audit", "--signers %q: neither an nkey public key nor a readable file: %v", v, err)
-			}
-			if list, err = projector.ParseSigners(string(b)); err != nil {
-				return usageErr("audit", "--signers file %s: %v", v, err)
-			}
-		}
-	}
-	for _, k := range list {
-		if k = strings.TrimSpace(k); k != "" {
-			if _, err := nkeys.FromPublicKey(k); err != nil {
-				return usageErr("audit", "--signers: %q is not an nkey public key", k)
-			}
-			if c.signers == nil {
-				c.signers = map[string]bool{}
-			}
-			c.signers[k] = true
-		}
-	}
-	if len(c.signers) > 0 {
-		// The allow-list is also the trust policy the audit folds under: a
-		// forged event agentd refused is refused here too, and the events
-		// after it chain to what was applied.
-		keys := make([]string, 0, len(c.signers))
-		for k := range c.signers {
-			keys = append(keys, k)
-		}
-		trust, err := projector.NewTrust(keys)
-		if err != nil {
-			return usageErr("audit", "--signers: %v", err)
-		}
-		c.trust = trust
 	}
 	if fs.NArg() > 0 {
 		return usageErr("audit", "unexpected argument %q", fs.Arg(0))

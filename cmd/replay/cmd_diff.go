@@ -69,11 +69,11 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			early = append(early, i)
 		}
 	}
-	a, err := viewOf(fold(root, recs[:len(early)]))
+	a, err := viewOf(foldTrusted(root, recs[:len(early)], c.trust))
 	if err != nil {
 		return err
 	}
-	b, err := viewOf(fold(root, recs))
+	b, err := viewOf(foldTrusted(root, recs, c.trust))
 	if err != nil {
 		return err
 	}

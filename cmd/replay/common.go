@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
@@ -31,8 +32,10 @@ type common struct {
 	json    bool
 	stderr  io.Writer
 	signers map[string]bool  // audit's allow-list; nil: any signer
-	trust   *projector.Trust // the same keys as a trust policy: audit folds under it
-	fs      *flag.FlagSet
+	trust   *projector.Trust // the same keys as a trust policy: folds apply only their events
+
+	signersArg string
+	fs         *flag.FlagSet
 }
 
 func newFlagSet(name, args, summary string, c *common, stderr io.Writer) *flag.FlagSet {
@@ -59,7 +62,48 @@ func newFlagSet(name, args, summary string, c *common, stderr io.Writer) *flag.F
 	fs.StringVar(&c.at, "time", "", "point in history: an RFC3339 time to stop at (default: now)")
 	fs.StringVar(&c.root, "root", "", "root: a fingerprint (or a unique prefix of one) or a root name")
 	fs.BoolVar(&c.json, "json", false, "print JSON (one object per line where there are several)")
+	fs.StringVar(&c.signersArg, "signers", os.Getenv("AGENTREG_SIGNERS"), "trusted signers' nkey public keys, comma-separated, or a file of them (one a line, as agentd\n--signers reads): folds apply only events signed by one of them, a trust policy; audit also\nreports every event not signed by one (env AGENTREG_SIGNERS)")
 	return fs
+}
+
+// loadSigners reads --signers into the allow-list and the trust policy.
+func (c *common) loadSigners(cmd string) error {
+	v := strings.TrimSpace(c.signersArg)
+	if v == "" || c.trust != nil {
+		return nil
+	}
+	list := strings.Split(v, ",")
+	if !strings.Contains(v, ",") {
+		if _, err := nkeys.FromPublicKey(v); err != nil { // not a key: a file of keys
+			b, err := os.ReadFile(v)
+			if err != nil {
+				return usageErr(cmd, "--signers %q: neither an nkey public key nor a readable file: %v", v, err)
+			}
+			if list, err = projector.ParseSigners(string(b)); err != nil {
+				return usageErr(cmd, "--signers file %s: %v", v, err)
+			}
+		}
+	}
+	var keys []string
+	for _, k := range list {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if _, err := nkeys.FromPublicKey(k); err != nil {
+			return usageErr(cmd, "--signers: %q is not an nkey public key", k)
+		}
+		if c.signers == nil {
+			c.signers = map[string]bool{}
+		}
+		c.signers[k] = true
+		keys = append(keys, k)
+	}
+	trust, err := projector.NewTrust(keys)
+	if err != nil {
+		return usageErr(cmd, "--signers: %v", err)
+	}
+	c.trust = trust
+	return nil
 }
 
 // errHelp is returned by a command whose --help was asked for: the usage
@@ -150,6 +194,9 @@ func (s *source) Close() {
 // open connects (or opens the data directory) and opens the log. It never
 // creates a stream: a tool that reads must not write.
 func (c *common) open(ctx context.Context, cmd string) (*source, error) {
+	if err := c.loadSigners(cmd); err != nil {
+		return nil, err
+	}
 	s := &source{cfg: natsstore.Config{Stream: c.stream, Prefix: c.prefix}}
 	var err error
 	switch {
@@ -363,7 +410,7 @@ func (s *source) registryAt(ctx context.Context, c *common, root string, p point
 	if err != nil {
 		return nil, nil, err
 	}
-	return fold(root, recs), recs, nil
+	return foldTrusted(root, recs, c.trust), recs, nil
 }
 
 func fmtTime(ns int64) string {

@@ -109,3 +109,38 @@ func TestAuditSignatures(t *testing.T) {
 	require.Contains(t, kinds, "bad_signature", "bad signature at seq %d not reported: %+v", seq, rep.Problems)
 	require.Equal(t, 3, rep.Signed, "the edited copy is not counted as signed")
 }
+
+// TestSignersTrustPolicy: with --signers every fold of replay applies only
+// events signed by those keys, as an agentd with the same --signers does: a
+// grant by another key is in the registry without it, not with it.
+func TestSignersTrustPolicy(t *testing.T) {
+	ctx := t.Context()
+	srv := testutil.RunServer(t)
+	url := srv.ClientURL()
+	alice, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	aliceSeed, _ := alice.Seed()
+	alicePub, _ := alice.PublicKey()
+	open := func(opts ...agent.Option) *agent.Runtime {
+		rt, err := agent.Open(ctx, append(append(runtimeOptions(t), agent.WithNATSURL(url)), opts...)...)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rt.Close() })
+		return rt
+	}
+	signed := open(agent.WithSigningSeed(aliceSeed))
+	root, err := signed.RegisterRoot(ctx, architect())
+	require.NoError(t, err)
+	solver, _, err := signed.Create(ctx, root, agent.Spec{Name: "math_solver", Capabilities: []events.Capability{mathCap("sin", "cos")}})
+	require.NoError(t, err)
+	plain := open()
+	_, err = plain.RegisterRoot(ctx, architect())
+	require.NoError(t, err)
+	require.NoError(t, errOf(plain.Grant(ctx, solver, agentCap))) // unsigned
+
+	without := replayOK(t, "registry", "--nats-url", url)
+	require.Contains(t, without, "cap  type Agent:", "without --signers the unsigned grant is applied")
+	with := replayOK(t, "registry", "--nats-url", url, "--signers", alicePub)
+	require.NotContains(t, with, "cap  type Agent:", "with --signers only alice's events are applied")
+	require.Contains(t, with, "unsigned")
+	require.Contains(t, with, "module math")
+}
