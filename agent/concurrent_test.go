@@ -20,6 +20,20 @@ type hookLog struct {
 	before func()
 }
 
+// openHooked opens a runtime on a hookLog of the world's log (with opts)
+// and registers the world's root in it.
+func openHooked(t *testing.T, w *world, opts ...agent.Option) (*agent.Runtime, *hookLog) {
+	t.Helper()
+	hl := &hookLog{Log: w.log()}
+	all := append([]agent.Option{agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t))}, opts...)
+	rt, err := agent.Open(context.Background(), all...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rt.Close() })
+	_, err = rt.RegisterRoot(context.Background(), w.def)
+	require.NoError(t, err)
+	return rt, hl
+}
+
 func (h *hookLog) AppendEvent(ctx context.Context, m events.Message) (natsstore.Appended, error) {
 	if f := h.before; f != nil {
 		h.before = nil

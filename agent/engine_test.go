@@ -130,12 +130,7 @@ func testCreateRefusedWhole(t *testing.T, follow bool) {
 	other, root := w.openRegistered()
 	tr := buildTree(t, other, root)
 
-	hl := &hookLog{Log: w.log()}
-	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)), agent.WithFollow(follow))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = rt.Close() })
-	_, err = rt.RegisterRoot(ctx, w.def)
-	require.NoError(t, err)
+	rt, hl := openHooked(t, w, agent.WithFollow(follow))
 
 	spec := agent.Spec{Name: "trig", Primer: "p", Capabilities: []events.Capability{mathCap("sin")}, Tasks: []events.TaskDef{solveTask()}}
 	key := agent.WithIdempotencyKey(ctx, "create-trig")
@@ -178,17 +173,12 @@ func testGrantRacing(t *testing.T, follow bool) {
 	w := newWorld(t)
 	other, root := w.openRegistered()
 	tr := buildTree(t, other, root)
-	hl := &hookLog{Log: w.log()}
-	rt, err := agent.Open(ctx, agent.WithLog(hl, nil), agent.WithCatalog(newCatalog(t, true)), agent.WithLogger(testLogger(t)), agent.WithFollow(follow))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = rt.Close() })
-	_, err = rt.RegisterRoot(ctx, w.def)
-	require.NoError(t, err)
+	rt, hl := openHooked(t, w, agent.WithFollow(follow))
 	// Load the root in this runtime before the race.
 	require.NoError(t, rt.View(ctx, w.fp, func(*projector.Registry) error { return nil }))
 
 	hl.before = func() { require.NoError(t, errOf(other.Revoke(ctx, tr.solver, events.KindModule, "math"))) }
-	_, err = rt.Grant(ctx, tr.parser, mathCap("sin"))
+	_, err := rt.Grant(ctx, tr.parser, mathCap("sin"))
 	require.ErrorIs(t, err, agent.ErrConflict)
 	task, err := other.Resolve(agent.WithMinSeq(ctx, agent.LatestSeq), tr.parseRef)
 	require.NoError(t, err)
