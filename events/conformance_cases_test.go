@@ -198,7 +198,8 @@ func conformanceCases() []convCase {
 			name:  "signatures-policy",
 			trust: []nkeys.KeyPair{alice},
 			doc: "Under a trust policy of one key: an event signed by it applies; signed by another key, unsigned, or " +
-				"with bytes changed after signing it is refused (untrusted_signer, unsigned, bad_signature). Events " +
+				"with bytes changed after signing it is refused (untrusted_signer, unsigned, bad_signature), and so is one " +
+				"whose sig is not the last key, or a signer without a sig or the reverse (bad_signature). Events " +
 				"refused by the policy do not take their id: a trusted event with the same id applies.",
 			steps: []step{
 				register(root, signed(alice)),
@@ -207,6 +208,9 @@ func conformanceCases() []convCase {
 				create("solver", "", []events.Capability{mathCap("sin")}, nil, signed(alice), tampered(replaceBytes("user:alice", "user:mallo"))),
 				create("solver", "", []events.Capability{mathCap("sin")}, nil, signed(alice), copyOf(3)),
 				grant("solver", mathCap("sin"), signed(alice), edit(func(e *events.Event) { e.OnBehalfOf = "user:carol" })),
+				grant("solver", mathCap("sin"), signed(alice), reencode(func(map[string]any) {})),
+				grant("solver", mathCap("sin"), signed(alice), reencode(func(m map[string]any) { delete(m, "sig") })),
+				grant("solver", mathCap("sin"), signed(alice), reencode(func(m map[string]any) { delete(m, "signer") })),
 			},
 		},
 		{
@@ -239,6 +243,8 @@ func conformanceCases() []convCase {
 				create("v1caps", "", []events.Capability{mathCap("sin")}, nil, v(1), unchecked()),
 				create("badpath", "", nil, nil, unchecked(), edit(func(e *events.Event) { e.Path = "bad path" })),
 				create("moved", "", nil, nil, onSubject("elsewhere")),
+				create("foreign", "", nil, nil, edit(func(e *events.Event) { e.Root = strings.Repeat("ab", 32) })),
+				create("foreign", "", nil, nil, edit(func(e *events.Event) { e.Root = strings.Repeat("ab", 32) }), onSubject("foreign")),
 				raw("bad.", []byte{0x80}),
 				create("longdoc", "", nil, []events.TaskDef{{Name: "t", Doc: strings.Repeat("d", events.MaxTaskDocBytes+1),
 					Input: events.Schema{Type: "object"}, Output: events.Schema{Type: "string"}}}),
