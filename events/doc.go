@@ -3,8 +3,11 @@
 // the domain model the events carry (capabilities, tasks, schemas, root
 // definitions and their fingerprints).
 //
-// The package imports no infrastructure. The wire format is documented in
-// ARCHITECTURE.md; golden vectors under testdata/ pin it.
+// The package imports no infrastructure. The wire format is specified in
+// docs/wire.md (summarised in ARCHITECTURE.md); golden vectors under
+// testdata/golden pin its bytes, and the language-neutral vectors under
+// testdata/conformance (see its README.md) pin decoding, hashes,
+// signatures and the fold for implementations in other languages.
 //
 //	def := events.RootDef{Name: "architect", Primer: "You build specialists."}
 //	root := def.Fingerprint() // 64 hex digits, equal in every process

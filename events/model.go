@@ -37,12 +37,18 @@ const (
 // It never carries code: the host resolves Kind and Name against its own
 // catalog. Include and Exclude are glob patterns (path.Match syntax) over the
 // members of a module.
+//
+// Its JSON keys are its wire keys (docs/wire.md, "One naming"). A nil
+// Include or Exclude (the defaults "*" and "_*") is left out of the JSON;
+// an empty one is written as [] and read back as empty (for Exclude: it
+// excludes nothing), so a capability read from agentd and sent again means
+// the same, and encodes to the same bytes.
 type Capability struct {
 	Kind       Kind       `msgpack:"kind" json:"kind"`
 	Name       string     `msgpack:"name" json:"name"`
-	Include    []string   `msgpack:"include" json:"include,omitempty"`
-	Exclude    []string   `msgpack:"exclude" json:"exclude,omitempty"`
-	Visibility Visibility `msgpack:"vis" json:"visibility,omitempty"`
+	Include    []string   `msgpack:"include" json:"include,omitzero"`
+	Exclude    []string   `msgpack:"exclude" json:"exclude,omitzero"`
+	Visibility Visibility `msgpack:"vis" json:"vis,omitempty"`
 }
 
 // Key identifies a capability within an agent: kind and name.
@@ -255,7 +261,7 @@ func (t TaskDef) Validate() error {
 type RootDef struct {
 	Name         string       `msgpack:"name" json:"name"`
 	Primer       string       `msgpack:"primer" json:"primer"`
-	Capabilities []Capability `msgpack:"caps" json:"capabilities"`
+	Capabilities []Capability `msgpack:"caps" json:"caps"`
 	Tasks        []TaskDef    `msgpack:"tasks" json:"tasks"`
 }
 

@@ -321,8 +321,8 @@ func createHierarchy(t *testing.T, c *api) *hierarchy {
 		return m
 	}
 	w := ack(c.call("root.register", map[string]any{"def": map[string]any{"name": "architect", "primer": "You design specialists.",
-		"capabilities": []any{map[string]any{"kind": "module", "name": "math"}, map[string]any{"kind": "module", "name": "io"}},
-		"tasks":        []any{task("design", "brief")}}, "actor": "user:root"}))
+		"caps":  []any{map[string]any{"kind": "module", "name": "math"}, map[string]any{"kind": "module", "name": "io"}},
+		"tasks": []any{task("design", "brief")}}, "actor": "user:root"}))
 	h.root = w["root"].(string)
 	require.Len(t, h.root, 64)
 	h.refs = append(h.refs, h.root+"/#design")
