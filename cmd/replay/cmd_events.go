@@ -212,7 +212,11 @@ func describeLine(prefix string, r events.Record, e *events.Event, derr error, l
 	s := describeRecord(prefix, r, e, derr)
 	switch l.Status {
 	case statusRefused:
-		s += fmt.Sprintf("  [REFUSED %s: %s]", l.Violation.Code, l.Violation.Reason)
+		if l.Violation.Reason == l.Error { // said already, as why it does not decode
+			s += fmt.Sprintf("  [REFUSED %s]", l.Violation.Code)
+		} else {
+			s += fmt.Sprintf("  [REFUSED %s: %s]", l.Violation.Code, l.Violation.Reason)
+		}
 	case statusStray:
 		s += "  [STRAY: on a subject of no root, read by no fold]"
 	}
