@@ -13,9 +13,9 @@ import (
 type change struct {
 	Op     string `json:"op"` // "+", "-", "~"
 	Path   string `json:"path"`
-	What   string `json:"what"` // agent, retired, primer, grant, effective, task, violation, migrated
-	Before string `json:"before,omitempty"`
-	After  string `json:"after,omitempty"`
+	What   string `json:"what"`   // agent, retired, primer, grant, effective, task, violation, migrated
+	Before string `json:"before"` // "" for an addition
+	After  string `json:"after"`  // "" for a removal
 }
 
 func (c change) String() string {

@@ -26,7 +26,7 @@ type step struct {
 	Detail  string      `json:"detail"`
 	// OnBehalfOf is the event's claimed on-behalf-of (key `obo`): whom
 	// the writer's caller said it was for, never checked.
-	OnBehalfOf string `json:"on_behalf_of_claimed,omitempty"`
+	OnBehalfOf string `json:"on_behalf_of_claimed"`
 	// Grants and Tasks are what an AgentCreated of schema version 2
 	// carries: the agent's initial capabilities (normalized, as the fold
 	// records each of them: a grant at this step's seq, time and actor) and
@@ -51,6 +51,12 @@ func stepOf(r events.Record, e *events.Event) step {
 		s.Grants = append(s.Grants, capOf(c.Normalized()))
 	}
 	s.Tasks = slices.Clone(e.Created.Tasks)
+	if s.Tasks == nil {
+		s.Tasks = []events.TaskDef{}
+	}
+	if s.Grants == nil {
+		s.Grants = []wireCap{}
+	}
 	return s
 }
 
@@ -78,10 +84,10 @@ func (s step) times() (stored, claimed string) {
 type node struct {
 	Path     string  `json:"path"`
 	Name     string  `json:"name"`
-	Selected bool    `json:"selected,omitempty"`
-	Retired  bool    `json:"retired,omitempty"`
+	Selected bool    `json:"selected"`
+	Retired  bool    `json:"retired"`
 	Steps    []step  `json:"steps"`
-	Children []*node `json:"children,omitempty"`
+	Children []*node `json:"children"`
 }
 
 // appliedSteps groups the applied events of a root by agent path.
@@ -167,7 +173,7 @@ func lineageTree(reg *projector.Registry, steps map[string][]step, path string) 
 	if reg.Def != nil {
 		name = reg.Def.Name
 	}
-	top := &node{Path: "", Name: name, Steps: steps[""], Selected: path == ""}
+	top := &node{Path: "", Name: name, Steps: orEmpty(steps[""]), Selected: path == "", Children: []*node{}}
 	cur := top
 	for _, anc := range append(events.Ancestors(path), path) {
 		if anc == "" {
@@ -191,7 +197,14 @@ func lineageTree(reg *projector.Registry, steps map[string][]step, path string) 
 
 func newNode(reg *projector.Registry, steps map[string][]step, p string, selected bool) *node {
 	a := reg.Agents[p]
-	return &node{Path: p, Name: p[strings.LastIndexByte(p, '/')+1:], Selected: selected, Retired: a != nil && a.Retired, Steps: steps[p]}
+	return &node{Path: p, Name: p[strings.LastIndexByte(p, '/')+1:], Selected: selected, Retired: a != nil && a.Retired, Steps: orEmpty(steps[p]), Children: []*node{}}
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func writeTree(w io.Writer, n *node, indent string, last, top bool) {

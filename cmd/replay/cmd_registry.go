@@ -88,14 +88,25 @@ func (v effectiveView) String() string {
 
 // registryView is a root's registry as `registry --json` prints it.
 type registryView struct {
-	Root       string                `json:"root"`
-	Name       string                `json:"name"`
-	Seq        uint64                `json:"seq"`
-	StateHash  string                `json:"state_hash"`
-	MigratedTo string                `json:"migrated_to"`
-	Def        *wireRootDef          `json:"def"`
-	Agents     []*agentView          `json:"agents"`
-	Violations []projector.Violation `json:"violations"`
+	Root       string          `json:"root"`
+	Name       string          `json:"name"`
+	Seq        uint64          `json:"seq"`
+	StateHash  string          `json:"state_hash"`
+	MigratedTo string          `json:"migrated_to"`
+	Def        *wireRootDef    `json:"def"`
+	Agents     []*agentView    `json:"agents"`
+	Violations []violationView `json:"violations"`
+}
+
+// violationView is a projector.Violation with every key always present.
+type violationView struct {
+	Seq     uint64 `json:"seq"`
+	Subject string `json:"subject"`
+	EventID string `json:"id"`   // "" when the body does not decode
+	Type    string `json:"type"` // likewise
+	Path    string `json:"path"`
+	Code    string `json:"code"`
+	Reason  string `json:"reason"`
 }
 
 func viewOf(reg *projector.Registry) (*registryView, error) {
@@ -103,13 +114,13 @@ func viewOf(reg *projector.Registry) (*registryView, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &registryView{Root: reg.Root, Seq: reg.Seq, StateHash: hash, MigratedTo: reg.MigratedTo, Def: rootDefOf(reg.Def), Violations: reg.Violations,
-		Agents: []*agentView{}}
+	v := &registryView{Root: reg.Root, Seq: reg.Seq, StateHash: hash, MigratedTo: reg.MigratedTo, Def: rootDefOf(reg.Def),
+		Agents: []*agentView{}, Violations: []violationView{}}
 	if reg.Def != nil {
 		v.Name = reg.Def.Name
 	}
-	if v.Violations == nil {
-		v.Violations = []projector.Violation{}
+	for _, x := range reg.Violations {
+		v.Violations = append(v.Violations, violationView(x))
 	}
 	for _, p := range reg.Paths() {
 		a := reg.Agents[p]
