@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -216,4 +218,58 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded event does not encode: %v", err)
 		}
 	})
+}
+
+// natsCLI finds the NATS CLI: on the PATH or where `go install` puts it.
+func natsCLI(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("nats"); err == nil {
+		return p
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		p := filepath.Join(home, "go", "bin", "nats")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skip("the NATS CLI (nats) is not installed: go install github.com/nats-io/natscli/nats@latest")
+	return ""
+}
+
+// The NATS CLI runs decode on a stored body (--translate) and prints its
+// JSON; on a body that is not an event it prints decode's one line.
+func TestNatsCLITranslate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	t.Parallel()
+	cli := natsCLI(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "replay")
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	h := newHistory(t)
+	garbage := testutil.PublishRaw(t, h.nc, h.subject("math_solver"), []byte("not an event"), nil)
+	get := func(seq uint64) string {
+		cmd := exec.CommandContext(ctx, cli, "--server", h.url, "stream", "get", "AGENTREG", fmt.Sprint(seq), "--translate", bin+" decode --compact")
+		cmd.Env = append(os.Environ(), "NATS_CONTEXT=", "HOME="+t.TempDir()) // no user context
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		return string(out)
+	}
+	text := get(2)
+	t.Logf("nats stream get AGENTREG 2 --translate 'replay decode --compact':\n%s", text)
+	var line string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, "{") {
+			line = l
+		}
+	}
+	stream := h.stream()
+	msg, err := stream.GetMsg(h.ctx, 2)
+	require.NoError(t, err)
+	w := roundTrip(t, "seq 2", msg.Data, line)
+	require.Equal(t, "math_solver", w.Path)
+	require.Contains(t, get(garbage), "replay: decode: the 12-byte body on stdin is not an agentreg event")
 }

@@ -65,9 +65,10 @@ const usage = `replay reads agentreg's event log.
 Usage: replay COMMAND [flags] [ARGS]
 
 Commands:
-  events      the decoded event log (filters: root, agent subtree, type, actor, sequence or time range)
-  registry    a root's registry at a point: agents, effective capabilities, tasks, retired ones
-  lineage     an agent's ancestors and descendants, each step with actor, time and sequence
+  events      the decoded event log, refused events and deleted sequences marked (filters: root, agent subtree,
+              type, actor, sequence or time range)
+  registry    every root's registry (or --root's) at a point: agents, effective capabilities, tasks, retired ones
+  lineage     an agent's ancestors and descendants, each step with actor, stored time and sequence
   diff        what changed in a root's registry between two points
   resolve     what a task ref resolves to at a point, or why it fails
   audit       verify hash chains, invariants and snapshots; exit 1 with a summary when not clean
