@@ -69,11 +69,11 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			early = append(early, i)
 		}
 	}
-	a, err := viewOf(foldTrusted(root, recs[:len(early)], c.trust))
+	a, err := viewOf(foldTrusted(root, recs[:len(early)], c.trust), recs[:len(early)])
 	if err != nil {
 		return err
 	}
-	b, err := viewOf(foldTrusted(root, recs, c.trust))
+	b, err := viewOf(foldTrusted(root, recs, c.trust), recs)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/projector"
@@ -15,19 +17,20 @@ import (
 
 // agentView is an agent as `registry` and `diff` show it.
 type agentView struct {
-	Path         string           `json:"path"`
-	Primer       string           `json:"primer"`
-	Creator      string           `json:"creator"`
-	CreatedSeq   uint64           `json:"created_seq"`
-	CreatedAt    string           `json:"created_at"`
-	Retired      bool             `json:"retired"`
-	RetiredSeq   uint64           `json:"retired_seq"`
-	Granted      []wireCap        `json:"granted"`   // its own grants
-	Effective    []effectiveView  `json:"effective"` // what it may use
-	Tasks        []events.TaskDef `json:"tasks"`
-	taskByName   map[string]events.TaskDef
-	grantByKey   map[string]events.Capability
-	effectiveSet map[string]string
+	Path          string           `json:"path"`
+	Primer        string           `json:"primer"`
+	Creator       string           `json:"creator"`
+	CreatedSeq    uint64           `json:"created_seq"`
+	CreatedAt     string           `json:"created_at"`     // the writer's claimed time of the creation
+	CreatedStored string           `json:"created_stored"` // when the server stored it; "" when its record was not read
+	Retired       bool             `json:"retired"`
+	RetiredSeq    uint64           `json:"retired_seq"`
+	Granted       []wireCap        `json:"granted"`   // its own grants
+	Effective     []effectiveView  `json:"effective"` // what it may use
+	Tasks         []events.TaskDef `json:"tasks"`
+	taskByName    map[string]events.TaskDef
+	grantByKey    map[string]events.Capability
+	effectiveSet  map[string]string
 }
 
 // effectiveView is a capability an agent effectively holds: its grant
@@ -70,15 +73,22 @@ func effectiveOf(e projector.Effective) effectiveView {
 }
 
 // String is the effective capability in one line: the grant it comes to
-// and, where the chain lists names, the members it allows.
+// and, where the chain lists names, the members it allows: all of them
+// when the grant includes names only ("members"), else the named ones
+// among them ("named members").
 func (v effectiveView) String() string {
-	s := capString(v.Capability.capability())
+	c := v.Capability.capability()
+	s := capString(c)
 	if v.Members != nil {
 		m := strings.Join(v.Members, " ")
 		if m == "" {
 			m = "none"
 		}
-		s += fmt.Sprintf(" (members: %s)", m)
+		label := "members"
+		if !v.Exact || slices.ContainsFunc(c.Normalized().Include, events.IsPattern) {
+			label = "named members"
+		}
+		s += fmt.Sprintf(" (%s: %s)", label, m)
 	}
 	if !v.Exact {
 		s += " (inexact: patterns along the chain that no single glob intersects are left out)"
@@ -109,7 +119,9 @@ type violationView struct {
 	Reason  string `json:"reason"`
 }
 
-func viewOf(reg *projector.Registry) (*registryView, error) {
+// viewOf is the view of a registry folded from recs (the records up to its
+// point, in order; they give the stored times).
+func viewOf(reg *projector.Registry, recs []events.Record) (*registryView, error) {
 	hash, err := reg.StateHash()
 	if err != nil {
 		return nil, err
@@ -124,7 +136,7 @@ func viewOf(reg *projector.Registry) (*registryView, error) {
 	}
 	for _, p := range reg.Paths() {
 		a := reg.Agents[p]
-		av := &agentView{Path: p, Primer: a.Primer, Creator: a.Creator, CreatedSeq: a.CreatedSeq, CreatedAt: fmtTime(a.CreatedAt),
+		av := &agentView{Path: p, Primer: a.Primer, Creator: a.Creator, CreatedSeq: a.CreatedSeq, CreatedAt: time.Unix(0, a.CreatedAt).UTC().Format(time.RFC3339Nano),
 			Retired: a.Retired, RetiredSeq: a.RetiredSeq, Granted: []wireCap{}, Effective: []effectiveView{}, Tasks: []events.TaskDef{},
 			taskByName: map[string]events.TaskDef{}, grantByKey: map[string]events.Capability{}, effectiveSet: map[string]string{}}
 		for _, k := range slices.Sorted(mapsKeys(a.Capabilities)) {
@@ -146,6 +158,9 @@ func viewOf(reg *projector.Registry) (*registryView, error) {
 		for _, n := range slices.Sorted(mapsKeys(a.Tasks)) {
 			av.Tasks = append(av.Tasks, *a.Tasks[n])
 			av.taskByName[n] = *a.Tasks[n]
+		}
+		if i, ok := slices.BinarySearchFunc(recs, a.CreatedSeq, func(r events.Record, seq uint64) int { return cmp.Compare(r.Seq, seq) }); ok {
+			av.CreatedStored = recs[i].Time.UTC().Format(time.RFC3339Nano)
 		}
 		v.Agents = append(v.Agents, av)
 	}
@@ -221,7 +236,7 @@ func runRegistry(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			continue
 		}
-		v, err := viewOf(reg)
+		v, err := viewOf(reg, recs)
 		if err != nil {
 			return err
 		}
@@ -286,7 +301,11 @@ func printRegistry(w io.Writer, v *registryView, p point) {
 			mark = fmt.Sprintf("  [RETIRED at seq %d]", a.RetiredSeq)
 		}
 		fmt.Fprintf(w, "%s%s%s\n", ind, a.Path, mark)
-		fmt.Fprintf(w, "%s  created at seq %d, %s, by %s; primer %q\n", ind, a.CreatedSeq, a.CreatedAt, a.Creator, clip(a.Primer, 60))
+		stored, claimed := step{Stored: a.CreatedStored, Claimed: a.CreatedAt}.times()
+		if a.CreatedStored == "" {
+			stored, claimed = fmtTimeString(a.CreatedAt), ""
+		}
+		fmt.Fprintf(w, "%s  created at seq %d, %s, by %s; primer %q%s\n", ind, a.CreatedSeq, stored, a.Creator, clip(a.Primer, 60), claimed)
 		for _, e := range a.Effective {
 			fmt.Fprintf(w, "%s  cap  %s\n", ind, e)
 		}

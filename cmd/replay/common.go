@@ -436,3 +436,12 @@ func (s *source) registryAt(ctx context.Context, c *common, root string, p point
 func fmtTime(ns int64) string {
 	return time.Unix(0, ns).UTC().Format(time.RFC3339)
 }
+
+// fmtTimeString is an RFC3339Nano time as text shows it (to the second).
+func fmtTimeString(s string) string {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return s
+	}
+	return t.Format(time.RFC3339)
+}

@@ -124,6 +124,8 @@ func TestRegistryAllRoots(t *testing.T) {
 	// Nothing excluded: an exclude of [], not the default.
 	open := events.Capability{Kind: events.KindModule, Name: "math", Include: []string{"tan", "sin"}, Exclude: []string{}}
 	h.create(h.ctx, critic, agent.Spec{Name: "proofreader", Primer: "You proofread.", Capabilities: []events.Capability{open}})
+	// A pattern and a name: the name is one member among others.
+	h.create(h.ctx, critic, agent.Spec{Name: "scout", Capabilities: []events.Capability{mathCap("s*", "tan")}})
 	url := h.url
 
 	out := replayOK(t, "registry", "--nats-url", url, "--json")
@@ -132,7 +134,7 @@ func TestRegistryAllRoots(t *testing.T) {
 	require.Equal(t, []string{"architect", "critic"}, []string{views[0].Name, views[1].Name})
 	require.Equal(t, []string{h.root.Root, critic.Root}, []string{views[0].Root, views[1].Root})
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(&views[0]))
-	require.Equal(t, []string{"proofreader"}, paths(&views[1]))
+	require.Equal(t, []string{"proofreader", "scout"}, paths(&views[1]))
 	proof := views[1].Agents[0]
 	require.Equal(t, []wireCap{{Kind: events.KindModule, Name: "math", Include: []string{"sin", "tan"}, Exclude: []string{}, Visibility: events.VisibilityHigh}}, proof.Granted)
 	require.Contains(t, out, `"exclude":[]`)
@@ -147,14 +149,16 @@ func TestRegistryAllRoots(t *testing.T) {
 	require.Contains(t, text, fmt.Sprintf("root architect (%s) as of now", h.root.Root))
 	require.Contains(t, text, fmt.Sprintf("\n\nroot critic (%s) as of now", critic.Root))
 	require.Contains(t, text, "\n    cap  module math include=[sin tan] exclude=[_*] vis=high (members: sin tan)\n")
+	require.Contains(t, text, "\n    cap  module math include=[s* tan] exclude=[_*] vis=high (named members: tan)\n")
+	require.Equal(t, []string{"tan"}, views[1].Agents[1].Effective[0].Members)
 
 	list := reencode[rootSummary](t, replayOK(t, "registry", "--nats-url", url, "--list", "--json"))
 	require.Equal(t, []rootSummary{
 		{Root: h.root.Root, Name: "architect", Seq: 3, Events: 3, Agents: 2},
-		{Root: critic.Root, Name: "critic", Seq: 5, Events: 2, Agents: 1},
+		{Root: critic.Root, Name: "critic", Seq: 6, Events: 3, Agents: 2},
 	}, list)
 	text = replayOK(t, "registry", "--nats-url", url, "--list")
-	require.Contains(t, text, "critic               "+critic.Root+"  seq 5       events 2       agents 1      retired 0      violations 0\n")
+	require.Contains(t, text, "critic               "+critic.Root+"  seq 6       events 3       agents 2      retired 0      violations 0\n")
 }
 
 // Flags may follow the positional arguments, in every command.
