@@ -18,9 +18,9 @@ import (
 type problem struct {
 	Seq     uint64 `json:"seq"`
 	Kind    string `json:"kind"` // deleted, chain, duplicate_id, stray, a projector violation code, snapshot
-	Root    string `json:"root,omitempty"`
-	Path    string `json:"path,omitempty"`
-	Subject string `json:"subject,omitempty"`
+	Root    string `json:"root"`
+	Path    string `json:"path"`
+	Subject string `json:"subject"`
 	Detail  string `json:"detail"`
 }
 
@@ -221,6 +221,9 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 	rep.Clean = len(rep.Problems) == 0
 	if rep.Problems == nil {
 		rep.Problems = []problem{}
+	}
+	if rep.Signers == nil {
+		rep.Signers = []string{}
 	}
 	return rep, nil
 }

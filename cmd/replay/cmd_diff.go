@@ -13,9 +13,9 @@ import (
 type change struct {
 	Op     string `json:"op"` // "+", "-", "~"
 	Path   string `json:"path"`
-	What   string `json:"what"` // agent, retired, primer, grant, effective, task, violation, migrated
-	Before string `json:"before,omitempty"`
-	After  string `json:"after,omitempty"`
+	What   string `json:"what"`   // agent, retired, primer, grant, effective, task, violation, migrated
+	Before string `json:"before"` // "" for an addition
+	After  string `json:"after"`  // "" for a removal
 }
 
 func (c change) String() string {
@@ -69,11 +69,11 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			early = append(early, i)
 		}
 	}
-	a, err := viewOf(foldTrusted(root, recs[:len(early)], c.trust))
+	a, err := viewOf(foldTrusted(root, recs[:len(early)], c.trust), recs[:len(early)])
 	if err != nil {
 		return err
 	}
-	b, err := viewOf(foldTrusted(root, recs, c.trust))
+	b, err := viewOf(foldTrusted(root, recs, c.trust), recs)
 	if err != nil {
 		return err
 	}

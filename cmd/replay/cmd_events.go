@@ -5,36 +5,63 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/projector"
 )
 
-// eventLine is one line of `events --json`.
+// eventLine is one line of `events --json` (docs/replay.md): a stored
+// message, or a marker for a sequence removed from the stream. Every key is
+// always there.
 type eventLine struct {
-	Seq     uint64        `json:"seq"`
-	Subject string        `json:"subject"`
-	Stored  time.Time     `json:"stored"`
-	Event   *events.Event `json:"event,omitempty"`
-	Error   string        `json:"error,omitempty"`
+	Seq    uint64 `json:"seq"`
+	Status string `json:"status"` // applied, refused, stray or deleted
+	// Subject and Stored (the server's time of the message) are "" and null
+	// for a deleted sequence.
+	Subject string     `json:"subject"`
+	Stored  *time.Time `json:"stored"`
+	// Violation is why the fold refused the event (status refused), null
+	// otherwise.
+	Violation *lineViolation `json:"violation"`
+	// Event is the decoded event (the wire format's keys), null when the
+	// body does not decode (Error says why) or the sequence was deleted.
+	Event *wireEvent `json:"event"`
+	Error string     `json:"error"`
 }
+
+// lineViolation is a projector.Violation's code and reason.
+type lineViolation struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// The statuses of an events line.
+const (
+	statusApplied = "applied" // the fold applied the event
+	statusRefused = "refused" // the fold refused it: a violation
+	statusStray   = "stray"   // on a subject that belongs to no root: no fold reads it
+	statusDeleted = "deleted" // the sequence was removed from the stream
+)
 
 func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
-	fs := newFlagSet("events", "", "Print the decoded event log up to the point (--seq/--time).", &c, stderr)
+	fs := newFlagSet("events", "", "Print the decoded event log up to the point (--seq/--time), each event marked with what the fold\n"+
+		"did with it (refused ones with their violation code), and the sequences removed from the stream.", &c, stderr)
 	agentSel := fs.String("agent", "", "only this agent path and its descendants (needs a root)")
 	types := fs.String("type", "", "only these event types (comma-separated, e.g. CapabilityGranted,AgentRetired); an AgentCreated\n"+
 		"of schema version 2 carries the agent's initial grants and tasks and is listed as AgentCreated only")
 	actor := fs.String("actor", "", "only events whose actor, or whose claimed on-behalf-of (the `obo` key), is this principal")
 	fromSeq := fs.Uint64("from-seq", 0, "only events at or after this stream sequence")
 	since := fs.String("since", "", "only events stored at or after this RFC3339 time")
-	if err := parse(fs, args); err != nil || fs.Parsed() && fs.NArg() > 0 {
-		if err == nil {
-			err = usageErr("events", "unexpected argument %q", fs.Arg(0))
-		}
+	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("events", "unexpected argument %q", fs.Arg(0))
 	}
 	p, err := c.point("events")
 	if err != nil {
@@ -64,7 +91,10 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer src.Close()
+	// The whole of each root is read and folded from its start, whatever
+	// the filters, so that each event shows what the fold did with it.
 	subjects := []string{src.cfg.Prefix + ".>"}
+	var agentSubject string
 	if c.root != "" || *agentSel != "" {
 		root, err := src.pickRoot(ctx, "events", c.root)
 		if err != nil {
@@ -72,13 +102,67 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		subjects = events.RootSubjects(src.cfg.Prefix, root)
 		if *agentSel != "" {
-			s := events.Subject(src.cfg.Prefix, root, *agentSel)
-			subjects = []string{s, s + ".>"}
+			agentSubject = events.Subject(src.cfg.Prefix, root, *agentSel)
 		}
 	}
+	state, err := src.log.StreamState(ctx)
+	if err != nil {
+		return err
+	}
+	removed := removedSeqs(state.FirstSeq, state.Deleted)
+
 	enc := json.NewEncoder(stdout)
-	return src.scan(ctx, &c, subjects, p, func(r events.Record) error {
-		if from.seq != 0 && r.Seq < from.seq || !from.at.IsZero() && r.Time.Before(from.at) {
+	enc.SetEscapeHTML(false)
+	emit := func(l eventLine, text string) error {
+		if c.json {
+			return enc.Encode(l)
+		}
+		_, err := fmt.Fprintln(stdout, text)
+		return err
+	}
+	// deleted prints the markers of removed sequences below seq that the
+	// range selects (a removed message has no subject or time left: it is
+	// shown in every view, placed by its sequence).
+	deleted := func(below uint64, inRange bool) error {
+		for len(removed) > 0 && removed[0] < below {
+			d := removed[0]
+			removed = removed[1:]
+			if !inRange || from.seq != 0 && d < from.seq {
+				continue
+			}
+			if err := emit(eventLine{Seq: d, Status: statusDeleted},
+				fmt.Sprintf("%6d  %-20s  %-17s  the message was removed from the stream (an event log never deletes)", d, "", "DELETED")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	regs := map[string]*projector.Registry{}
+	last := uint64(0)
+	err = src.scan(ctx, &c, subjects, p, func(r events.Record) error {
+		last = r.Seq
+		inFrom := (from.seq == 0 || r.Seq >= from.seq) && (from.at.IsZero() || !r.Time.Before(from.at))
+		if err := deleted(r.Seq, inFrom); err != nil {
+			return err
+		}
+		line := eventLine{Seq: r.Seq, Status: statusApplied, Subject: r.Subject, Stored: ptr(r.Time.UTC())}
+		if root, _, err := events.ParseSubject(src.cfg.Prefix, r.Subject); err != nil || events.ValidateFingerprint(root) != nil {
+			line.Status = statusStray
+		} else {
+			reg := regs[root]
+			if reg == nil {
+				reg = projector.New(root)
+				reg.SetTrust(c.trust)
+				regs[root] = reg
+			}
+			before := uint64(len(reg.Violations)) + reg.ViolationsDropped
+			reg.Apply(r)
+			if n := len(reg.Violations); uint64(n)+reg.ViolationsDropped > before && reg.Violations[n-1].Seq == r.Seq {
+				v := reg.Violations[n-1]
+				line.Status, line.Violation = statusRefused, &lineViolation{Code: v.Code, Reason: v.Reason}
+			}
+		}
+		if !inFrom || agentSubject != "" && r.Subject != agentSubject && !strings.HasPrefix(r.Subject, agentSubject+".") {
 			return nil
 		}
 		e, derr := events.Decode(r.Data)
@@ -86,19 +170,57 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if len(typeSet) > 0 && !slices.Contains(typeSet, e.Type) || *actor != "" && e.Actor != *actor && e.OnBehalfOf != *actor {
 				return nil
 			}
-		} else if len(typeSet) > 0 || *actor != "" {
-			return nil
-		}
-		if c.json {
-			line := eventLine{Seq: r.Seq, Subject: r.Subject, Stored: r.Time.UTC(), Event: e}
-			if derr != nil {
-				line.Error = derr.Error()
+			line.Event = eventOf(e)
+		} else {
+			if len(typeSet) > 0 || *actor != "" {
+				return nil
 			}
-			return enc.Encode(line)
+			line.Error = derr.Error()
 		}
-		_, err := fmt.Fprintln(stdout, describeRecord(src.cfg.Prefix, r, e, derr))
-		return err
+		return emit(line, describeLine(src.cfg.Prefix, r, e, derr, line))
 	})
+	if err != nil {
+		return err
+	}
+	// Removed sequences after the last message read, up to the point.
+	switch {
+	case p.seq != 0:
+		return deleted(p.seq+1, true)
+	case !p.at.IsZero():
+		return deleted(last+1, true)
+	}
+	return deleted(math.MaxUint64, true)
+}
+
+// removedSeqs lists the sequences removed from a stream, in order: those
+// before its first (a stream agentreg created starts at 1) and those
+// deleted inside it.
+func removedSeqs(first uint64, deleted []uint64) []uint64 {
+	var out []uint64
+	for d := uint64(1); d < first; d++ {
+		out = append(out, d)
+	}
+	out = append(out, deleted...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// describeLine is describeRecord with what the fold did with the event.
+func describeLine(prefix string, r events.Record, e *events.Event, derr error, l eventLine) string {
+	s := describeRecord(prefix, r, e, derr)
+	switch l.Status {
+	case statusRefused:
+		if l.Violation.Reason == l.Error { // said already, as why it does not decode
+			s += fmt.Sprintf("  [REFUSED %s]", l.Violation.Code)
+		} else {
+			s += fmt.Sprintf("  [REFUSED %s: %s]", l.Violation.Code, l.Violation.Reason)
+		}
+	case statusStray:
+		s += "  [STRAY: on a subject of no root, read by no fold]"
+	}
+	return s
 }
 
 // describeRecord renders one record as a line of text.

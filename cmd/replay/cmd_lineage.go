@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/projector"
@@ -14,26 +15,31 @@ import (
 
 // step is one applied event in an agent's history.
 type step struct {
-	Seq    uint64      `json:"seq"`
-	Time   string      `json:"time"`
-	Type   events.Type `json:"type"`
-	Actor  string      `json:"actor"`
-	Detail string      `json:"detail"`
+	Seq uint64 `json:"seq"`
+	// Stored is when the server stored the event (its message's time);
+	// Claimed is the time the writer put in the event (its own clock),
+	// never checked. Both RFC3339 with nanoseconds, UTC.
+	Stored  string      `json:"stored"`
+	Claimed string      `json:"claimed"`
+	Type    events.Type `json:"type"`
+	Actor   string      `json:"actor"`
+	Detail  string      `json:"detail"`
 	// OnBehalfOf is the event's claimed on-behalf-of (key `obo`): whom
 	// the writer's caller said it was for, never checked.
-	OnBehalfOf string `json:"on_behalf_of_claimed,omitempty"`
+	OnBehalfOf string `json:"on_behalf_of_claimed"`
 	// Grants and Tasks are what an AgentCreated of schema version 2
 	// carries: the agent's initial capabilities (normalized, as the fold
 	// records each of them: a grant at this step's seq, time and actor) and
 	// tasks. A version 1 creation has neither; its grants and tasks are
 	// steps of their own.
-	Grants []events.Capability `json:"grants,omitempty"`
-	Tasks  []events.TaskDef    `json:"tasks,omitempty"`
+	Grants []wireCap        `json:"grants"`
+	Tasks  []events.TaskDef `json:"tasks"`
 }
 
-// stepOf is the step of an applied event stored at seq.
-func stepOf(seq uint64, e *events.Event) step {
-	s := step{Seq: seq, Time: fmtTime(e.Time), Type: e.Type, Actor: e.Actor, OnBehalfOf: e.OnBehalfOf}
+// stepOf is the step of an applied event stored as r.
+func stepOf(r events.Record, e *events.Event) step {
+	s := step{Seq: r.Seq, Stored: r.Time.UTC().Format(time.RFC3339Nano), Claimed: time.Unix(0, e.Time).UTC().Format(time.RFC3339Nano),
+		Type: e.Type, Actor: e.Actor, OnBehalfOf: e.OnBehalfOf}
 	if e.Type != events.AgentCreated {
 		s.Detail = detail(e)
 		return s
@@ -42,20 +48,46 @@ func stepOf(seq uint64, e *events.Event) step {
 	// (JSON), not into the one-line detail.
 	s.Detail = primerString(e.Created)
 	for _, c := range e.Created.Capabilities {
-		s.Grants = append(s.Grants, c.Normalized())
+		s.Grants = append(s.Grants, capOf(c.Normalized()))
 	}
 	s.Tasks = slices.Clone(e.Created.Tasks)
+	if s.Tasks == nil {
+		s.Tasks = []events.TaskDef{}
+	}
+	if s.Grants == nil {
+		s.Grants = []wireCap{}
+	}
 	return s
+}
+
+// clockSkew is how far the writer's claimed time may be from the stored
+// time before lineage shows it: closer than this it is the same moment
+// seen by two clocks.
+const clockSkew = time.Second
+
+// times is the step's stored time as text shows it, and a note with the
+// writer's claimed time when it is clockSkew or more away ("" otherwise).
+func (s step) times() (stored, claimed string) {
+	st, err1 := time.Parse(time.RFC3339Nano, s.Stored)
+	ct, err2 := time.Parse(time.RFC3339Nano, s.Claimed)
+	if err1 != nil || err2 != nil {
+		return s.Stored, ""
+	}
+	stored = st.Format(time.RFC3339)
+	if d := st.Sub(ct); d >= clockSkew || d <= -clockSkew {
+		claimed = fmt.Sprintf("  (writer's clock said %s)", ct.Format(time.RFC3339))
+	}
+	return stored, claimed
 }
 
 // node is an agent in a lineage: its steps and its children.
 type node struct {
 	Path     string  `json:"path"`
 	Name     string  `json:"name"`
-	Selected bool    `json:"selected,omitempty"`
-	Retired  bool    `json:"retired,omitempty"`
+	Selected bool    `json:"selected"`
+	Retired  bool    `json:"retired"`
 	Steps    []step  `json:"steps"`
-	Children []*node `json:"children,omitempty"`
+	Children []*node `json:"children"`
 }
 
 // appliedSteps groups the applied events of a root by agent path.
@@ -73,7 +105,7 @@ func appliedSteps(reg *projector.Registry, recs []events.Record) map[string][]st
 		if err != nil {
 			continue
 		}
-		out[e.Path] = append(out[e.Path], stepOf(r.Seq, e))
+		out[e.Path] = append(out[e.Path], stepOf(r, e))
 	}
 	return out
 }
@@ -141,7 +173,7 @@ func lineageTree(reg *projector.Registry, steps map[string][]step, path string) 
 	if reg.Def != nil {
 		name = reg.Def.Name
 	}
-	top := &node{Path: "", Name: name, Steps: steps[""], Selected: path == ""}
+	top := &node{Path: "", Name: name, Steps: orEmpty(steps[""]), Selected: path == "", Children: []*node{}}
 	cur := top
 	for _, anc := range append(events.Ancestors(path), path) {
 		if anc == "" {
@@ -165,7 +197,14 @@ func lineageTree(reg *projector.Registry, steps map[string][]step, path string) 
 
 func newNode(reg *projector.Registry, steps map[string][]step, p string, selected bool) *node {
 	a := reg.Agents[p]
-	return &node{Path: p, Name: p[strings.LastIndexByte(p, '/')+1:], Selected: selected, Retired: a != nil && a.Retired, Steps: steps[p]}
+	return &node{Path: p, Name: p[strings.LastIndexByte(p, '/')+1:], Selected: selected, Retired: a != nil && a.Retired, Steps: orEmpty(steps[p]), Children: []*node{}}
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func writeTree(w io.Writer, n *node, indent string, last, top bool) {
@@ -185,11 +224,12 @@ func writeTree(w io.Writer, n *node, indent string, last, top bool) {
 	}
 	fmt.Fprintf(w, "%s%s%s%s\n", indent, branch, n.Name, mark)
 	for _, s := range n.Steps {
-		fmt.Fprintf(w, "%s%s   seq %-5d %s  %-17s by %-18s %s\n", indent, next, s.Seq, s.Time, s.Type, byString(s.Actor, s.OnBehalfOf), s.Detail)
+		stored, claimed := s.times()
+		fmt.Fprintf(w, "%s%s   seq %-5d %s  %-17s by %-18s %s%s\n", indent, next, s.Seq, stored, s.Type, byString(s.Actor, s.OnBehalfOf), s.Detail, claimed)
 		// What a creation carries, under the event type.
-		pad := strings.Repeat(" ", len(fmt.Sprintf("seq %-5d %s  ", s.Seq, s.Time)))
+		pad := strings.Repeat(" ", len(fmt.Sprintf("seq %-5d %s  ", s.Seq, stored)))
 		for _, c := range s.Grants {
-			fmt.Fprintf(w, "%s%s   %s+ grant %s\n", indent, next, pad, capString(c))
+			fmt.Fprintf(w, "%s%s   %s+ grant %s\n", indent, next, pad, capString(c.capability()))
 		}
 		for _, t := range s.Tasks {
 			fmt.Fprintf(w, "%s%s   %s+ task  %s\n", indent, next, pad, taskString(t))

@@ -21,10 +21,10 @@ type snapshotCheck struct {
 	Taken      string `json:"taken"`
 	Size       int    `json:"size"`
 	OK         bool   `json:"ok"`
-	Problem    string `json:"problem,omitempty"`
-	StateHash  string `json:"state_hash,omitempty"`
-	ReplayHash string `json:"replay_hash,omitempty"`
-	Note       string `json:"note,omitempty"`
+	Problem    string `json:"problem"`
+	StateHash  string `json:"state_hash"`
+	ReplayHash string `json:"replay_hash"`
+	Note       string `json:"note"`
 }
 
 // checkSnapshots verifies every stored snapshot of the roots: checksum and

@@ -113,14 +113,34 @@ var errHelp = errors.New("help requested")
 // parse parses flags and reports usage errors with a hint. After -h or
 // --help it returns errHelp, so that the command stops there instead of
 // going on to run.
+//
+// Flags may come before, between or after the positional arguments
+// (`resolve REF --seq 4`): the standard flag package stops at the first
+// positional one, so parse takes it aside and goes on parsing the rest.
+// After "--" everything is positional. The positional arguments end up in
+// fs.Args() in their order.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errHelp
+			}
+			return fmt.Errorf("%s: %v\nhint: run 'replay %s --help': %w", fs.Name(), err, fs.Name(), errUsage)
 		}
-		return fmt.Errorf("%s: %v\nhint: run 'replay %s --help': %w", fs.Name(), err, fs.Name(), errUsage)
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
-	return nil
+	// Parsing "--" alone sets no flag and leaves exactly these as fs.Args().
+	return fs.Parse(append([]string{"--"}, positional...))
 }
 
 func usageErr(cmd, format string, a ...any) error {
@@ -415,4 +435,13 @@ func (s *source) registryAt(ctx context.Context, c *common, root string, p point
 
 func fmtTime(ns int64) string {
 	return time.Unix(0, ns).UTC().Format(time.RFC3339)
+}
+
+// fmtTimeString is an RFC3339Nano time as text shows it (to the second).
+func fmtTimeString(s string) string {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return s
+	}
+	return t.Format(time.RFC3339)
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -42,7 +43,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := RunIO(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	os.Exit(exitCode(err, os.Stderr))
 }
 
@@ -64,21 +65,29 @@ const usage = `replay reads agentreg's event log.
 Usage: replay COMMAND [flags] [ARGS]
 
 Commands:
-  events      the decoded event log (filters: root, agent subtree, type, actor, sequence or time range)
-  registry    a root's registry at a point: agents, effective capabilities, tasks, retired ones
-  lineage     an agent's ancestors and descendants, each step with actor, time and sequence
+  events      the decoded event log, refused events and deleted sequences marked (filters: root, agent subtree,
+              type, actor, sequence or time range)
+  registry    every root's registry (or --root's) at a point: agents, effective capabilities, tasks, retired ones
+  lineage     an agent's ancestors and descendants, each step with actor, stored time and sequence
   diff        what changed in a root's registry between two points
   resolve     what a task ref resolves to at a point, or why it fails
   audit       verify hash chains, invariants and snapshots; exit 1 with a summary when not clean
   snapshots   list and verify stored snapshots
+  decode      print one message body read on stdin as JSON (for nats stream view --translate 'replay decode')
 
-Every command takes --nats-url URL (env NATS_URL) or --data DIR, a point
-(--seq N or --time RFC3339; default now) and --json. Run 'replay COMMAND --help'
-for its flags.
+Every command but decode takes --nats-url URL (env NATS_URL) or --data DIR,
+a point (--seq N or --time RFC3339; default now) and --json. Flags may come
+before or after the arguments. Run 'replay COMMAND --help' for its flags.
 `
 
-// Run runs one replay command; main maps its error to an exit code.
+// Run runs one replay command with nothing on stdin; main maps its error to
+// an exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return RunIO(ctx, args, strings.NewReader(""), stdout, stderr)
+}
+
+// RunIO is Run with a stdin, which decode reads.
+func RunIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {
@@ -94,6 +103,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"resolve":   runResolve,
 		"audit":     runAudit,
 		"snapshots": runSnapshots,
+		"decode": func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return runDecode(args, stdin, stdout, stderr)
+		},
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -281,8 +281,8 @@ func TestRegistryAtSeqAroundRevocation(t *testing.T) {
 			continue
 		}
 		n := len(a.Granted) + len(a.Effective)
-		a.Granted = slices.DeleteFunc(a.Granted, func(c events.Capability) bool { return c.Key() == key })
-		a.Effective = slices.DeleteFunc(a.Effective, func(e effectiveView) bool { return e.Capability.Key() == key })
+		a.Granted = slices.DeleteFunc(a.Granted, func(c wireCap) bool { return c.capability().Key() == key })
+		a.Effective = slices.DeleteFunc(a.Effective, func(e effectiveView) bool { return e.Capability.capability().Key() == key })
 		removed += n - len(a.Granted) - len(a.Effective)
 	}
 	require.Equal(t, 4, removed, "before the revocation math is granted and effective on math_solver and on equation_parser")
@@ -290,20 +290,26 @@ func TestRegistryAtSeqAroundRevocation(t *testing.T) {
 	require.Equal(t, vAfter, vBefore, "apart from the revoked capability, the registries are the same")
 
 	// What is left: math_solver keeps type Agent; writer keeps math.
-	require.Equal(t, []events.Capability{agentCap.Normalized()}, vAfter.Agents[0].Granted)
+	require.Equal(t, capsOf([]events.Capability{agentCap.Normalized()}), vAfter.Agents[0].Granted)
 	require.Empty(t, vAfter.Agents[1].Granted)
-	require.Equal(t, []events.Capability{mathCap("pi").Normalized()}, vAfter.Agents[2].Granted)
+	require.Equal(t, capsOf([]events.Capability{mathCap("pi").Normalized()}), vAfter.Agents[2].Granted)
 
 	text := replayOK(t, "registry", "--nats-url", url, "--seq", fmt.Sprint(before))
 	t.Logf("replay registry --seq %d:\n%s", before, text)
 	require.Contains(t, text, fmt.Sprintf("root architect (%s) as of seq %d: folded up to seq %d", h.root.Root, before, before))
-	require.Contains(t, text, "\n  math_solver\n    created at seq 2, 2026-11-24T18:40:01Z, by user:alice;")
-	require.Contains(t, text, "\n    cap  module math: include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*]\n")
+	// Created: when the server stored it, and what the writer's (fixed)
+	// clock said, which is days off.
+	require.Regexp(t, `\n  math_solver\n    created at seq 2, \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, by user:alice; primer "You solve math problems."  \(writer's clock said 2026-11-24T18:40:01Z\)\n`, text)
+	stored, err := time.Parse(time.RFC3339Nano, vBefore.Agents[0].CreatedStored)
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now(), stored, time.Minute)
+	require.Equal(t, "2026-11-24T18:40:01Z", vBefore.Agents[0].CreatedAt)
+	require.Contains(t, text, "\n    cap  module math include=[cos pi sin] exclude=[_*] vis=high (members: cos pi sin)\n")
 	require.Contains(t, text, "\n    task solve_math_problem(equation: string) -> string\n")
-	require.Contains(t, text, "\n      cap  module math: include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[sin] exclude=[_*]\n")
+	require.Contains(t, text, "\n      cap  module math include=[sin] exclude=[_*] vis=high (members: sin)\n")
 	text = replayOK(t, "registry", "--nats-url", url)
 	require.NotContains(t, text, "cos pi sin", "after the revocation no agent's math goes through math_solver's grant")
-	require.Contains(t, text, "\n    cap  type Agent: ")
+	require.Contains(t, text, "\n    cap  type Agent include=[*] exclude=[_*] vis=high\n")
 }
 
 // lineage shows the chain from the root down to the agent and the agent's
@@ -352,7 +358,7 @@ func TestLineage(t *testing.T) {
 	// made, and the grants are the ones the fold recorded for it: at the
 	// creation's sequence, time and actor.
 	require.Equal(t, `primer "You solve math problems."`, solver.Steps[0].Detail)
-	require.Equal(t, []events.Capability{mathCap("sin", "cos", "pi").Normalized(), agentCap.Normalized()}, solver.Steps[0].Grants)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin", "cos", "pi").Normalized(), agentCap.Normalized()}), solver.Steps[0].Grants)
 	require.Equal(t, []events.TaskDef{task("solve_math_problem", "equation", events.Schema{Type: "string"})}, solver.Steps[0].Tasks)
 	h.view(func(reg *projector.Registry) {
 		for _, p := range []string{"math_solver", "math_solver/equation_parser"} {
@@ -367,8 +373,8 @@ func TestLineage(t *testing.T) {
 			}
 			n := lineageNode(t, top, p)
 			require.Equal(t, a.CreatedSeq, n.Steps[0].Seq, p)
-			require.Equal(t, fmtTime(a.CreatedAt), n.Steps[0].Time, p)
-			require.ElementsMatch(t, held, n.Steps[0].Grants, "%s: the grants lineage shows for the creation are the ones the fold recorded for it", p)
+			require.Equal(t, time.Unix(0, a.CreatedAt).UTC().Format(time.RFC3339Nano), n.Steps[0].Claimed, p)
+			require.ElementsMatch(t, capsOf(held), n.Steps[0].Grants, "%s: the grants lineage shows for the creation are the ones the fold recorded for it", p)
 		}
 	})
 	require.Len(t, solver.Children, 2)
@@ -382,7 +388,7 @@ func TestLineage(t *testing.T) {
 	require.Equal(t, "equation_parser", parser.Name)
 	require.False(t, parser.Selected)
 	require.Equal(t, []st{{3, events.AgentCreated, alice}, {5, events.CapabilityGranted, "user:bob"}}, steps(parser))
-	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, parser.Steps[0].Grants)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin").Normalized()}), parser.Steps[0].Grants)
 	require.Equal(t, []string{"parse_equation"}, []string{parser.Steps[0].Tasks[0].Name})
 	require.Len(t, parser.Steps[0].Tasks, 1)
 	require.Empty(t, parser.Children)
@@ -409,7 +415,17 @@ func TestLineage(t *testing.T) {
 
 	text := replayOK(t, "lineage", "--nats-url", url, "math_solver")
 	t.Logf("replay lineage math_solver:\n%s", text)
-	golden(t, "lineage_math_solver.txt", text)
+	// Each step shows the time the server stored it (today, not the fixed
+	// clock's), then the writer's claimed time, which differs from it.
+	storedAt := regexp.MustCompile(`(seq \d+ +)(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)`)
+	stamps := storedAt.FindAllStringSubmatch(text, -1)
+	require.Len(t, stamps, 6)
+	for _, m := range stamps {
+		at, err := time.Parse(time.RFC3339, m[2])
+		require.NoError(t, err)
+		require.WithinDuration(t, time.Now(), at, time.Minute, "stored time %s is the server's", m[2])
+	}
+	golden(t, "lineage_math_solver.txt", storedAt.ReplaceAllString(text, "${1}YYYY-MM-DDThh:mm:ssZ"))
 	golden(t, "lineage_math_solver.dot", replayOK(t, "lineage", "--nats-url", url, "--format", "dot", "math_solver"))
 	golden(t, "lineage_math_solver.mmd", replayOK(t, "lineage", "--nats-url", url, "--format", "mermaid", "math_solver"))
 
@@ -476,7 +492,7 @@ func TestDiff(t *testing.T) {
 	}, got)
 	require.Equal(t, fmt.Sprintf("true (seq %d)", retireSeq), changes[3].After)
 	require.Equal(t, fmt.Sprintf("created at seq %d by user:alice", writerSeq), changes[4].After)
-	require.Equal(t, "module:math include=[*] exclude=[_*] ∩ include=[pi] exclude=[_*]", changes[6].After)
+	require.Equal(t, "module:math include=[pi] exclude=[_*] vis=high (members: pi)", changes[6].After)
 
 	// Up to a point: only the grant.
 	changes = decodeLines[change](t, replayOK(t, "diff", "--nats-url", h.url, "--from-seq", fmt.Sprint(from), "--seq", fmt.Sprint(grantSeq), "--json"))
@@ -492,13 +508,6 @@ func TestDiff(t *testing.T) {
 	require.Contains(t, text, "~ retired    scratch  false  ->  true (seq ")
 }
 
-type resolveOutput struct {
-	Ref      string      `json:"ref"`
-	Point    string      `json:"point"`
-	Resolved *resolution `json:"resolved"`
-	Error    string      `json:"error"`
-}
-
 // resolve reports what the library's Resolve gives, from the log alone; a
 // retired agent's ref fails and says so, and resolves at a point before.
 func TestResolve(t *testing.T) {
@@ -510,8 +519,9 @@ func TestResolve(t *testing.T) {
 	t.Logf("replay resolve:\n%s", text)
 	require.Contains(t, text, solverRef+" resolves as of now (registry at seq 3):\n")
 	require.Contains(t, text, "  agent   math_solver\n")
-	require.Contains(t, text, "  cap     module math: include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*]\n")
-	require.Contains(t, text, "  cap     type Agent: include=[*] exclude=[_*] ∩ include=[*] exclude=[_*]\n")
+	require.Contains(t, text, "  cap     module math include=[cos pi sin] exclude=[_*] vis=high (members: cos pi sin)\n")
+	require.Contains(t, text, "  cap     type Agent include=[*] exclude=[_*] vis=high\n")
+	require.NotContains(t, text, "∩")
 	require.Contains(t, text, "  task    solve_math_problem(equation: string) -> string\n")
 
 	for _, r := range []string{solverRef, parserRef, ref(h.root, "create_specialist")} {
@@ -526,8 +536,10 @@ func TestResolve(t *testing.T) {
 		require.Equal(t, lib.Seq, out.Resolved.Seq)
 		require.Len(t, out.Resolved.Capabilities, len(lib.Capabilities))
 		for i, c := range lib.Capabilities {
-			require.Equal(t, c.Ref, out.Resolved.Capabilities[i].Capability, r)
-			require.Equal(t, c.Chain, out.Resolved.Capabilities[i].Chain, r)
+			one, exact := projector.Effective{Capability: c.Ref, Chain: c.Chain}.Intersected()
+			require.True(t, exact)
+			require.Equal(t, capOf(one), out.Resolved.Capabilities[i].Capability, r)
+			require.Equal(t, capsOf(c.Chain), out.Resolved.Capabilities[i].Chain, r)
 		}
 	}
 
@@ -552,7 +564,7 @@ func TestResolve(t *testing.T) {
 	// Before the retirement it resolved.
 	out = replayOK(t, "resolve", "--nats-url", h.url, "--seq", fmt.Sprint(retired-1), parserRef)
 	require.Contains(t, out, "  task    parse_equation(text: string) -> []string\n")
-	require.Contains(t, out, "include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[sin] exclude=[_*]")
+	require.Contains(t, out, "  cap     module math include=[sin] exclude=[_*] vis=high (members: sin)\n")
 
 	_, _, err = replay(t, "resolve", "--nats-url", h.url, ref(h.solver, "nope"))
 	require.ErrorIs(t, err, errUnresolvable)
@@ -743,8 +755,8 @@ func TestAuditTampered(t *testing.T) {
 
 	// None of it reached the registry: the fold refused every change.
 	v := registryJSON(t, "--nats-url", h.url)
-	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized(), agentCap.Normalized()}, v.Agents[0].Granted)
-	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, v.Agents[1].Granted)
+	require.Equal(t, capsOf([]events.Capability{mathCap("cos", "pi", "sin").Normalized(), agentCap.Normalized()}), v.Agents[0].Granted)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin").Normalized()}), v.Agents[1].Granted)
 	var violated []uint64
 	for _, x := range v.Violations {
 		violated = append(violated, x.Seq)
@@ -767,7 +779,7 @@ func TestAuditTampered(t *testing.T) {
 	}
 	require.Equal(t, []uint64{2}, stepSeqs(top.Children[0]))
 	require.Equal(t, []uint64{3}, stepSeqs(top.Children[0].Children[0]))
-	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized(), agentCap.Normalized()}, top.Children[0].Steps[0].Grants,
+	require.Equal(t, capsOf([]events.Capability{mathCap("cos", "pi", "sin").Normalized(), agentCap.Normalized()}), top.Children[0].Steps[0].Grants,
 		"the creation as stored first, not the edited copy")
 	require.NotContains(t, linText, "+ grant module math include=[*]")
 	require.Contains(t, linText, "+ grant module math include=[cos pi sin] exclude=[_*] vis=high\n")
@@ -893,9 +905,9 @@ func TestEvents(t *testing.T) {
 	require.Equal(t, uint64(2), lines[0].Seq)
 	require.Equal(t, events.SchemaVersion, created.Version)
 	require.Equal(t, "You solve math problems.", created.Created.Primer)
-	require.Equal(t, []events.Capability{mathCap("sin", "cos", "pi").Normalized(), agentCap.Normalized()}, created.Created.Capabilities)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin", "cos", "pi").Normalized(), agentCap.Normalized()}), created.Created.Capabilities)
 	require.Equal(t, []events.TaskDef{task("solve_math_problem", "equation", events.Schema{Type: "string"})}, created.Created.Tasks)
-	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, lines[1].Event.Created.Capabilities)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin").Normalized()}), lines[1].Event.Created.Capabilities)
 	text = replayOK(t, "events", "--nats-url", h.url, "--agent", "math_solver", "--seq", "3")
 	t.Logf("replay events --agent math_solver --seq 3:\n%s", text)
 	require.Equal(t, 2, strings.Count(text, "\n"))
@@ -1085,8 +1097,8 @@ func TestOfflineDataDir(t *testing.T) {
 	require.Equal(t, root.Root, v.Root)
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(v))
 	require.Equal(t, uint64(3), v.Seq, "RootRegistered and one AgentCreated per agent")
-	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized()}, v.Agents[0].Granted)
-	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, v.Agents[1].Granted)
+	require.Equal(t, capsOf([]events.Capability{mathCap("cos", "pi", "sin").Normalized()}), v.Agents[0].Granted)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin").Normalized()}), v.Agents[1].Granted)
 	auditText := replayOK(t, "audit", "--data", cp)
 	require.Contains(t, auditText, "audit of stream AGENTREG as of now: 1 root(s), 3 event(s), ")
 	require.Contains(t, auditText, "clean: every hash chain intact")
@@ -1160,11 +1172,15 @@ func TestMixedSchemaVersions(t *testing.T) {
 	v := registryJSON(t, "--nats-url", url)
 	require.Empty(t, v.Violations)
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(v))
-	require.Equal(t, []events.Capability{mathCap("cos", "pi", "sin").Normalized()}, v.Agents[0].Granted)
+	require.Equal(t, capsOf([]events.Capability{mathCap("cos", "pi", "sin").Normalized()}), v.Agents[0].Granted)
 	require.Equal(t, []events.TaskDef{solverTask}, v.Agents[0].Tasks)
-	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, v.Agents[1].Granted)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin").Normalized()}), v.Agents[1].Granted)
 	require.Equal(t, []events.TaskDef{parserTask}, v.Agents[1].Tasks)
-	require.Equal(t, "include=[*] exclude=[_*] ∩ include=[cos pi sin] exclude=[_*] ∩ include=[sin] exclude=[_*]", chainString(v.Agents[1].Effective[0].Chain))
+	eff := v.Agents[1].Effective[0]
+	require.Equal(t, capOf(mathCap("sin").Normalized()), eff.Capability, "the chain root ∩ math_solver ∩ equation_parser as one grant")
+	require.Equal(t, []string{"sin"}, eff.Members)
+	require.True(t, eff.Exact)
+	require.Len(t, eff.Chain, 3)
 
 	top := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "math_solver"))
 	solver := top.Children[0]
@@ -1179,7 +1195,7 @@ func TestMixedSchemaVersions(t *testing.T) {
 	parser := solver.Children[0]
 	require.Len(t, parser.Steps, 1)
 	require.Equal(t, uint64(5), parser.Steps[0].Seq)
-	require.Equal(t, []events.Capability{mathCap("sin").Normalized()}, parser.Steps[0].Grants)
+	require.Equal(t, capsOf([]events.Capability{mathCap("sin").Normalized()}), parser.Steps[0].Grants)
 	require.Equal(t, []events.TaskDef{parserTask}, parser.Steps[0].Tasks)
 
 	text := replayOK(t, "events", "--nats-url", url, "--type", "AgentCreated")

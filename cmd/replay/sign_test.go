@@ -138,9 +138,9 @@ func TestSignersTrustPolicy(t *testing.T) {
 	require.NoError(t, errOf(plain.Grant(ctx, solver, agentCap))) // unsigned
 
 	without := replayOK(t, "registry", "--nats-url", url)
-	require.Contains(t, without, "cap  type Agent:", "without --signers the unsigned grant is applied")
+	require.Contains(t, without, "\n    cap  type Agent include=", "without --signers the unsigned grant is applied")
 	with := replayOK(t, "registry", "--nats-url", url, "--signers", alicePub)
-	require.NotContains(t, with, "cap  type Agent:", "with --signers only alice's events are applied")
+	require.NotContains(t, with, "\n    cap  type Agent include=", "with --signers only alice's events are applied")
 	require.Contains(t, with, "unsigned")
 	require.Contains(t, with, "module math")
 }
