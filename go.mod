@@ -3,6 +3,7 @@ module github.com/agentreg/agentreg
 go 1.26.8
 
 require (
+	github.com/google/jsonschema-go v0.4.2
 	github.com/gowebpki/jcs v1.0.1
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
