@@ -103,10 +103,10 @@ func TestJSONSchemaValidates(t *testing.T) {
 // before they are used.
 func TestJSONSchemaRefused(t *testing.T) {
 	for name, doc := range map[string]string{
-		"remote $ref":   `{"type":"object","properties":{"a":{"$ref":"https://example.com/a.json"}}}`,
-		"file $ref":     `{"type":"object","$ref":"file:///etc/passwd"}`,
-		"relative $ref": `{"type":"object","$ref":"other.json#/x"}`,
-		"$dynamicRef":   `{"type":"object","$dynamicRef":"https://example.com/a.json#meta"}`,
+		"remote $ref":    `{"type":"object","properties":{"a":{"$ref":"https://example.com/a.json"}}}`,
+		"file $ref":      `{"type":"object","$ref":"file:///etc/passwd"}`,
+		"relative $ref":  `{"type":"object","$ref":"other.json#/x"}`,
+		"$dynamicRef":    `{"type":"object","$dynamicRef":"https://example.com/a.json#meta"}`,
 		"remote $schema": `{"$schema":"https://example.com/my-meta.json","type":"object"}`,
 	} {
 		t.Run(name, func(t *testing.T) {
