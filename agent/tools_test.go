@@ -373,3 +373,28 @@ func TestSchemaFor(t *testing.T) {
 	_, err = agent.SchemaFor[map[int]string]()
 	require.Error(t, err)
 }
+
+// A JSON Schema task survives a snapshot: a fresh runtime restored from it
+// has the writer's state hash and the same definition and contract.
+func TestJSONSchemaTaskSnapshot(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	rt1, root := w.openRegistered()
+	painter, _, err := rt1.Create(ctx, root, agent.Spec{Name: "painter", Primer: "You paint.", Tasks: []events.TaskDef{paintTask()}})
+	require.NoError(t, err)
+	_, err = rt1.Snapshot(ctx, w.fp)
+	require.NoError(t, err)
+	wantHash, _, err := rt1.StateHash(ctx, w.fp)
+	require.NoError(t, err)
+
+	rt2, _ := w.openRegistered()
+	gotHash, _, err := rt2.StateHash(ctx, w.fp)
+	require.NoError(t, err)
+	require.Equal(t, wantHash, gotHash)
+	_, restored := rt2.RestoredFrom(w.fp)
+	require.True(t, restored, "the fresh runtime loads from the snapshot")
+	task, err := rt2.Resolve(ctx, agent.TaskRef{Root: root.Root, Path: painter.Path, Task: "paint"})
+	require.NoError(t, err)
+	require.Equal(t, paintTask(), task.Def)
+	require.Equal(t, paintTask().Contract(), task.Contract())
+}

@@ -81,24 +81,23 @@ func (s JSONSchema) Raw() json.RawMessage { return json.RawMessage(s) }
 // canonical form, that every $ref stays inside it, and that it compiles as
 // a JSON Schema (which checks it against its draft's meta-schema).
 func (s JSONSchema) Validate() error {
-	if len(s) == 0 {
-		return errors.New("JSON Schema is empty")
-	}
-	if len(s) > MaxJSONSchemaBytes {
-		return tooLarge("the JSON Schema", len(s), MaxJSONSchemaBytes, "bytes")
-	}
+	_, err := s.compiled()
+	return err
+}
+
+// check is Validate without the cache: it compiles the document.
+func (s JSONSchema) check() (*jsonschema.Schema, error) {
 	if err := checkJSONDepth([]byte(s), MaxJSONSchemaDepth); err != nil {
-		return err
+		return nil, err
 	}
 	c, err := CanonicalJSON([]byte(s))
 	if err != nil {
-		return fmt.Errorf("JSON Schema: %w", err)
+		return nil, fmt.Errorf("JSON Schema: %w", err)
 	}
 	if string(c) != string(s) {
-		return fmt.Errorf("JSON Schema is not in RFC 8785 canonical form (build it with events.ParseJSONSchema): %w", ErrMalformed)
+		return nil, fmt.Errorf("JSON Schema is not in RFC 8785 canonical form (build it with events.ParseJSONSchema): %w", ErrMalformed)
 	}
-	_, err = s.compiled()
-	return err
+	return compileSchema(s)
 }
 
 // ValidateJSON validates a JSON document (instance) against the schema.
@@ -160,17 +159,24 @@ func (s *JSONSchema) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// compiled returns the compiled schema, from a process-wide cache: the
+// compiled checks the document and returns it compiled, from a
+// process-wide cache of both outcomes (they depend on the text alone): the
 // fold validates every task definition, and the same schemas recur in
 // many agents.
 func (s JSONSchema) compiled() (*jsonschema.Schema, error) {
+	if len(s) == 0 {
+		return nil, errors.New("JSON Schema is empty")
+	}
+	if len(s) > MaxJSONSchemaBytes {
+		return nil, tooLarge("the JSON Schema", len(s), MaxJSONSchemaBytes, "bytes")
+	}
 	schemaCache.mu.Lock()
 	e, ok := schemaCache.m[s]
 	schemaCache.mu.Unlock()
 	if ok {
 		return e.sch, e.err
 	}
-	sch, err := compileSchema(s)
+	sch, err := s.check()
 	schemaCache.mu.Lock()
 	if schemaCache.m == nil {
 		schemaCache.m = map[JSONSchema]compiledSchema{}
@@ -187,7 +193,7 @@ func (s JSONSchema) compiled() (*jsonschema.Schema, error) {
 }
 
 // maxCachedSchemas bounds the compiled-schema cache.
-const maxCachedSchemas = 512
+const maxCachedSchemas = 256
 
 type compiledSchema struct {
 	sch *jsonschema.Schema
