@@ -398,3 +398,28 @@ func TestJSONSchemaTaskSnapshot(t *testing.T) {
 	require.Equal(t, paintTask(), task.Def)
 	require.Equal(t, paintTask().Contract(), task.Contract())
 }
+
+// A root defined with a JSON Schema task: the fingerprint covers the
+// schema, another process resolves the root's task and lists it as a tool.
+func TestRootWithJSONSchemaTask(t *testing.T) {
+	ctx := context.Background()
+	srv := testutil.RunServer(t)
+	def := architectDef()
+	def.Tasks = append(def.Tasks, paintTask())
+	fp := def.Fingerprint()
+	other := architectDef()
+	other.Tasks = append(other.Tasks, paintTask())
+	other.Tasks[1].OutputSchema = events.MustJSONSchema(`{"type":"integer"}`)
+	require.NotEqual(t, fp, other.Fingerprint(), "the fingerprint covers the schemas")
+
+	w := &world{t: t, url: srv.ClientURL(), def: def, fp: fp}
+	w.openRegistered()
+	rt2, root := w.openRegistered()
+	task, err := rt2.Resolve(ctx, agent.TaskRef{Root: root.Root, Task: "paint"})
+	require.NoError(t, err)
+	require.Equal(t, paintTask(), task.Def)
+	tools, err := rt2.Tools(ctx, root)
+	require.NoError(t, err)
+	require.Len(t, tools, 2)
+	require.Equal(t, paintTask().Tool(), tools[1])
+}
