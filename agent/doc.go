@@ -18,7 +18,9 @@
 //	out, _ := t.Call(ctx, map[string]any{"equation": "4x + 5 = 13"})
 //
 // Files, one path each: write.go (how a write works), follow.go (how a
-// process stays current), resolve.go, snapshots.go (the snapshot policy),
+// process stays current), resolve.go, tools.go (tool definitions for a
+// model, contract digests and pinned refs, SchemaFor), snapshots.go (the
+// snapshot policy),
 // context.go (actor, correlation, idempotency key, minimum sequence).
 //
 // Concurrency: a Runtime is safe for concurrent use. Writes to one root are

@@ -16,6 +16,12 @@ func FuzzParseTaskRef(f *testing.F) {
 		"3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/math_solver/equation_parser#parse",
 		"3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/#create_specialist",
 		"", "/", "#", "x/y#z", "3d1b/../etc#passwd", "3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/a.b#t",
+		// Pinned to a contract digest, and near misses.
+		"3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/math_solver#solve@e449fe38c87a88380107fcff8a0a566af1558c511015477d8d3460e23c6c21f4",
+		"3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/#t@",
+		"3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/#t@@",
+		"3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/a#b@E449FE38C87A88380107FCFF8A0A566AF1558C511015477D8D3460E23C6C21F4",
+		"3d1b90772ab530238bd14209bc6d0be06f6530568facf801904df1c9ab65ab10/a@b#c",
 	} {
 		f.Add(s)
 	}

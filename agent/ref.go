@@ -22,20 +22,37 @@ func (a AgentRef) Child(name string) AgentRef {
 }
 
 // TaskRef is what a task function carries across processes: root
-// fingerprint, agent path and task name. Its text form is
-// "<fingerprint>/<path>#<task>" ("<fingerprint>/#<task>" for a task of the
-// root itself); it round-trips through encoding.TextMarshaler, and so
-// through JSON and msgpack.
+// fingerprint, agent path and task name, and optionally the task's
+// contract digest. Its text form is "<fingerprint>/<path>#<task>"
+// ("<fingerprint>/#<task>" for a task of the root itself), with
+// "@<digest>" appended when the ref is pinned; it round-trips through
+// encoding.TextMarshaler, and so through JSON and msgpack.
+//
+// A pinned ref (Contract set: 64 lowercase hex digits, Task.Contract)
+// resolves only while the task's contract is that one: after the task is
+// redefined with another name, doc or schema, Resolve fails with a
+// *ContractChangedError (errors.Is ErrContractChanged) naming both
+// digests. An unpinned ref resolves to the task as it is now.
 type TaskRef struct {
-	Root string
-	Path string
-	Task string
+	Root     string
+	Path     string
+	Task     string
+	Contract string // contract digest the ref is pinned to; "" for none
 }
 
 // Agent returns the reference of the agent that runs the task.
 func (r TaskRef) Agent() AgentRef { return AgentRef{Root: r.Root, Path: r.Path} }
 
-func (r TaskRef) String() string { return r.Root + "/" + r.Path + "#" + r.Task }
+// Pinned returns the ref pinned to the contract digest c ("" unpins it).
+func (r TaskRef) Pinned(c string) TaskRef { r.Contract = c; return r }
+
+func (r TaskRef) String() string {
+	s := r.Root + "/" + r.Path + "#" + r.Task
+	if r.Contract != "" {
+		s += "@" + r.Contract
+	}
+	return s
+}
 
 // Validate checks every part of the reference.
 func (r TaskRef) Validate() error {
@@ -50,20 +67,42 @@ func (r TaskRef) Validate() error {
 	if err := events.ValidateSegment(r.Task); err != nil {
 		return fmt.Errorf("task ref %q: task name: %w", r.String(), err)
 	}
+	if r.Contract != "" && !isDigest(r.Contract) {
+		return fmt.Errorf("task ref %q: contract %q is not a digest (64 lowercase hex digits): %w", trunc(r.String()), trunc(r.Contract), events.ErrInvalidName)
+	}
 	return nil
 }
 
-// ParseTaskRef parses the text form of a task reference.
+// isDigest reports whether s is a hex SHA-256: 64 lowercase hex digits.
+func isDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseTaskRef parses the text form of a task reference, pinned or not.
 func ParseTaskRef(s string) (TaskRef, error) {
 	root, rest, ok := strings.Cut(s, "/")
 	if !ok {
-		return TaskRef{}, fmt.Errorf("task ref %q: want <fingerprint>/<path>#<task>: %w", trunc(s), events.ErrInvalidName)
+		return TaskRef{}, fmt.Errorf("task ref %q: want <fingerprint>/<path>#<task>[@<contract>]: %w", trunc(s), events.ErrInvalidName)
 	}
 	i := strings.LastIndexByte(rest, '#')
 	if i < 0 {
 		return TaskRef{}, fmt.Errorf("task ref %q: no '#<task>' after the path: %w", trunc(s), events.ErrInvalidName)
 	}
 	r := TaskRef{Root: root, Path: rest[:i], Task: rest[i+1:]}
+	if task, contract, pinned := strings.Cut(r.Task, "@"); pinned {
+		if contract == "" {
+			return TaskRef{}, fmt.Errorf("task ref %q: '@' with no contract digest after it: %w", trunc(s), events.ErrInvalidName)
+		}
+		r.Task, r.Contract = task, contract
+	}
 	if err := r.Validate(); err != nil {
 		return TaskRef{}, err
 	}

@@ -2,8 +2,8 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 
@@ -25,11 +25,16 @@ type ExecutorFunc func(ctx context.Context, call *Call) (any, error)
 // Execute calls f.
 func (f ExecutorFunc) Execute(ctx context.Context, call *Call) (any, error) { return f(ctx, call) }
 
-// Call is one invocation of a task, as handed to the Executor.
+// Call is one invocation of a task, as handed to the Executor. The
+// arguments have been validated against the task's input schema.
 type Call struct {
-	Task    *Task
-	Args    map[string]any
-	Runtime *Runtime // to create or change agents on the caller's behalf
+	Task *Task
+	// Args is the arguments' JSON object as encoding/json decodes it into
+	// a map (numbers are float64).
+	Args map[string]any
+	// ArgsJSON is the arguments' JSON: unmarshal it into a type of your own.
+	ArgsJSON json.RawMessage
+	Runtime  *Runtime // to create or change agents on the caller's behalf
 }
 
 // Task is a resolved task: the agent rebuilt from its recipe with every
@@ -42,7 +47,17 @@ type Task struct {
 	RootName     string
 	Seq          uint64 // the stream sequence the answer covers: every event of the agent's chain up to it was folded
 	Migrated     bool   // resolved through a RootMigrated event
+	contract     string // Def.Contract()
 	rt           *Runtime
+}
+
+// Contract returns the task's contract digest (events.TaskDef.Contract):
+// pin a ref to it with Ref.Pinned(t.Contract()).
+func (t *Task) Contract() string {
+	if t.contract == "" {
+		return t.Def.Contract()
+	}
+	return t.contract
 }
 
 // Capability returns the resolved capability of that kind and name.
@@ -55,17 +70,34 @@ func (t *Task) Capability(kind events.Kind, name string) (Capability, bool) {
 	return Capability{}, false
 }
 
-// Call validates args against the task's input schema (an error names the
-// field) and hands the call to the runtime's Executor.
-func (t *Task) Call(ctx context.Context, args map[string]any) (any, error) {
-	if err := validateArgs(t.Def.Input, args); err != nil {
-		return nil, fmt.Errorf("call %s: %w", t.Ref, err)
+// Call validates args against the task's input schema and hands the call
+// to the runtime's Executor. args is any Go value that encodes to a JSON
+// object (a map, a struct, nil for no arguments); a mismatch is an error
+// wrapping ErrInvalidArgs whose text is the validator's, naming each
+// failing location and keyword.
+func (t *Task) Call(ctx context.Context, args any) (any, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return nil, fmt.Errorf("call %s: arguments do not encode to JSON: %w: %w", t.Ref, ErrInvalidArgs, err)
+	}
+	if string(raw) == "null" {
+		raw = []byte("{}")
+	}
+	in := events.JSONSchema(t.Def.InputJSONSchema())
+	if err := in.ValidateJSON(raw); err != nil {
+		return nil, fmt.Errorf("call %s: arguments do not match the input schema: %w: %w", t.Ref, ErrInvalidArgs, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		// The input schema's top-level type is object: only a legacy
+		// definition's "any"-typed input could let another value through.
+		return nil, fmt.Errorf("call %s: arguments are not a JSON object: %w", t.Ref, ErrInvalidArgs)
 	}
 	if t.rt.cfg.executor == nil {
 		return nil, fmt.Errorf("call %s: the runtime was opened without WithExecutor: %w", t.Ref, ErrNoExecutor)
 	}
 	ctx = WithActor(ctx, ActorFrom(ctx, t.Ref.String()))
-	out, err := t.rt.cfg.executor.Execute(ctx, &Call{Task: t, Args: args, Runtime: t.rt})
+	out, err := t.rt.cfg.executor.Execute(ctx, &Call{Task: t, Args: m, ArgsJSON: raw, Runtime: t.rt})
 	if err != nil {
 		return nil, fmt.Errorf("call %s: %w", t.Ref, err)
 	}
@@ -145,28 +177,12 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 }
 
 func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projector.Registry) (*Task, error) {
-	def, via, migrated, err := rt.rootFor(ctx, ref.Root, reg)
+	r, err := rt.recipeOf(ctx, ref.Agent(), reg)
 	if err != nil {
 		return nil, err
 	}
-	t := &Task{Ref: ref, RootName: def.Name, Seq: reg.Seq, Migrated: migrated, rt: rt}
-	var tasks map[string]*events.TaskDef
-	if ref.Path == "" {
-		t.Primer = def.Primer
-		tasks = map[string]*events.TaskDef{}
-		for i := range def.Tasks {
-			tasks[def.Tasks[i].Name] = &def.Tasks[i]
-		}
-	} else {
-		a, err := reg.Agent(ref.Path)
-		if err != nil {
-			return nil, err
-		}
-		if a.Retired {
-			return nil, fmt.Errorf("agent %q was retired at seq %d by %q: %w", ref.Path, a.RetiredSeq, a.RetiredBy, ErrRetired)
-		}
-		t.Primer, tasks = a.Primer, a.Tasks
-	}
+	def, via, tasks := r.def, r.via, r.tasks
+	t := &Task{Ref: ref, RootName: def.Name, Seq: reg.Seq, Migrated: r.migrated, Primer: r.primer, rt: rt}
 	td, ok := tasks[ref.Task]
 	if !ok {
 		names := make([]string, 0, len(tasks))
@@ -177,6 +193,10 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 		return nil, fmt.Errorf("agent %q has no task %q (it has: %s): %w", ref.Path, ref.Task, strings.Join(names, ", "), ErrNotFound)
 	}
 	t.Def = *td
+	t.contract = td.Contract()
+	if ref.Contract != "" && ref.Contract != t.contract {
+		return nil, &ContractChangedError{Ref: ref, Pinned: ref.Contract, Current: t.contract}
+	}
 	eff, err := reg.EffectiveUnder(def.Capabilities, ref.Path)
 	if err != nil {
 		return nil, err
@@ -190,6 +210,44 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 		t.Capabilities = append(t.Capabilities, c)
 	}
 	return t, nil
+}
+
+// recipe is what an agent's refs resolve through: the root definition
+// (and the roots a migration came through), the agent's primer and tasks.
+type recipe struct {
+	def      events.RootDef
+	via      []events.RootDef
+	migrated bool
+	primer   string
+	tasks    map[string]*events.TaskDef
+}
+
+// recipeOf finds an agent's recipe in a registry holding its chain: a
+// root's from the definition its refs resolve under, a dynamic agent's
+// from the fold (a retired one is an error).
+func (rt *Runtime) recipeOf(ctx context.Context, a AgentRef, reg *projector.Registry) (recipe, error) {
+	def, via, migrated, err := rt.rootFor(ctx, a.Root, reg)
+	if err != nil {
+		return recipe{}, err
+	}
+	r := recipe{def: def, via: via, migrated: migrated}
+	if a.Path == "" {
+		r.primer = def.Primer
+		r.tasks = map[string]*events.TaskDef{}
+		for i := range def.Tasks {
+			r.tasks[def.Tasks[i].Name] = &def.Tasks[i]
+		}
+		return r, nil
+	}
+	ag, err := reg.Agent(a.Path)
+	if err != nil {
+		return recipe{}, err
+	}
+	if ag.Retired {
+		return recipe{}, fmt.Errorf("agent %q was retired at seq %d by %q: %w", a.Path, ag.RetiredSeq, ag.RetiredBy, ErrRetired)
+	}
+	r.primer, r.tasks = ag.Primer, ag.Tasks
+	return r, nil
 }
 
 // rootFor finds the definition a registry's refs resolve under: the root
@@ -262,73 +320,6 @@ func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Regi
 	}
 	return events.RootDef{}, nil, false, fmt.Errorf("root %q (%.12s) is in the stream but not registered in this process; register its definition with RegisterRoot: %w",
 		reg.Def.Name, root, ErrRootNotRegistered)
-}
-
-// validateArgs checks call arguments against an object schema.
-func validateArgs(s events.Schema, args map[string]any) error {
-	known := map[string]bool{}
-	for _, f := range s.Fields {
-		known[f.Name] = true
-		v, ok := args[f.Name]
-		if !ok || v == nil {
-			if f.Required {
-				return fmt.Errorf("argument %q is required: %w", f.Name, ErrInvalidArgs)
-			}
-			continue
-		}
-		if err := checkValue(f.Schema, v); err != nil {
-			return fmt.Errorf("argument %q: %w: %w", f.Name, err, ErrInvalidArgs)
-		}
-	}
-	for name := range args {
-		if !known[name] {
-			return fmt.Errorf("argument %q is not in the task's input schema: %w", name, ErrInvalidArgs)
-		}
-	}
-	return nil
-}
-
-func checkValue(s events.Schema, v any) error {
-	switch s.Type {
-	case "any":
-		return nil
-	case "string":
-		if _, ok := v.(string); ok {
-			return nil
-		}
-	case "boolean":
-		if _, ok := v.(bool); ok {
-			return nil
-		}
-	case "integer":
-		switch n := v.(type) {
-		case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
-			return nil
-		case float64:
-			if n == math.Trunc(n) && !math.IsInf(n, 0) {
-				return nil
-			}
-		}
-	case "number":
-		switch v.(type) {
-		case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
-			return nil
-		}
-	case "array":
-		if xs, ok := v.([]any); ok {
-			for i, x := range xs {
-				if err := checkValue(*s.Items, x); err != nil {
-					return fmt.Errorf("item %d: %w", i, err)
-				}
-			}
-			return nil
-		}
-	case "object":
-		if m, ok := v.(map[string]any); ok {
-			return validateArgs(s, m)
-		}
-	}
-	return fmt.Errorf("want %s, got %T", s.Type, v)
 }
 
 // narrowed intersects effective capabilities with the roots a migration

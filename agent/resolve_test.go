@@ -122,11 +122,12 @@ func TestResolveAndCallInSecondRuntime(t *testing.T) {
 		args  map[string]any
 		field string
 	}{
-		{"MissingRequired", map[string]any{"max_terms": 3}, `"text"`},
-		{"NilRequired", map[string]any{"text": nil}, `"text"`},
-		{"WrongType", map[string]any{"text": 42}, `"text"`},
-		{"WrongTypeOptional", map[string]any{"text": "x", "max_terms": 2.5}, `"max_terms"`},
-		{"UnknownField", map[string]any{"text": "x", "bogus": 1}, `"bogus"`},
+		// The errors are the JSON Schema validator's, naming the location.
+		{"MissingRequired", map[string]any{"max_terms": 3}, `missing property 'text'`},
+		{"NilRequired", map[string]any{"text": nil}, `at '/text': got null, want string`},
+		{"WrongType", map[string]any{"text": 42}, `at '/text': got number, want string`},
+		{"WrongTypeOptional", map[string]any{"text": "x", "max_terms": 2.5}, `at '/max_terms'`},
+		{"UnknownField", map[string]any{"text": "x", "bogus": 1}, `'bogus' not allowed`},
 	} {
 		t.Run("ErrInvalidArgs/"+tc.name, func(t *testing.T) {
 			before := calls.Load()

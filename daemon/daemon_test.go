@@ -384,10 +384,10 @@ func TestInvoke(t *testing.T) {
 
 		code, desc := c.fail("task.invoke", daemon.InvokeRequest{Ref: ref, Args: map[string]any{}})
 		require.Equal(t, "400", code)
-		require.Contains(t, desc, `"equation" is required`)
+		require.Contains(t, desc, `missing property 'equation'`)
 		code, desc = c.fail("task.invoke", daemon.InvokeRequest{Ref: ref, Args: map[string]any{"equation": 42}})
 		require.Equal(t, "400", code)
-		require.Contains(t, desc, `"equation"`)
+		require.Contains(t, desc, `at '/equation': got number, want string`)
 		code, desc = c.fail("task.invoke", daemon.InvokeRequest{Ref: ref, Args: map[string]any{"equation": "fail"}})
 		require.Equal(t, "500", code)
 		require.Contains(t, desc, "model refused")

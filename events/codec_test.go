@@ -145,6 +145,18 @@ func goldenEvents() map[string]*events.Event {
 	e = env(10, events.AgentRetired, "math_solver", prev)
 	e.Retired = &events.RetiredData{Reason: "replaced"}
 	out["AgentRetired.v2"] = e
+
+	// Version 3: a task definition carries JSON Schema.
+	version = 3
+	e = env(11, events.TaskDefined, "math_solver/equation_parser", prev)
+	e.Task = &events.TaskData{Task: events.TaskDef{
+		Name: "parse",
+		Doc:  "Parse an equation.",
+		InputSchema: events.MustJSONSchema(`{"type":"object","properties":{"text":{"type":"string","minLength":1},` +
+			`"mode":{"enum":["linear","quadratic"]}},"required":["text"],"additionalProperties":false}`),
+		OutputSchema: events.MustJSONSchema(`{"type":"array","items":{"type":"number"}}`),
+	}}
+	out["TaskDefined.v3"] = e
 	return out
 }
 
@@ -167,7 +179,7 @@ func rawEncode(t testing.TB, e any) []byte {
 
 func TestRoundTrip(t *testing.T) {
 	evs := goldenEvents()
-	require.Len(t, evs, 10, "one golden version 1 event per type, three version 2")
+	require.Len(t, evs, 11, "one golden version 1 event per type, three version 2, one version 3")
 	for name, e := range evs {
 		t.Run(name, func(t *testing.T) {
 			require.Equal(t, goldenType(name), string(e.Type))
@@ -467,7 +479,7 @@ func TestCreatedVersions(t *testing.T) {
 	v2 := goldenEvents()["AgentCreated.v2"]
 	v1 := goldenEvents()["AgentCreated"]
 	require.Equal(t, uint64(1), v1.Version)
-	require.Equal(t, events.SchemaVersion, v2.Version)
+	require.Equal(t, uint64(2), v2.Version)
 
 	t.Run("version 1 with caps or tasks is malformed", func(t *testing.T) {
 		for name, change := range map[string]func(*events.CreatedData){

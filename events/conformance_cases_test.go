@@ -234,7 +234,7 @@ func conformanceCases() []convCase {
 				raw("", []byte{0xc1}),
 				raw("", []byte{0x92, 0x01, 0x02}),
 				create("trailing", "", nil, nil, tampered(func(b []byte) []byte { return append(b, 0xc0) })),
-				create("future", "", nil, nil, v(3), unchecked()),
+				create("future", "", nil, nil, v(events.SchemaVersion+1), unchecked()),
 				create("noversion", "", nil, nil, v(0), unchecked()),
 				create("unknown", "", nil, nil, unchecked(), edit(func(e *events.Event) { e.Type = "AgentRenamed" })),
 				create("noid", "", nil, nil, unchecked(), edit(func(e *events.Event) { e.ID = "" })),

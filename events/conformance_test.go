@@ -109,7 +109,7 @@ type vecViol struct {
 }
 
 // A conformance case: a history built step by step. Steps that build an
-// event get the envelope filled (id, time, actor, corr, version 2, root,
+// event get the envelope filled (id, time, actor, corr, version 2 unless a step sets another, root,
 // and prev = the agent's last applied hash) and set only their body.
 type convCase struct {
 	name, doc string
@@ -340,7 +340,7 @@ func (c convCase) generate(t *testing.T) vecFile {
 			m.Data = base64.StdEncoding.EncodeToString(s.raw)
 		} else {
 			e := &events.Event{
-				ID: stepID(seq), Type: s.typ, Version: events.SchemaVersion, Root: root, Path: s.path,
+				ID: stepID(seq), Type: s.typ, Version: 2, Root: root, Path: s.path,
 				Time: 1718000000000000000 + int64(seq), Actor: "user:alice", Correlation: "corr-" + strconv.FormatUint(seq, 10),
 				Prev: reg.LastHash(s.path),
 			}

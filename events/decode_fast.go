@@ -257,6 +257,14 @@ func decodeTask(d *msgpack.Decoder, t *TaskDef) error {
 			err = decodeSchema(d, &t.Input, 0)
 		case "output":
 			err = decodeSchema(d, &t.Output, 0)
+		case "input_schema":
+			var s string
+			s, err = d.DecodeString()
+			t.InputSchema = JSONSchema(s)
+		case "output_schema":
+			var s string
+			s, err = d.DecodeString()
+			t.OutputSchema = JSONSchema(s)
 		default:
 			err = d.Skip()
 		}

@@ -1,7 +1,8 @@
 // Package events is agentreg's event model: the events that make up the log,
 // their msgpack wire format, agent paths and the subjects they map to, and
-// the domain model the events carry (capabilities, tasks, schemas, root
-// definitions and their fingerprints).
+// the domain model the events carry (capabilities, tasks with their JSON
+// Schemas, tool definitions and contract digests, root definitions and
+// their fingerprints).
 //
 // The package imports no infrastructure. The wire format is specified in
 // docs/wire.md (summarised in ARCHITECTURE.md); golden vectors under

@@ -10,8 +10,10 @@ import (
 // SchemaVersion is the newest event schema this code writes and reads.
 // An event with a higher version is not applied (see projector). Every
 // older version is still read: 1 differs from 2 only in AgentCreated, whose
-// body had no caps or tasks in version 1.
-const SchemaVersion uint64 = 2
+// body had no caps or tasks in version 1; 2 differs from 3 in task
+// definitions, which carry JSON Schema (input_schema, output_schema) from
+// version 3 on.
+const SchemaVersion uint64 = 3
 
 // Type names an event. The value is what goes on the wire and into the
 // Agentreg-Type header.
@@ -224,5 +226,35 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%w: event %s of type %s at path %q has a body that does not match its type",
 			ErrMalformed, e.ID, e.Type, e.Path)
 	}
+	if e.Version < 3 {
+		if name, ok := e.jsonSchemaTask(); ok {
+			// No writer of an earlier version wrote these keys: a reader of
+			// that version would skip them and see a task without schemas.
+			return fmt.Errorf("%w: event %s: a version %d event defines task %q with JSON Schema (since version 3 only)",
+				ErrMalformed, e.ID, e.Version, name)
+		}
+	}
 	return nil
+}
+
+// jsonSchemaTask returns the name of the first task definition in the
+// event's body that carries JSON Schema.
+func (e *Event) jsonSchemaTask() (string, bool) {
+	var tasks []TaskDef
+	switch {
+	case e.Task != nil:
+		tasks = []TaskDef{e.Task.Task}
+	case e.Created != nil:
+		tasks = e.Created.Tasks
+	case e.Registered != nil:
+		tasks = e.Registered.Def.Tasks
+	case e.Migration != nil && e.Migration.Def != nil:
+		tasks = e.Migration.Def.Tasks
+	}
+	for _, t := range tasks {
+		if t.HasJSONSchema() {
+			return t.Name, true
+		}
+	}
+	return "", false
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -102,6 +103,14 @@ func assertKeysOnWire(t *testing.T, id, at string, j, w any) {
 	t.Helper()
 	switch jv := j.(type) {
 	case map[string]any:
+		if strings.HasSuffix(at, "input_schema.") || strings.HasSuffix(at, "output_schema.") {
+			// A task's JSON Schema: an object in JSON, its canonical
+			// JSON text on the wire (docs/wire.md).
+			text, ok := w.(string)
+			require.True(t, ok, "event %s: %s is not JSON text on the wire", id, at)
+			require.JSONEq(t, text, mustJSON(t, jv), "event %s: %s differs from the wire's text", id, at)
+			return
+		}
 		wv, ok := w.(map[string]any)
 		require.True(t, ok, "event %s: %s is a map in JSON, not on the wire", id, at)
 		for k, v := range jv {
@@ -116,4 +125,11 @@ func assertKeysOnWire(t *testing.T, id, at string, j, w any) {
 			assertKeysOnWire(t, id, at, jv[i], wv[i])
 		}
 	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
 }

@@ -32,6 +32,13 @@ const (
 	// MaxSchemaNodes bounds the schemas of one task (its input, its output,
 	// every field's and every items schema in them, together).
 	MaxSchemaNodes = 1024
+	// MaxJSONSchemaBytes bounds one JSON Schema document (a task's input or
+	// output), in its canonical text.
+	MaxJSONSchemaBytes = 64 << 10
+	// MaxJSONSchemaDepth bounds how deeply the objects and arrays of one
+	// JSON Schema document nest (a property's schema is two levels below
+	// its object's: "properties", then the name).
+	MaxJSONSchemaDepth = 32
 	// MaxCapabilities bounds the capabilities of a root and of a creation;
 	// an agent holds only capabilities its root holds, so no more.
 	MaxCapabilities = 256

@@ -160,7 +160,12 @@ func validateSymbol(s string) error {
 	return nil
 }
 
-// Schema describes a value: the input of a task (an object) or its output.
+// Schema is the legacy schema of a task's input or output, as events of
+// schema versions 1 and 2 carry it. It is still read, and converted to the
+// equivalent JSON Schema (Schema.JSONSchema, TaskDef.InputJSONSchema).
+//
+// Deprecated: define tasks with TaskDef.InputSchema and OutputSchema
+// (JSON Schema). Root definitions that use Schema keep their fingerprint.
 type Schema struct {
 	// Type is one of string, integer, number, boolean, object, array, any.
 	Type   string  `msgpack:"type" json:"type"`
@@ -175,6 +180,10 @@ type Field struct {
 	Required bool   `msgpack:"required" json:"required,omitempty"`
 	Doc      string `msgpack:"doc,omitempty" json:"doc,omitempty"`
 }
+
+// IsZero reports whether the schema is unset (no type, fields or items):
+// such a schema is left out of the encoding.
+func (s Schema) IsZero() bool { return s.Type == "" && s.Fields == nil && s.Items == nil }
 
 // Validate checks that the schema's types are known, field names unique,
 // and the limits: MaxSchemaDepth, MaxSchemaNodes, MaxFieldDocBytes.
@@ -229,20 +238,43 @@ func (s Schema) validate(depth int, nodes *int) error {
 
 // TaskDef is a task: a signature with documentation whose implementation the
 // executor (a model loop) supplies at call time.
+//
+// Its input and output are JSON Schema documents (InputSchema,
+// OutputSchema; wire keys input_schema and output_schema, events of schema
+// version 3 on). Definitions written before carry the legacy Input and
+// Output (keys input and output) instead, left out of the encoding when
+// unset so that those definitions encode, hash and fingerprint exactly as
+// they did. A definition carries one form or the other, never both; read
+// either through InputJSONSchema and OutputJSONSchema.
 type TaskDef struct {
-	Name   string `msgpack:"name" json:"name"`
-	Doc    string `msgpack:"doc" json:"doc,omitempty"`
-	Input  Schema `msgpack:"input" json:"input"`
-	Output Schema `msgpack:"output" json:"output"`
+	Name string `msgpack:"name" json:"name"`
+	Doc  string `msgpack:"doc" json:"doc,omitempty"`
+	// Input and Output are the legacy schemas.
+	//
+	// Deprecated: use InputSchema and OutputSchema.
+	Input  Schema `msgpack:"input,omitempty" json:"input,omitzero"`
+	Output Schema `msgpack:"output,omitempty" json:"output,omitzero"`
+	// InputSchema describes the task's arguments: a JSON Schema whose
+	// top-level "type" is "object" (as MCP and function calling require).
+	InputSchema JSONSchema `msgpack:"input_schema,omitempty" json:"input_schema,omitempty"`
+	// OutputSchema describes the task's result ({} for any value).
+	OutputSchema JSONSchema `msgpack:"output_schema,omitempty" json:"output_schema,omitempty"`
 }
 
-// Validate checks the task's name and schemas.
+// HasJSONSchema reports whether the definition carries JSON Schema (the
+// version 3 form) rather than the legacy schemas.
+func (t TaskDef) HasJSONSchema() bool { return t.InputSchema != "" || t.OutputSchema != "" }
+
+// Validate checks the task's name, doc and schemas.
 func (t TaskDef) Validate() error {
 	if err := ValidateSegment(t.Name); err != nil {
 		return fmt.Errorf("task name: %w", err)
 	}
 	if len(t.Doc) > MaxTaskDocBytes {
 		return tooLarge(fmt.Sprintf("the doc of task %q", t.Name), len(t.Doc), MaxTaskDocBytes, "bytes")
+	}
+	if t.HasJSONSchema() {
+		return t.validateJSONSchemas()
 	}
 	if t.Input.Type != "object" {
 		return fmt.Errorf("task %q: input schema must be of type object, got %q", t.Name, t.Input.Type)
@@ -253,6 +285,31 @@ func (t TaskDef) Validate() error {
 	}
 	if err := t.Output.validate(1, &nodes); err != nil {
 		return fmt.Errorf("task %q output: %w", t.Name, err)
+	}
+	return nil
+}
+
+// validateJSONSchemas checks a definition in the JSON Schema form.
+func (t TaskDef) validateJSONSchemas() error {
+	if !t.Input.IsZero() || !t.Output.IsZero() {
+		return fmt.Errorf("task %q carries both JSON Schema (input_schema, output_schema) and legacy schemas (input, output): give one form: %w",
+			t.Name, ErrMalformed)
+	}
+	if t.InputSchema == "" {
+		return fmt.Errorf("task %q: input_schema is missing (a JSON Schema of type object; {\"type\":\"object\"} takes no arguments)", t.Name)
+	}
+	if t.OutputSchema == "" {
+		return fmt.Errorf("task %q: output_schema is missing (a JSON Schema; {} allows any value)", t.Name)
+	}
+	if err := t.InputSchema.Validate(); err != nil {
+		return fmt.Errorf("task %q input_schema: %w", t.Name, err)
+	}
+	if typ := t.InputSchema.topType(); typ != "object" {
+		return fmt.Errorf("task %q input_schema: its top-level \"type\" must be \"object\" (MCP and function calling take arguments as an object), got %q",
+			t.Name, typ)
+	}
+	if err := t.OutputSchema.Validate(); err != nil {
+		return fmt.Errorf("task %q output_schema: %w", t.Name, err)
 	}
 	return nil
 }

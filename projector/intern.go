@@ -72,6 +72,10 @@ func taskKey(t events.TaskDef) string {
 	schemaKey(&b, t.Input)
 	b.WriteByte(0)
 	schemaKey(&b, t.Output)
+	b.WriteByte(0)
+	b.WriteString(string(t.InputSchema))
+	b.WriteByte(0)
+	b.WriteString(string(t.OutputSchema))
 	return b.String()
 }
 

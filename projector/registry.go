@@ -29,7 +29,10 @@ import (
 // 5: an event's claimed principal (events.Event.OnBehalfOf, wire key `obo`)
 // is kept beside its actor: Grant.OnBehalfOf, Agent.CreatorOnBehalfOf and
 // RetiredOnBehalfOf, Registry.RootOnBehalfOf. Projector 4 dropped it.
-const Version = 5
+//
+// 6: events of schema version 3 are applied (task definitions carrying JSON
+// Schema); projector 5 recorded them as future_version violations.
+const Version = 6
 
 // Grant is a capability held by an agent, with who granted it and when.
 type Grant struct {

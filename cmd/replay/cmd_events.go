@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -299,7 +300,70 @@ func capString(c events.Capability) string {
 }
 
 func taskString(t events.TaskDef) string {
+	if t.InputSchema != "" || t.OutputSchema != "" {
+		in := jsonSchemaString([]byte(t.InputSchema), 0)
+		in = strings.TrimSuffix(strings.TrimPrefix(in, "{"), "}")
+		return fmt.Sprintf("%s(%s) -> %s", t.Name, in, jsonSchemaString([]byte(t.OutputSchema), 0))
+	}
 	return fmt.Sprintf("%s(%s) -> %s", t.Name, fieldsString(t.Input), schemaString(t.Output))
+}
+
+// jsonSchemaString is a one-line signature of a JSON Schema document:
+// objects as {name: type, optional?: type}, arrays as []items, a $ref by
+// its last segment, several types joined by '|'. The full document is in
+// the --json output.
+func jsonSchemaString(doc []byte, depth int) string {
+	var s struct {
+		Type       any                        `json:"type"`
+		Ref        string                     `json:"$ref"`
+		Enum       []any                      `json:"enum"`
+		Properties map[string]json.RawMessage `json:"properties"`
+		Required   []string                   `json:"required"`
+		Items      json.RawMessage            `json:"items"`
+	}
+	if len(doc) == 0 || json.Unmarshal(doc, &s) != nil {
+		return "any"
+	}
+	if s.Ref != "" {
+		return s.Ref[strings.LastIndex(s.Ref, "/")+1:]
+	}
+	if len(s.Enum) > 0 {
+		b, _ := json.Marshal(s.Enum)
+		return "enum" + string(b)
+	}
+	var types []string
+	switch t := s.Type.(type) {
+	case string:
+		types = []string{t}
+	case []any:
+		for _, x := range t {
+			types = append(types, fmt.Sprint(x))
+		}
+	}
+	for i, t := range types {
+		switch {
+		case t == "array" && len(s.Items) > 0 && depth < 4:
+			types[i] = "[]" + jsonSchemaString(s.Items, depth+1)
+		case t == "object" && len(s.Properties) > 0 && depth < 4:
+			names := slices.Sorted(maps.Keys(s.Properties))
+			parts := make([]string, len(names))
+			for j, n := range names {
+				opt := "?"
+				if slices.Contains(s.Required, n) {
+					opt = ""
+				}
+				parts[j] = n + opt + ": " + jsonSchemaString(s.Properties[n], depth+1)
+			}
+			types[i] = "{" + strings.Join(parts, ", ") + "}"
+		}
+	}
+	if len(types) == 0 {
+		if len(s.Properties) > 0 {
+			return jsonSchemaString(append([]byte(`{"type":"object",`), doc[1:]...), depth)
+		}
+		return "any"
+	}
+	return strings.Join(types, "|")
 }
 
 func fieldsString(s events.Schema) string {

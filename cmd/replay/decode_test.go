@@ -149,7 +149,7 @@ func TestDecodeGoldenVectors(t *testing.T) {
 		}
 	}
 	require.Len(t, types, 7, "every event type")
-	require.Equal(t, map[uint64]bool{1: true, 2: true}, versions)
+	require.Equal(t, map[uint64]bool{1: true, 2: true, 3: true}, versions)
 }
 
 // A body that is not an event is a one-line error and exit status 1,
