@@ -155,18 +155,18 @@ type (
 	}
 	// AgentView describes an agent's recipe and lineage facts.
 	AgentView struct {
-		Root       string              `json:"root"`
-		Path       string              `json:"path"`
-		Primer     string              `json:"primer"`
-		Creator    string              `json:"creator"`
-		CreatedSeq uint64              `json:"created_seq"`
-		CreatedAt  time.Time           `json:"created_at"`
-		Retired    bool                `json:"retired"`
-		RetiredSeq uint64              `json:"retired_seq,omitempty"`
-		Granted    []Grant             `json:"granted"`
-		Effective  []CapabilityView    `json:"effective"`
-		Tasks      []events.TaskDef    `json:"tasks"`
-		Seq        uint64              `json:"seq"`
+		Root       string           `json:"root"`
+		Path       string           `json:"path"`
+		Primer     string           `json:"primer"`
+		Creator    string           `json:"creator"`
+		CreatedSeq uint64           `json:"created_seq"`
+		CreatedAt  time.Time        `json:"created_at"`
+		Retired    bool             `json:"retired"`
+		RetiredSeq uint64           `json:"retired_seq,omitempty"`
+		Granted    []Grant          `json:"granted"`
+		Effective  []CapabilityView `json:"effective"`
+		Tasks      []events.TaskDef `json:"tasks"`
+		Seq        uint64           `json:"seq"`
 
 		// CreatorOnBehalfOfClaimed: the creation's claimed on-behalf-of,
 		// unchecked (see Step).

@@ -316,11 +316,15 @@ func (d *Daemon) logViolations(root string, seq uint64) {
 	defer cancel()
 	err := d.rt.View(agent.WithMinSeq(ctx, seq), root, func(reg *projector.Registry) error {
 		after := d.violLogged[root]
+		name := "" // a root whose registration was refused has none
+		if reg.Def != nil {
+			name = reg.Def.Name
+		}
 		for _, v := range reg.Violations {
 			if v.Seq <= after {
 				continue
 			}
-			d.log.Warn("event not applied: violation", keyRoot, root, keyRootName, reg.Def.Name, "seq", v.Seq, "subject", v.Subject, "path", v.Path,
+			d.log.Warn("event not applied: violation", keyRoot, root, keyRootName, name, "seq", v.Seq, "subject", v.Subject, "path", v.Path,
 				"type", v.Type, "id", v.EventID, keyCode, v.Code, "reason", v.Reason)
 			d.metrics.violationsLogged.Inc()
 			d.violLogged[root] = max(d.violLogged[root], v.Seq)

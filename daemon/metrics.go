@@ -176,9 +176,9 @@ func (s *endpointStats) snapshot() json.RawMessage {
 // aggregate (no root label), and per root only for the Config.MetricsTopRoots
 // roots with the most events folded.
 type registryCollector struct {
-	d                                    *Daemon
+	d                                     *Daemon
 	loaded, agents, viol, applied, oldest *prometheus.Desc
-	rootApplied, rootViol, rootSnapAge   *prometheus.Desc
+	rootApplied, rootViol, rootSnapAge    *prometheus.Desc
 }
 
 func newRegistryCollector(d *Daemon) *registryCollector {
