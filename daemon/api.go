@@ -249,6 +249,10 @@ func serve[Req any](d *Daemon, ctx context.Context, rp *replier, data []byte, fn
 	name := rp.endpoint
 	d.metrics.running.Inc()
 	defer d.metrics.running.Dec()
+	if d.ctx.Err() != nil {
+		rp.send("503", "agentd is shutting down: send the request again (another daemon of the queue group, or this one restarted, takes it)", nil)
+		return
+	}
 	if ctx.Err() != nil {
 		rp.send(codeOf(ctx.Err()), fmt.Sprintf("%s: waited for a worker past the request deadline of %s (all %d workers busy): %v", name, d.cfg.RequestTimeout, d.pool.workers, ctx.Err()), nil)
 		return

@@ -163,6 +163,24 @@ func TestSaturated(t *testing.T) {
 		msg := <-ch
 		require.Empty(t, msg.Header.Get(micro.ErrorCodeHeader), "%s", msg.Header.Get(micro.ErrorHeader))
 	}
+	// micro's stats of the endpoint carry what the workers answered.
+	msg, err := c.nc.Request("$SRV.STATS.agentreg", nil, 5*time.Second)
+	require.NoError(t, err)
+	var stats micro.Stats
+	require.NoError(t, json.Unmarshal(msg.Data, &stats))
+	var data struct {
+		Answered, Errors, Saturated int
+		LastError                   string `json:"last_error"`
+	}
+	for _, e := range stats.Endpoints {
+		if e.Name == "task_invoke" {
+			require.NoError(t, json.Unmarshal(e.Data, &data), "%s", e.Data)
+		}
+	}
+	require.Equal(t, 3, data.Answered)
+	require.Equal(t, 1, data.Saturated)
+	require.Equal(t, 1, data.Errors)
+	require.Contains(t, data.LastError, "503 agentd is saturated")
 	resp, body := httpGet(t, d, "/metrics")
 	require.Equal(t, 200, resp)
 	require.Contains(t, body, `agentreg_requests_saturated_total{endpoint="task_invoke"} 1`)
