@@ -189,6 +189,10 @@ func checkPath(field, path string) error {
 	return invalid(field, events.ValidatePath(path))
 }
 
+// checkAgent checks the path of an agent a write changes: required (the
+// root itself is changed only by registering a new root).
+func checkAgent(path string) error { return invalid("path", events.ValidatePath(path)) }
+
 func checkCapabilities(field string, caps []events.Capability) error {
 	seen := map[string]bool{}
 	for i, c := range caps {
@@ -241,7 +245,7 @@ func (r *GrantRequest) validate() error {
 	if err := checkRoot(r.Root); err != nil {
 		return err
 	}
-	if err := checkPath("path", r.Path); err != nil {
+	if err := checkAgent(r.Path); err != nil {
 		return err
 	}
 	return invalid("capability", r.Capability.Validate())
@@ -251,7 +255,7 @@ func (r *RevokeRequest) validate() error {
 	if err := checkRoot(r.Root); err != nil {
 		return err
 	}
-	if err := checkPath("path", r.Path); err != nil {
+	if err := checkAgent(r.Path); err != nil {
 		return err
 	}
 	switch r.Kind {
@@ -266,7 +270,7 @@ func (r *DefineTaskRequest) validate() error {
 	if err := checkRoot(r.Root); err != nil {
 		return err
 	}
-	if err := checkPath("path", r.Path); err != nil {
+	if err := checkAgent(r.Path); err != nil {
 		return err
 	}
 	return invalid("task", r.Task.Validate())
@@ -276,7 +280,7 @@ func (r *RetireRequest) validate() error {
 	if err := checkRoot(r.Root); err != nil {
 		return err
 	}
-	return checkPath("path", r.Path)
+	return checkAgent(r.Path)
 }
 
 func (r *ReadRequest) validate() error {

@@ -55,6 +55,8 @@ func TestBadInput400(t *testing.T) {
 		{"RevokeBadKind", "agent.revoke", daemon.RevokeRequest{Root: root.Root, Path: "a", Kind: "package", Name: "math"}, "kind: "},
 		{"RevokeBadName", "agent.revoke", daemon.RevokeRequest{Root: root.Root, Path: "a", Kind: "module", Name: ""}, "name: "},
 		{"RetireBadPath", "agent.retire", daemon.RetireRequest{Root: root.Root, Path: "a/"}, "path: "},
+		{"RetireNoPath", "agent.retire", daemon.RetireRequest{Root: root.Root}, "path: "},
+		{"GrantNoPath", "agent.grant", daemon.GrantRequest{Root: root.Root, Capability: mathModule}, "path: "},
 		{"RetireBadRoot", "agent.retire", daemon.RetireRequest{Root: "", Path: "a"}, "root: "},
 		{"ListNegativeLimit", "agent.list", daemon.ReadRequest{Root: root.Root, Limit: -1}, "limit: "},
 		{"ListBadAfter", "agent.list", daemon.ReadRequest{Root: root.Root, After: "a.b"}, "after: "},
