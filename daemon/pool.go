@@ -121,13 +121,16 @@ func (r *replier) send(code, desc string, body []byte) bool {
 		} else {
 			code = "200"
 		}
+		// Counted before the answer leaves: a caller that reads the
+		// stats after its answer finds it there.
+		took := time.Since(r.start)
+		r.d.metrics.request(r.endpoint, code, took)
+		r.d.metrics.endpoint(r.endpoint).done(code, desc, took)
 		if r.subject != "" {
 			if err := r.d.nc.PublishMsg(msg); err != nil {
 				r.d.log.Warn("reply failed", keyEndpoint, r.endpoint, keyErr, err)
 			}
 		}
-		r.d.metrics.request(r.endpoint, code, time.Since(r.start))
-		r.d.metrics.endpoint(r.endpoint).done(code, desc, time.Since(r.start))
 	})
 	return sent
 }
