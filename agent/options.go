@@ -33,6 +33,7 @@ type config struct {
 	snaps     snapshot.Store
 	adopt     bool
 	onFollow  func(seq, pending uint64)
+	onSnap    func(root string, seq uint64, err error)
 	noFollow  bool
 	trust     *projector.Trust
 }
@@ -215,6 +216,16 @@ func WithAdoptRoots() Option {
 func WithFollowHook(fn func(seq, pending uint64)) Option {
 	return func(c *config) error {
 		c.onFollow = fn
+		return nil
+	}
+}
+
+// WithSnapshotHook calls fn after each background snapshot (the policy of
+// WithSnapshotEvery) with the root, the sequence it covers and the error
+// if it failed (agentd's metrics). fn must return quickly.
+func WithSnapshotHook(fn func(root string, seq uint64, err error)) Option {
+	return func(c *config) error {
+		c.onSnap = fn
 		return nil
 	}
 }

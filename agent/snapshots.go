@@ -49,6 +49,9 @@ func (rt *Runtime) maybeSnapshot(st *rootState) {
 			rt.maybeSnapshot(st) // events folded meanwhile may call for the next one
 		}
 		st.mu.Unlock()
+		if h := rt.cfg.onSnap; h != nil {
+			h(root, upTo, err)
+		}
 		if err != nil {
 			rt.lg.Warn("snapshot failed", "root", root, "seq", upTo, "err", err)
 			return

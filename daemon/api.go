@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -127,25 +125,48 @@ type (
 		// before; Seq is the original's.
 		Replayed bool `json:"replayed,omitempty"`
 	}
-	// CapabilityView is an effective capability with the chain that limits it.
+	// Grant is a capability as the API writes it: every field present,
+	// an empty include or exclude as [] (an absent exclude would read as
+	// the default "_*").
+	Grant struct {
+		Kind       events.Kind       `json:"kind"`
+		Name       string            `json:"name"`
+		Include    []string          `json:"include"`
+		Exclude    []string          `json:"exclude"`
+		Visibility events.Visibility `json:"visibility"`
+	}
+	// CapabilityView is what an agent may use of one capability.
+	// Effective is the one grant the chain comes to (includes
+	// intersected, excludes united: projector.Effective.Intersected);
+	// Exact is false when some pair of glob includes could not be written
+	// as one pattern, which Effective then leaves out (it is never wider
+	// than the chain; Members and Chain are the authority). Members are
+	// the names the agent may use among those listed (MembersFrom:
+	// "catalog", the daemon's catalog; "recipe", the literal names in the
+	// chain's includes, or a function's or type's own name; "none": no
+	// list, Members is [] and Effective's patterns are the answer).
+	// Chain is the explanation: the grants that limit it, root first.
 	CapabilityView struct {
-		Capability events.Capability   `json:"capability"`
-		Chain      []events.Capability `json:"chain"`
+		Effective   Grant    `json:"effective"`
+		Exact       bool     `json:"exact"`
+		Members     []string `json:"members"`
+		MembersFrom string   `json:"members_from"`
+		Chain       []Grant  `json:"chain"`
 	}
 	// AgentView describes an agent's recipe and lineage facts.
 	AgentView struct {
-		Root       string              `json:"root"`
-		Path       string              `json:"path"`
-		Primer     string              `json:"primer"`
-		Creator    string              `json:"creator"`
-		CreatedSeq uint64              `json:"created_seq"`
-		CreatedAt  time.Time           `json:"created_at"`
-		Retired    bool                `json:"retired"`
-		RetiredSeq uint64              `json:"retired_seq,omitempty"`
-		Granted    []events.Capability `json:"granted"`
-		Effective  []CapabilityView    `json:"effective"`
-		Tasks      []events.TaskDef    `json:"tasks"`
-		Seq        uint64              `json:"seq"`
+		Root       string           `json:"root"`
+		Path       string           `json:"path"`
+		Primer     string           `json:"primer"`
+		Creator    string           `json:"creator"`
+		CreatedSeq uint64           `json:"created_seq"`
+		CreatedAt  time.Time        `json:"created_at"`
+		Retired    bool             `json:"retired"`
+		RetiredSeq uint64           `json:"retired_seq,omitempty"`
+		Granted    []Grant          `json:"granted"`
+		Effective  []CapabilityView `json:"effective"`
+		Tasks      []events.TaskDef `json:"tasks"`
+		Seq        uint64           `json:"seq"`
 
 		// CreatorOnBehalfOfClaimed: the creation's claimed on-behalf-of,
 		// unchecked (see Step).
@@ -184,79 +205,9 @@ type (
 	}
 )
 
-// apiError is an error with the micro error code to answer with.
-type apiError struct {
-	code string
-	err  error
-}
-
-func (e *apiError) Error() string { return e.err.Error() }
-func (e *apiError) Unwrap() error { return e.err }
-
-func badRequest(format string, a ...any) error {
-	return &apiError{code: "400", err: fmt.Errorf(format, a...)}
-}
-
-// codeOf maps domain errors to micro error codes (HTTP-like).
-func codeOf(err error) string {
-	var ae *apiError
-	switch {
-	case errors.As(err, &ae):
-		return ae.code
-	case errors.Is(err, events.ErrTooLarge):
-		return "413"
-	case errors.Is(err, events.ErrInvalidName), errors.Is(err, events.ErrMalformed), errors.Is(err, agent.ErrInvalidArgs):
-		return "400"
-	case errors.Is(err, events.ErrEscalation):
-		return "403"
-	case errors.Is(err, events.ErrNotFound), errors.Is(err, agent.ErrRootNotRegistered):
-		return "404"
-	case errors.Is(err, events.ErrExists), errors.Is(err, events.ErrConflict):
-		return "409"
-	case errors.Is(err, events.ErrRetired), errors.Is(err, events.ErrMigrated), errors.Is(err, agent.ErrRootChanged):
-		return "410"
-	case errors.Is(err, agent.ErrUnknownCapability), errors.Is(err, agent.ErrNoExecutor):
-		return "501"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "504"
-	}
-	return "500"
-}
-
-// MaxRequestBytes bounds a request body: a larger one is answered 413
-// before it is decoded. It holds the largest event (events.MaxEventBytes)
-// as JSON with room to spare, and stays under the NATS server's default
-// max_payload (1 MiB).
-const MaxRequestBytes = 768 << 10
-
-// decode parses a request body strictly: one JSON object, no unknown field.
-func decode(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 {
-		return badRequest("empty request: send a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return badRequest("malformed JSON at byte %d: %v", se.Offset, err)
-		case errors.As(err, &te):
-			return badRequest("field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
-		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return badRequest("%s is not a field of this request", strings.TrimPrefix(err.Error(), "json: "))
-		}
-		return badRequest("malformed JSON: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("trailing data after the JSON object")
-	}
-	return nil
-}
-
-// handle wraps an endpoint: decode, run with a deadline, reply JSON or a
-// micro error, record latency.
+// handle wraps an endpoint: it admits the request and hands it to the
+// pool (pool.go); the health probe runs at once, so that it is answered
+// while the pool is saturated.
 func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any, error)) micro.HandlerFunc {
 	return func(r micro.Request) {
 		start := time.Now()
@@ -266,44 +217,98 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 			d.metrics.request(name, "403", time.Since(start))
 			return
 		}
+		rp := &replier{d: d, endpoint: name, subject: r.Reply(), start: start}
 		if !d.enter() {
-			_ = r.Error("503", "agentd is shutting down: send the request again (another daemon of the queue group, or this one restarted, takes it)", nil)
-			d.metrics.request(name, "503", time.Since(start))
+			rp.send("503", "agentd is shutting down: send the request again (another daemon of the queue group, or this one restarted, takes it)", nil)
 			return
 		}
-		defer d.inflight.Done()
-		var req Req
-		var out any
-		var err error
-		if n := len(r.Data()); n > MaxRequestBytes {
-			err = fmt.Errorf("%w: the request body is %d bytes, the limit is %d: send less (the size limits are in ARCHITECTURE.md)", events.ErrTooLarge, n, MaxRequestBytes)
-		} else if _, ok := any(&req).(bodyOptional); !ok || len(bytes.TrimSpace(r.Data())) > 0 {
-			err = decode(r.Data(), &req)
+		data := r.Data()
+		ctx, cancel := context.WithDeadline(d.ctx, start.Add(d.cfg.RequestTimeout))
+		ctx = withCaller(ctx, d.callerOf(r))
+		work := func() {
+			defer d.inflight.Done()
+			defer cancel()
+			serve(d, ctx, rp, data, fn)
 		}
-		if err == nil {
-			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
-			ctx = withCaller(ctx, d.callerOf(r))
-			out, err = call(d, ctx, name, fn, &req)
+		if name == epHealth {
+			work()
+			return
+		}
+		if !d.pool.submit(work) {
 			cancel()
+			d.inflight.Done()
+			d.metrics.saturatedReq(name)
+			rp.send("503", d.saturated(r.Subject()), nil)
 		}
-		var body []byte
-		if err == nil {
-			body, err = json.Marshal(out)
-			if limit := d.nc.MaxPayload(); err == nil && int64(len(body)) > limit {
-				// Sent, it would be refused by the client library and the
-				// caller would wait for its timeout without a word.
-				err = &apiError{code: "413", err: fmt.Errorf("the reply holds %d bytes, more than the NATS server's max_payload of %d: ask for less (agent.list takes a path) or raise max_payload", len(body), limit)}
+	}
+}
+
+// serve runs one request on a worker: decode, check, run with the
+// request's deadline, answer.
+func serve[Req any](d *Daemon, ctx context.Context, rp *replier, data []byte, fn func(context.Context, *Req) (any, error)) {
+	name := rp.endpoint
+	d.metrics.running.Inc()
+	defer d.metrics.running.Dec()
+	if d.ctx.Err() != nil {
+		rp.send("503", "agentd is shutting down: send the request again (another daemon of the queue group, or this one restarted, takes it)", nil)
+		return
+	}
+	if ctx.Err() != nil {
+		rp.send(codeOf(ctx.Err()), fmt.Sprintf("%s: waited for a worker past the request deadline of %s (all %d workers busy): %v", name, d.cfg.RequestTimeout, d.pool.workers, ctx.Err()), nil)
+		return
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		timer := time.AfterFunc(time.Until(dl)+lateGrace, func() {
+			if rp.send("504", fmt.Sprintf("%s: no answer within the request deadline of %s: the work goes on; a write may still be stored (retry it with the same idempotency_key)", name, d.cfg.RequestTimeout), nil) {
+				d.metrics.late.WithLabelValues(name).Inc()
 			}
+		})
+		defer timer.Stop()
+	}
+	var req Req
+	var out any
+	var err error
+	if n := len(data); n > MaxRequestBytes {
+		err = fmt.Errorf("%w: the request body is %d bytes, the limit is %d: send less (the size limits are in ARCHITECTURE.md)", events.ErrTooLarge, n, MaxRequestBytes)
+	} else if _, ok := any(&req).(bodyOptional); !ok || len(bytes.TrimSpace(data)) > 0 {
+		err = decode(data, &req)
+	}
+	if err == nil {
+		if v, ok := any(&req).(validator); ok {
+			err = v.validate()
 		}
-		code := "200"
-		if err != nil {
-			code = codeOf(err)
-			d.log.Debug("request failed", keyEndpoint, name, keyCode, code, keyErr, err)
-			_ = r.Error(code, err.Error(), nil)
-		} else if rerr := r.Respond(body); rerr != nil {
-			d.log.Warn("reply failed", keyEndpoint, name, keyErr, rerr)
+	}
+	if err == nil {
+		out, err = call(d, ctx, name, fn, &req)
+	}
+	var body []byte
+	if err == nil {
+		body, err = json.Marshal(out)
+		if limit := d.nc.MaxPayload(); err == nil && int64(len(body)) > limit {
+			// Sent, it would be refused by the client library and the
+			// caller would wait for its timeout without a word.
+			err = &apiError{code: "413", err: fmt.Errorf("the reply holds %d bytes, more than the NATS server's max_payload of %d: ask for less (agent.list takes a path) or raise max_payload", len(body), limit)}
 		}
-		d.metrics.request(name, code, time.Since(start))
+	}
+	if err != nil {
+		code := codeOf(err)
+		if errors.Is(err, events.ErrConflict) {
+			d.metrics.conflicts.WithLabelValues(name).Inc()
+		}
+		if code == "503" && d.ctx.Err() != nil {
+			err = fmt.Errorf("agentd is shutting down: send the request again: %w", err)
+		}
+		d.log.Debug("request failed", keyEndpoint, name, keyCode, code, keyErr, err)
+		if !rp.send(code, err.Error(), nil) {
+			d.log.Warn("request finished after its deadline; the caller was answered 504", keyEndpoint, name, keyCode, code, "took", time.Since(rp.start).Round(time.Millisecond), keyErr, err)
+		}
+		return
+	}
+	if w, ok := out.(*WriteReply); ok && w.Replayed {
+		d.metrics.replays.WithLabelValues(name).Inc()
+	}
+	if !rp.send("", "", body) {
+		d.log.Warn("request finished after its deadline; the caller was answered 504", keyEndpoint, name, "took", time.Since(rp.start).Round(time.Millisecond))
 	}
 }
 
@@ -406,12 +411,69 @@ func (d *Daemon) retire(ctx context.Context, req *RetireRequest) (any, error) {
 	return reply(req.Root, req.Path, "", rc), nil
 }
 
-func effectiveViews(eff []projector.Effective) []CapabilityView {
+func grantOf(c events.Capability) Grant {
+	c = c.Normalized()
+	g := Grant{Kind: c.Kind, Name: c.Name, Include: c.Include, Exclude: c.Exclude, Visibility: c.Visibility}
+	if g.Include == nil {
+		g.Include = []string{}
+	}
+	if g.Exclude == nil {
+		g.Exclude = []string{}
+	}
+	return g
+}
+
+// capabilityView is the effective capability of e, with its members where
+// the daemon's catalog or the recipe lists them.
+func (d *Daemon) capabilityView(e projector.Effective) CapabilityView {
+	eff, exact := e.Intersected()
+	v := CapabilityView{Effective: grantOf(eff), Exact: exact, Members: []string{}, MembersFrom: "none", Chain: make([]Grant, 0, len(e.Chain))}
+	for _, c := range e.Chain {
+		v.Chain = append(v.Chain, grantOf(c))
+	}
+	names, listed := d.cfg.Catalog.Listed(e.Capability.Kind, e.Capability.Name)
+	switch {
+	case e.Capability.Kind != events.KindModule: // one function or type: the capability is its one member
+		v.Members, v.MembersFrom = []string{e.Capability.Name}, "recipe"
+		if listed {
+			v.MembersFrom = "catalog"
+		}
+	case listed:
+		v.Members, v.MembersFrom = e.Members(names), "catalog"
+	default:
+		var listed []string
+		for _, c := range e.Chain {
+			for _, p := range c.Include {
+				if !events.IsPattern(p) {
+					listed = append(listed, p)
+				}
+			}
+		}
+		if len(listed) > 0 {
+			v.Members, v.MembersFrom = e.Members(listed), "recipe"
+		}
+	}
+	if v.Members == nil {
+		v.Members = []string{}
+	}
+	return v
+}
+
+func (d *Daemon) effectiveViews(eff []projector.Effective) []CapabilityView {
 	out := make([]CapabilityView, 0, len(eff))
 	for _, e := range eff {
-		out = append(out, CapabilityView{Capability: e.Capability, Chain: e.Chain})
+		out = append(out, d.capabilityView(e))
 	}
 	return out
+}
+
+// minSeq is a request's min_seq for the runtime: the largest value stays
+// a sequence to wait for (to the runtime it would mean "the latest").
+func minSeq(seq uint64) uint64 {
+	if seq == agent.LatestSeq {
+		return seq - 1
+	}
+	return seq
 }
 
 func (d *Daemon) resolve(ctx context.Context, req *ResolveRequest) (any, error) {
@@ -419,13 +481,13 @@ func (d *Daemon) resolve(ctx context.Context, req *ResolveRequest) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	t, err := d.rt.Resolve(agent.WithMinSeq(ctx, req.MinSeq), ref)
+	t, err := d.rt.Resolve(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), ref)
 	if err != nil {
 		return nil, err
 	}
 	out := &ResolveReply{Ref: ref.String(), RootName: t.RootName, Path: ref.Path, Primer: t.Primer, Task: t.Def, Migrated: t.Migrated, Seq: t.Seq}
 	for _, c := range t.Capabilities {
-		out.Capabilities = append(out.Capabilities, CapabilityView{Capability: c.Ref, Chain: c.Chain})
+		out.Capabilities = append(out.Capabilities, d.capabilityView(projector.Effective{Capability: c.Ref, Chain: c.Chain}))
 	}
 	if out.Capabilities == nil {
 		out.Capabilities = []CapabilityView{}
@@ -450,7 +512,7 @@ func (d *Daemon) checkRead(req *ReadRequest, needPath bool) error {
 // there): no request to the server when it is there already.
 func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.Registry) (any, error)) (any, error) {
 	var out any
-	err := d.rt.View(agent.WithMinSeq(ctx, req.MinSeq), req.Root, func(reg *projector.Registry) error {
+	err := d.rt.View(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), req.Root, func(reg *projector.Registry) error {
 		if reg.Def == nil {
 			return fmt.Errorf("root %.12s has no history: %w", req.Root, events.ErrNotFound)
 		}
@@ -461,12 +523,12 @@ func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.
 	return out, err
 }
 
-func agentView(reg *projector.Registry, a *projector.Agent) (*AgentView, error) {
+func (d *Daemon) agentView(reg *projector.Registry, a *projector.Agent) (*AgentView, error) {
 	v := &AgentView{Root: reg.Root, Path: a.Path, Primer: a.Primer, Creator: a.Creator, CreatorOnBehalfOfClaimed: a.CreatorOnBehalfOf, CreatedSeq: a.CreatedSeq,
 		CreatedAt: time.Unix(0, a.CreatedAt).UTC(), Retired: a.Retired, RetiredSeq: a.RetiredSeq,
-		Granted: []events.Capability{}, Tasks: []events.TaskDef{}, Seq: reg.Seq}
+		Granted: []Grant{}, Tasks: []events.TaskDef{}, Seq: reg.Seq}
 	for _, k := range sortedKeys(a.Capabilities) {
-		v.Granted = append(v.Granted, a.Capabilities[k].Capability)
+		v.Granted = append(v.Granted, grantOf(a.Capabilities[k].Capability))
 	}
 	for _, k := range sortedKeys(a.Tasks) {
 		v.Tasks = append(v.Tasks, *a.Tasks[k])
@@ -475,7 +537,7 @@ func agentView(reg *projector.Registry, a *projector.Agent) (*AgentView, error) 
 	if err != nil {
 		return nil, err
 	}
-	v.Effective = effectiveViews(eff)
+	v.Effective = d.effectiveViews(eff)
 	return v, nil
 }
 
@@ -497,7 +559,7 @@ func (d *Daemon) describe(ctx context.Context, req *ReadRequest) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return agentView(reg, a)
+		return d.agentView(reg, a)
 	})
 }
 
@@ -523,7 +585,7 @@ func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
 		page, more := reg.Walk(req.Path, req.After, limit)
 		paths = append(paths, page...)
 		for _, p := range paths {
-			v, err := agentView(reg, reg.Agents[p])
+			v, err := d.agentView(reg, reg.Agents[p])
 			if err != nil {
 				return nil, err
 			}
@@ -602,10 +664,19 @@ func (*healthReq) bodyOptional() {}
 
 // health asks the stream for its state without a subject filter: one
 // request whose cost does not grow with roots or subjects.
+// It answers within healthTimeout in every state: a lost connection at
+// once, a stream that does not answer when the timeout ends.
 func (d *Daemon) health(ctx context.Context, _ *healthReq) (any, error) {
+	if !d.nc.IsConnected() {
+		return nil, &apiError{code: "503", err: fmt.Errorf("NATS connection %s: agentd cannot reach the server (it keeps reconnecting)", d.nc.Status())}
+	}
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
 	last, err := d.store.LastStreamSeq(ctx)
 	if err != nil {
-		return nil, &apiError{code: "503", err: fmt.Errorf("stream not reachable: %w", err)}
+		return nil, &apiError{code: "503", err: fmt.Errorf("stream %s did not answer within %s: %w", d.store.Config().Stream, healthTimeout, err)}
 	}
-	return map[string]any{"status": "ok", "stream": d.store.Config().Stream, "last_seq": last, "followed_seq": d.rt.FollowPosition()}, nil
+	followed := d.rt.FollowPosition()
+	return map[string]any{"status": "ok", "stream": d.store.Config().Stream, "last_seq": last, "followed_seq": followed,
+		"lag": last - min(last, followed), "workers": d.pool.workers, "running": d.pool.running.Load(), "queued": d.pool.queued.Load()}, nil
 }

@@ -27,6 +27,7 @@ const (
 	keyCode     = "code"
 	keyErr      = "err"
 	keyRoot     = "root"
+	keyRootName = "root_name"
 	keyURL      = "url"
 	keyDir      = "data"
 )
@@ -72,6 +73,24 @@ type Config struct {
 	// agentd's account (docs/permissions.md, "Who asked").
 	CallerAccounts []string
 	Logger         *slog.Logger // default slog.Default()
+
+	// Workers run API requests concurrently (agentd --workers); default
+	// 64. QueueSize requests wait for a worker before more are answered
+	// 503; default 16 per worker. The health probe runs outside the pool.
+	Workers   int
+	QueueSize int
+	// MetricsTopRoots > 0 adds per-root series (label root and name) for
+	// that many loaded roots with the most events; default 0: no root
+	// label, every metric's label set bounded.
+	MetricsTopRoots int
+	// The follower is reported stalled (WARN, agentreg_follower_stalled)
+	// when it lags the stream's last sequence by more than
+	// FollowerLagThreshold messages (default 10000; 1 means any lag) for
+	// longer than FollowerLagFor (default 30s), checked every
+	// FollowerCheck (default 5s).
+	FollowerLagThreshold uint64
+	FollowerLagFor       time.Duration
+	FollowerCheck        time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -102,6 +121,21 @@ func (c Config) withDefaults() Config {
 	if c.Identity == "" {
 		c.Identity = "agentd"
 	}
+	if c.Workers <= 0 {
+		c.Workers = 64
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 16 * c.Workers
+	}
+	if c.FollowerLagThreshold == 0 {
+		c.FollowerLagThreshold = 10_000
+	}
+	if c.FollowerLagFor == 0 {
+		c.FollowerLagFor = 30 * time.Second
+	}
+	if c.FollowerCheck == 0 {
+		c.FollowerCheck = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -129,6 +163,7 @@ type Daemon struct {
 	http    *http.Server
 	httpLn  net.Listener
 	metrics *metrics
+	pool    *pool
 	wg      sync.WaitGroup
 	errc    chan error
 
@@ -151,7 +186,8 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.APIPrefix == cfg.Stream.Prefix || strings.HasPrefix(cfg.APIPrefix, cfg.Stream.Prefix+".") {
 		return nil, fmt.Errorf("API prefix %q lies under the event prefix %q: the stream would capture API requests; pick another", cfg.APIPrefix, cfg.Stream.Prefix)
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agentd"), metrics: newMetrics(), errc: make(chan error, 4)}
+	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agentd"), metrics: newMetrics(), errc: make(chan error, 4),
+		pool: newPool(cfg.Workers, cfg.QueueSize)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -172,11 +208,12 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.watchConnection()
 	snaps, err := d.openStore(ctx)
 	if err != nil {
 		return nil, err
 	}
-	opts := []agent.Option{agent.WithLog(d.store, snaps), agent.WithCatalog(cfg.Catalog), agent.WithLogger(cfg.Logger),
+	opts := []agent.Option{agent.WithLog(observedLog{d.store, d.metrics.appendConflicts.Inc}, snaps), agent.WithSnapshotHook(d.snapshotted), agent.WithCatalog(cfg.Catalog), agent.WithLogger(cfg.Logger),
 		agent.WithSnapshotEvery(cfg.SnapshotEvery), agent.WithDefaultActor("agentd"), agent.WithMaxLoadedRoots(cfg.MaxLoadedRoots),
 		agent.WithAdoptRoots(), agent.WithFollowHook(func(seq, pending uint64) {
 			d.metrics.eventsSeen.Inc()
@@ -202,6 +239,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.rt.StartFollowing(ctx); err != nil {
 		return nil, err
 	}
+	d.pool.start(d.ctx, &d.wg)
 	if err := d.startService(); err != nil {
 		return nil, err
 	}
@@ -215,8 +253,9 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, err
 		}
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.watchViolations()
+	go d.watchFollower()
 	ok = true
 	return d, nil
 }
@@ -277,11 +316,15 @@ func (d *Daemon) logViolations(root string, seq uint64) {
 	defer cancel()
 	err := d.rt.View(agent.WithMinSeq(ctx, seq), root, func(reg *projector.Registry) error {
 		after := d.violLogged[root]
+		name := "" // a root whose registration was refused has none
+		if reg.Def != nil {
+			name = reg.Def.Name
+		}
 		for _, v := range reg.Violations {
 			if v.Seq <= after {
 				continue
 			}
-			d.log.Warn("event not applied: violation", keyRoot, root, "seq", v.Seq, "subject", v.Subject, "path", v.Path,
+			d.log.Warn("event not applied: violation", keyRoot, root, keyRootName, name, "seq", v.Seq, "subject", v.Subject, "path", v.Path,
 				"type", v.Type, "id", v.EventID, keyCode, v.Code, "reason", v.Reason)
 			d.metrics.violationsLogged.Inc()
 			d.violLogged[root] = max(d.violLogged[root], v.Seq)
@@ -437,6 +480,9 @@ func (d *Daemon) startService() error {
 		Version:     Version,
 		Description: "agentreg registry daemon: durable dynamic agents",
 		QueueGroup:  "agentreg",
+		// Workers answer after micro's handler returned, so micro counts
+		// arrivals only: answers, errors and time are in each endpoint's data.
+		StatsHandler: func(e *micro.Endpoint) any { return d.metrics.endpoint(e.Name).snapshot() },
 	})
 	if err != nil {
 		return fmt.Errorf("start API service: %w", err)
@@ -505,6 +551,7 @@ func (d *Daemon) Close() error {
 	}
 	d.cancel()
 	d.wg.Wait()
+	d.pool.drain() // only if requests outlived the wait above: answered at once, their context is cancelled
 	if d.rt != nil {
 		_ = d.rt.Close() // stops the follower, waits for background snapshots
 	}

@@ -460,7 +460,11 @@ func TestHealthAndMetrics(t *testing.T) {
 	require.Contains(t, body, `agentreg_request_duration_seconds_count{code="200",endpoint="health"}`)
 	require.Contains(t, body, `agentreg_request_duration_seconds_count{code="200",endpoint="root_register"} 1`)
 	require.Contains(t, body, "agentreg_events_followed_total 1")
-	require.Contains(t, body, `agentreg_events_applied_total{root="`+root.Root+`"} 1`)
+	require.Contains(t, body, "agentreg_loaded_roots 1")
+	require.Contains(t, body, "agentreg_loaded_events 1")
+	require.NotContains(t, body, root.Root, "no per-root label unless MetricsTopRoots asks")
+	require.Regexp(t, `agentreg_build_info\{goversion="go[^"]+",revision="[^"]*",version="[^"]+"\} 1`, body)
+	require.Contains(t, body, "agentreg_request_workers 64")
 }
 
 // TestErrors checks that each kind of bad request gets the micro error code

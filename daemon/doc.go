@@ -14,6 +14,12 @@
 //		HTTPAddr: "127.0.0.1:8222",
 //	}, func(d *daemon.Daemon) { log.Println("serving on", d.URL()) })
 //
+// Requests run concurrently on a bounded pool (Config.Workers, QueueSize;
+// a full queue answers 503), each with a deadline from its arrival
+// (Config.RequestTimeout, 504); pool.go says how. Statuses are decided in
+// one place (codeOf, errors.go), after every field is checked (400 naming
+// the field).
+//
 // Lifecycle: Start opens the store (retrying while a cluster elects a
 // leader), starts the follower, then the API and HTTP; it reads nothing
 // per root (roots are adopted from the log and loaded when first used).

@@ -287,7 +287,11 @@ func (env *adversaryEnv) effective(ref agent.TaskRef) (map[string][]string, bool
 	call(env.t, env.client, "task.resolve", daemon.ResolveRequest{Ref: ref.String(), MinSeq: last}, &res)
 	viaAgentd := map[string][]string{}
 	for _, c := range res.Capabilities {
-		viaAgentd[c.Capability.Key()] = allowedBy(append(slices.Clone(c.Chain), c.Capability)...)
+		var chain []events.Capability // the chain and the effective grant agentd answers: they must agree
+		for _, g := range append(slices.Clone(c.Chain), c.Effective) {
+			chain = append(chain, events.Capability{Kind: g.Kind, Name: g.Name, Include: g.Include, Exclude: g.Exclude, Visibility: g.Visibility})
+		}
+		viaAgentd[chain[0].Key()] = allowedBy(chain...)
 	}
 	require.Equal(env.t, lib, viaAgentd, "the library and agentd resolve %s alike", ref)
 	require.Equal(env.t, task.Migrated, res.Migrated)

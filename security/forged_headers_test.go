@@ -331,12 +331,12 @@ func forgedHeaders(t *testing.T, filler int) {
 	call(t, nc, "agent.describe", daemon.ReadRequest{Root: root.Root, Path: "c1", MinSeq: last}, &view)
 	require.GreaterOrEqual(t, view.Seq, last)
 	require.Len(t, view.Effective, 1, "agentd describe: %+v", view.Effective)
-	require.Equal(t, "io", view.Effective[0].Capability.Name)
+	require.Equal(t, "io", view.Effective[0].Effective.Name)
 	call(t, nc, "agent.describe", daemon.ReadRequest{Root: root.Root, Path: "c2", MinSeq: last}, &view)
 	var res daemon.ResolveReply
 	call(t, nc, "task.resolve", daemon.ResolveRequest{Ref: ref.String(), MinSeq: last}, &res)
 	require.Len(t, res.Capabilities, 1, "agentd resolve: %+v", res.Capabilities)
-	require.Equal(t, "io", res.Capabilities[0].Capability.Name)
+	require.Equal(t, "io", res.Capabilities[0].Effective.Name)
 	// ...and agentd logged each forged message as a violation, with its sequence.
 	require.Eventually(t, func() bool {
 		out := logs.String()

@@ -28,6 +28,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -68,6 +69,9 @@ type params struct {
 	growthOps, writeOps               int
 	snapCreates, snapEvery            int
 	agentdRoots, agentdAgents         int
+	loadClients, loadRequests         int
+	loadRoots                         int
+	phases                            string
 	dir                               string
 	profile                           string
 	jsonOnly                          bool
@@ -98,6 +102,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&p.snapEvery, "snap-every", 100, "WithSnapshotEvery of the runtime whose creates cross snapshot points")
 	fs.IntVar(&p.agentdRoots, "agentd-roots", 2_000, "roots in the stream of the second agentd start (0: skip it)")
 	fs.IntVar(&p.agentdAgents, "agentd-agents", 50, "agents per root in the stream of the second agentd start")
+	fs.IntVar(&p.loadClients, "load-clients", 200, "concurrent NATS clients of the agentd-load phase")
+	fs.IntVar(&p.loadRequests, "load-requests", 10, "task.resolve, then agent.create, requests per client in the agentd-load phase")
+	fs.IntVar(&p.loadRoots, "load-roots", 8, "roots the agentd-load phase resolves and creates in (writes to one root are serialised)")
+	fs.StringVar(&p.phases, "phases", "", "comma-separated phases to run (default all): append, history, replay, growth, writes, snapcross, agentd, agentd-load, snapshot, memory; agentd-load alone needs no history")
 	fs.StringVar(&p.dir, "dir", "", "data directory (default: a new temporary one, removed after)")
 	fs.BoolVar(&p.jsonOnly, "json", false, "print only the JSON lines")
 	fs.StringVar(&p.profile, "profile", "", "write a CPU profile of each phase into this directory (append.pprof, replay.pprof, ...)")
@@ -106,6 +114,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if p.small >= p.events || p.roots < p.resolves || p.depth < 1 {
 		return fmt.Errorf("need -small < -events, -roots >= -resolves, -depth >= 1")
+	}
+	if p.loadClients < 1 || p.loadRequests < 1 || p.loadRoots < 1 {
+		return fmt.Errorf("need positive -load-clients, -load-requests and -load-roots")
 	}
 	if p.growthSmall < 2 || p.growthAgents < p.growthSmall || p.growthOps < 1 || p.writeOps < 1 || p.creates < 1 || p.snapCreates < 2 || (p.agentdRoots > 0 && p.agentdAgents < 2) {
 		return fmt.Errorf("need -growth-agents >= -growth-small >= 2, -agentd-agents >= 2, and positive -growth-ops, -write-ops, -creates, -snap-creates")
@@ -119,9 +130,24 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		name string
 		run  func(context.Context) error
 	}{{"append", b.appendFigures}, {"history", b.historyFigures}, {"replay", b.replayFigure}, {"growth", b.growthFigures},
-		{"writes", b.writeFigures}, {"snapcross", b.snapshotCrossing}, {"agentd", b.agentdFigures},
+		{"writes", b.writeFigures}, {"snapcross", b.snapshotCrossing}, {"agentd", b.agentdFigures}, {"agentd-load", b.agentdLoadFigures},
 		{"snapshot", b.snapshotFigure}, {"memory", b.memoryFigure}}
+	want := map[string]bool{}
+	for _, name := range strings.Split(p.phases, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			want[name] = true
+		}
+	}
 	for _, step := range steps {
+		delete(want, step.name)
+	}
+	for name := range want {
+		return fmt.Errorf("-phases: no phase %q\nhint: agentbench -help lists them", name)
+	}
+	for _, step := range steps {
+		if p.phases != "" && !strings.Contains(","+strings.ReplaceAll(p.phases, " ", "")+",", ","+step.name+",") {
+			continue
+		}
 		b.log.Info("phase", "name", step.name)
 		stop, err := b.startProfile(step.name)
 		if err != nil {

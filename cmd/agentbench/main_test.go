@@ -22,7 +22,7 @@ func TestSmallRun(t *testing.T) {
 	err := Run(context.Background(), []string{"-events", "4000", "-roots", "40", "-small", "1500", "-resolves", "10",
 		"-big-agents", "200", "-mem-agents", "500", "-appends", "50", "-pipelined", "300", "-creates", "20",
 		"-growth-agents", "2000", "-growth-ops", "40", "-write-ops", "30", "-snap-creates", "60", "-snap-every", "10",
-		"-agentd-roots", "20", "-agentd-agents", "5", "-json"}, &out, io.Discard)
+		"-agentd-roots", "20", "-agentd-agents", "5", "-load-clients", "20", "-load-requests", "3", "-load-roots", "2", "-json"}, &out, io.Discard)
 	require.NoError(t, err)
 	names := map[string]Figure{}
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
@@ -41,7 +41,8 @@ func TestSmallRun(t *testing.T) {
 		"resolve.cold_p50_at_4000", "resolve.cold_p50_growth", "snapshot.restore_200_agents", "memory.per_agent_500_agents",
 		"create_growth", "grant_growth", "warm_resolve_growth", "cold_resolve_growth", "warm_resolve_p50_ms", "cold_resolve_p50_ms",
 		"create_p50_ms_at_10", "create_p99_ms_at_2000", "grant_vs_append", "create_vs_raw", "create_worst_over_p50",
-		"create_worst_over_p50_at_2000", "create_worst_over_p50_no_snapshots", "create_worst_over_p50_raw_publish", "agentd_start_10k_roots", "agentd_start_20_roots_x_5", "replay_vs_raw"} {
+		"create_worst_over_p50_at_2000", "create_worst_over_p50_no_snapshots", "create_worst_over_p50_raw_publish", "agentd_start_10k_roots", "agentd_start_20_roots_x_5", "replay_vs_raw",
+		"agentd_resolve_p99_20c", "agentd_create_p99_20c", "agentd_resolve_p99_20c.single_call_p50_ms"} {
 		f, ok := names[want]
 		require.True(t, ok, "figure %s missing from %v", want, names)
 		if strings.HasPrefix(want, "append") || strings.HasPrefix(want, "replay") || strings.HasPrefix(want, "snapshot") || strings.HasSuffix(want, "_vs_append") || strings.HasSuffix(want, "_vs_raw") {

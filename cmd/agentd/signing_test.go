@@ -78,7 +78,8 @@ func TestSigningAgentd(t *testing.T) {
 	r := c.call("task.resolve", map[string]any{"ref": h.root + "/math_solver/equation_parser#parse", "min_seq": seq})
 	caps := r["capabilities"].([]any)
 	require.Len(t, caps, 1)
-	own := caps[0].(map[string]any)["capability"].(map[string]any)
+	chain := caps[0].(map[string]any)["chain"].([]any) // root first, the agent's own grant last
+	own := chain[len(chain)-1].(map[string]any)
 	require.Equal(t, []any{"sqrt"}, own["include"], "the forged grant took effect through agentd")
 	text, code = audit()
 	require.Equal(t, 1, code, "audit after a forgery:\n%s", text)

@@ -1,0 +1,310 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+
+	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/events"
+)
+
+// apiError is an error with the micro error code to answer with.
+type apiError struct {
+	code string
+	err  error
+}
+
+func (e *apiError) Error() string { return e.err.Error() }
+func (e *apiError) Unwrap() error { return e.err }
+
+func badRequest(format string, a ...any) error {
+	return &apiError{code: "400", err: fmt.Errorf(format, a...)}
+}
+
+// fieldError is a request field that is not valid: 400 (413 when it is
+// over a size limit), its message naming the field.
+type fieldError struct {
+	field string
+	err   error
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
+
+// invalid wraps err, if any, as the error of a request field.
+func invalid(field string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &fieldError{field: field, err: err}
+}
+
+// codeOf maps an error to the micro error code (HTTP-like) a reply
+// carries: the one place that decides a status.
+//
+//	400 a bad request: malformed JSON, an invalid field (named), bad task arguments
+//	403 an escalation (a grant beyond what the parent holds)
+//	404 no such root, agent or task
+//	409 exists, or the agent's history moved on (conflict)
+//	410 retired, migrated, or the root definition changed
+//	413 over a size limit
+//	501 a capability or executor this daemon lacks
+//	503 not reachable now, shutting down, saturated
+//	504 the request's deadline passed (a min_seq the stream has not reached)
+//	500 anything else: a bug or an infrastructure failure
+func codeOf(err error) string {
+	var ae *apiError
+	var fe *fieldError
+	switch {
+	case errors.As(err, &ae):
+		return ae.code
+	case errors.Is(err, events.ErrTooLarge):
+		return "413"
+	case errors.As(err, &fe), errors.Is(err, events.ErrInvalidName), errors.Is(err, events.ErrMalformed), errors.Is(err, agent.ErrInvalidArgs):
+		return "400"
+	case errors.Is(err, events.ErrEscalation):
+		return "403"
+	case errors.Is(err, events.ErrNotFound), errors.Is(err, agent.ErrRootNotRegistered):
+		return "404"
+	case errors.Is(err, events.ErrExists), errors.Is(err, events.ErrConflict):
+		return "409"
+	case errors.Is(err, events.ErrRetired), errors.Is(err, events.ErrMigrated), errors.Is(err, agent.ErrRootChanged):
+		return "410"
+	case errors.Is(err, agent.ErrUnknownCapability), errors.Is(err, agent.ErrNoExecutor):
+		return "501"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "504"
+	case errors.Is(err, context.Canceled):
+		return "503"
+	}
+	return "500"
+}
+
+// MaxRequestBytes bounds a request body: a larger one is answered 413
+// before it is decoded. It holds the largest event (events.MaxEventBytes)
+// as JSON with room to spare, and stays under the NATS server's default
+// max_payload (1 MiB).
+const MaxRequestBytes = 768 << 10
+
+// decode parses a request body strictly: one JSON object, no unknown
+// field. Its errors name JSON types and the request's fields, never Go
+// types.
+func decode(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return badRequest("empty request: send a JSON object with fields %s", fieldList(v))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return badRequest("malformed JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
+		case errors.As(err, &te) && te.Field == "":
+			return badRequest("body must be a JSON object with fields %s, got JSON %s", fieldList(v), te.Value)
+		case errors.As(err, &te):
+			return badRequest("field %q: want JSON %s, got JSON %s", te.Field, jsonType(te.Type), te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return badRequest("%s is not a field of this request (its fields: %s)", strings.TrimPrefix(err.Error(), "json: "), fieldList(v))
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return badRequest("malformed JSON: the body ends inside a value")
+		}
+		return badRequest("malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// fieldList names the JSON fields of a request type: "root, path, min_seq".
+func fieldList(v any) string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t.NumField() == 0 {
+		return "(none)"
+	}
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		names = append(names, name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// jsonType names the JSON type a Go type decodes from.
+func jsonType(t reflect.Type) string {
+	if t == nil {
+		return "value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	}
+	return "value"
+}
+
+// validator checks a decoded request's fields before any work: every
+// input the runtime would refuse as invalid is refused here with the
+// field's name (400, or 413 over a size limit).
+type validator interface{ validate() error }
+
+func checkRoot(root string) error { return invalid("root", events.ValidateFingerprint(root)) }
+
+func checkPath(field, path string) error {
+	if path == "" {
+		return nil
+	}
+	return invalid(field, events.ValidatePath(path))
+}
+
+// checkAgent checks the path of an agent a write changes: required (the
+// root itself is changed only by registering a new root).
+func checkAgent(path string) error { return invalid("path", events.ValidatePath(path)) }
+
+func checkCapabilities(field string, caps []events.Capability) error {
+	seen := map[string]bool{}
+	for i, c := range caps {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if err := c.Validate(); err != nil {
+			return invalid(f, err)
+		}
+		if seen[c.Key()] {
+			return invalid(f, fmt.Errorf("capability %s %q appears twice", c.Kind, c.Name))
+		}
+		seen[c.Key()] = true
+	}
+	return nil
+}
+
+func checkTasks(field string, tasks []events.TaskDef) error {
+	seen := map[string]bool{}
+	for i, t := range tasks {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if err := t.Validate(); err != nil {
+			return invalid(f, err)
+		}
+		if seen[t.Name] {
+			return invalid(f, fmt.Errorf("task %q appears twice", t.Name))
+		}
+		seen[t.Name] = true
+	}
+	return nil
+}
+
+func (r *RegisterRootRequest) validate() error { return invalid("def", r.Def.Validate()) }
+
+func (r *CreateRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	if err := checkPath("parent", r.Parent); err != nil {
+		return err
+	}
+	if err := invalid("name", events.ValidateSegment(r.Name)); err != nil {
+		return err
+	}
+	if err := checkCapabilities("capabilities", r.Capabilities); err != nil {
+		return err
+	}
+	return checkTasks("tasks", r.Tasks)
+}
+
+func (r *GrantRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	if err := checkAgent(r.Path); err != nil {
+		return err
+	}
+	return invalid("capability", r.Capability.Validate())
+}
+
+func (r *RevokeRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	if err := checkAgent(r.Path); err != nil {
+		return err
+	}
+	switch r.Kind {
+	case events.KindModule, events.KindFunc, events.KindType:
+	default:
+		return invalid("kind", fmt.Errorf("%q is not one of module, fn, type", r.Kind))
+	}
+	return invalid("name", events.Capability{Kind: r.Kind, Name: r.Name}.Validate())
+}
+
+func (r *DefineTaskRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	if err := checkAgent(r.Path); err != nil {
+		return err
+	}
+	return invalid("task", r.Task.Validate())
+}
+
+func (r *RetireRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	return checkAgent(r.Path)
+}
+
+func (r *ReadRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	if err := checkPath("path", r.Path); err != nil {
+		return err
+	}
+	if err := checkPath("after", r.After); err != nil {
+		return err
+	}
+	if r.Limit < 0 {
+		return invalid("limit", fmt.Errorf("%d is negative: want 1..%d, or 0 for %d", r.Limit, maxListPage, maxListPage))
+	}
+	return nil
+}
+
+func (r *ResolveRequest) validate() error {
+	_, err := agent.ParseTaskRef(r.Ref)
+	return invalid("ref", err)
+}
+
+func (r *InvokeRequest) validate() error {
+	_, err := agent.ParseTaskRef(r.Ref)
+	return invalid("ref", err)
+}
