@@ -200,7 +200,7 @@ func TestEffectiveCapability(t *testing.T) {
 	setup := func(c *client) string {
 		var root daemon.WriteReply
 		c.call("root.register", map[string]any{"def": map[string]any{"name": "calc", "primer": "You calculate.",
-			"capabilities": []any{grant("*")}}}, &root)
+			"caps": []any{grant("*")}}}, &root)
 		var w daemon.WriteReply
 		c.call("agent.create", map[string]any{"root": root.Root, "name": "p", "capabilities": []any{grant("sqrt", "sin", "abs")}}, &w)
 		c.call("agent.create", map[string]any{"root": root.Root, "parent": "p", "name": "c", "capabilities": []any{grant("sqrt", "sin")},
