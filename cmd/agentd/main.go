@@ -175,7 +175,7 @@ func checkOverrides(fs *flag.FlagSet, cfg daemon.Config) error {
 	if cfg.Conn.URL != "" {
 		for _, name := range []string{"host", "port", "data", "nats-config"} {
 			if how, ok := given[name]; ok {
-				return fmt.Errorf("%s: agentd connects to NATS at %s (--nats-url or NATS_URL) and embeds no server; drop %s: %w", how, cfg.Conn.URL, how, errUsage)
+				return fmt.Errorf("%s: agentd connects to NATS at %s (--nats-url or NATS_URL) and embeds no server; drop %s\nhint: run 'agentd --help': %w", how, cfg.Conn.URL, how, errUsage)
 			}
 		}
 		return nil
@@ -193,14 +193,14 @@ func checkOverrides(fs *flag.FlagSet, cfg daemon.Config) error {
 			continue
 		}
 		if sc.SetsHost || sc.SetsPort {
-			return fmt.Errorf("%s: the --nats-config file %s sets the listen address (listen/host/port: %s); change it there, or drop %s: %w",
+			return fmt.Errorf("%s: the --nats-config file %s sets the listen address (listen/host/port: %s); change it there, or drop %s\nhint: run 'agentd --help': %w",
 				how, cfg.NATSConfig, sc.Listen, how, errUsage)
 		}
-		return fmt.Errorf("%s: with --nats-config the file %s sets the listen address; it has no listen, so the server listens on %s: add listen: <host>:<port> to it, or drop %s: %w",
+		return fmt.Errorf("%s: with --nats-config the file %s sets the listen address; it has no listen, so the server listens on %s: add listen: <host>:<port> to it, or drop %s\nhint: run 'agentd --help': %w",
 			how, cfg.NATSConfig, sc.Listen, how, errUsage)
 	}
 	if how, ok := given["data"]; ok && sc.StoreDir != "" {
-		return fmt.Errorf("%s: the --nats-config file %s sets the store directory (jetstream store_dir: %s); change it there, or drop %s: %w",
+		return fmt.Errorf("%s: the --nats-config file %s sets the store directory (jetstream store_dir: %s); change it there, or drop %s\nhint: run 'agentd --help': %w",
 			how, cfg.NATSConfig, sc.StoreDir, how, errUsage)
 	}
 	return nil
