@@ -228,7 +228,9 @@ func TestConfigOverrides(t *testing.T) {
 		{"DataWithStoreDir", nil, []string{"--nats-config", withListen, "--data", filepath.Join(dir, "data")},
 			fmt.Sprintf("agentd: --data %s: the --nats-config file %s sets the store directory (jetstream store_dir: %s); change it there, or drop --data", filepath.Join(dir, "data"), withListen, store)},
 		{"DataWithExternal", nil, []string{"--nats-url", "nats://127.0.0.1:1", "--data", "x"},
-			"agentd: --data x: agentd connects to NATS at nats://127.0.0.1:1 (--nats-url or NATS_URL) and embeds no server; drop --data x"},
+			"agentd: --data x: with --nats-url nats://127.0.0.1:1 agentd connects to that server and embeds none; drop --data x, or the URL"},
+		{"ConfigWithNATSURLEnv", []string{"NATS_URL=nats://127.0.0.1:1"}, []string{"--nats-config", withListen},
+			"agentd: --nats-config " + withListen + ": with NATS_URL=nats://127.0.0.1:1 in the environment (the nats CLI's variable too) agentd connects to that server and embeds none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := runAgentd(t, tc.env, tc.args...)

@@ -173,9 +173,13 @@ func checkOverrides(fs *flag.FlagSet, cfg daemon.Config) error {
 		}
 	}
 	if cfg.Conn.URL != "" {
+		external := "NATS_URL=" + cfg.Conn.URL + " in the environment (the nats CLI's variable too)"
+		if _, ok := given["nats-url"]; ok {
+			external = "--nats-url " + cfg.Conn.URL
+		}
 		for _, name := range []string{"host", "port", "data", "nats-config"} {
 			if how, ok := given[name]; ok {
-				return fmt.Errorf("%s: agentd connects to NATS at %s (--nats-url or NATS_URL) and embeds no server; drop %s\nhint: run 'agentd --help': %w", how, cfg.Conn.URL, how, errUsage)
+				return fmt.Errorf("%s: with %s agentd connects to that server and embeds none; drop %s, or the URL\nhint: run 'agentd --help': %w", how, external, how, errUsage)
 			}
 		}
 		return nil
