@@ -42,10 +42,13 @@ type Config struct {
 	DataDir    string // default "./data"
 	Host       string // default 127.0.0.1
 	Port       int    // default 4222; -1 picks a free port
-	NATSConfig string // a nats-server configuration file (cluster routes, accounts, TLS, auth)
+	NATSConfig string // a nats-server configuration file (cluster routes, accounts, TLS, auth); it sets the listen address, so Host and Port are ignored with it
 
-	Conn   natsstore.ConnectOptions // an external server or cluster: Conn.URL set
-	Stream natsstore.Config         // stream and bucket names, replicas, limits
+	// Conn: an external server or cluster when Conn.URL is set; without
+	// it, the credentials (and TLS options) of the embedded server's
+	// in-process connection.
+	Conn   natsstore.ConnectOptions
+	Stream natsstore.Config // stream and bucket names, replicas, limits
 
 	APIPrefix      string         // API subjects <APIPrefix>.<endpoint>; default "agentd"; must lie outside the stream's subjects
 	HTTPAddr       string         // /healthz and /metrics; "" serves no HTTP
@@ -197,11 +200,22 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}()
 	var err error
 	if cfg.Conn.URL == "" {
-		d.emb, err = natsstore.StartEmbedded(natsstore.EmbeddedOptions{Dir: cfg.DataDir, Host: cfg.Host, Port: cfg.Port, ConfigFile: cfg.NATSConfig})
+		eo := natsstore.EmbeddedOptions{Dir: cfg.DataDir, Host: cfg.Host, Port: cfg.Port}
+		if cfg.NATSConfig != "" {
+			eo = natsstore.EmbeddedOptions{Dir: cfg.DataDir, ConfigFile: cfg.NATSConfig}
+		}
+		d.emb, err = natsstore.StartEmbedded(eo)
 		if err != nil {
 			return nil, err
 		}
-		d.nc, err = d.emb.Connect(nats.MaxReconnects(-1), nats.ErrorHandler(d.asyncError))
+		// In-process, with the credentials given (a configuration with
+		// accounts and users admits no one without them).
+		var copts []nats.Option
+		copts, err = cfg.Conn.NATSOptions()
+		if err != nil {
+			return nil, err
+		}
+		d.nc, err = d.emb.Connect(append(copts, nats.MaxReconnects(-1), nats.ErrorHandler(d.asyncError))...)
 	} else {
 		d.nc, err = cfg.Conn.Dial(nats.ErrorHandler(d.asyncError))
 	}

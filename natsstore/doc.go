@@ -11,7 +11,10 @@
 //   - Snapshots implements snapshot.Store on an object store (bodies) and a
 //     KV bucket (per-root index).
 //   - StartEmbedded runs a nats-server with JetStream inside the process,
-//     holding a lock on its data directory; Connect dials an external server.
+//     holding a lock on its data directory (or a configuration file's
+//     store_dir; ReadServerConfig says what a file sets); Embedded.Connect
+//     connects in-process, with credentials when the configuration has
+//     users; Connect dials an external server.
 //
 // Example:
 //

@@ -21,21 +21,29 @@ var ErrStoreLocked = errors.New("store directory in use by another process")
 
 // EmbeddedOptions configure an embedded NATS server.
 type EmbeddedOptions struct {
-	Dir        string // data directory; JetStream stores under it. Required.
-	Host       string // listen host; default 127.0.0.1
-	Port       int    // listen port; default -1 (a random free port)
-	ConfigFile string // a nats-server configuration file; Dir still sets the store directory unless the file sets one (jetstream { store_dir })
-	NoListen   bool   // accept in-process connections only (no TCP listener)
+	Dir  string // data directory; JetStream stores under it. Required.
+	Host string // listen host; default 127.0.0.1. Not with ConfigFile
+	Port int    // listen port; default -1 (a random free port). Not with ConfigFile
+	// ConfigFile is a nats-server configuration file. It sets the listen
+	// address (a file with no listen, host or net listens on 127.0.0.1,
+	// not nats-server's 0.0.0.0; with no listen or port on 4222), and Dir
+	// sets the store directory unless the file sets one (jetstream {
+	// store_dir }).
+	ConfigFile string
+	NoListen   bool // accept in-process connections only (no TCP listener)
 	Logger     server.Logger
 }
 
 // Embedded is a NATS server with JetStream running inside this process,
 // holding an exclusive lock on the JetStream store directory it uses.
 type Embedded struct {
-	srv     *server.Server
-	store   string // the store directory (the server keeps its JetStream data in store/jetstream)
-	lock    *os.File
-	cleanup func()
+	srv   *server.Server
+	store string // the store directory (the server keeps its JetStream data in store/jetstream)
+	// listenHost is the configured listen host ("" for all interfaces is
+	// 0.0.0.0); host the one clients dial (127.0.0.1 for all interfaces).
+	listenHost, host string
+	lock             *os.File
+	cleanup          func()
 }
 
 const lockName = "agentreg.lock"
@@ -57,12 +65,22 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	var err error
 	opts := &server.Options{}
 	if o.ConfigFile != "" {
+		if o.Host != "" || o.Port != 0 {
+			return nil, fmt.Errorf("embedded server: config file %s sets the listen address; give no host or port with it", o.ConfigFile)
+		}
+		sc, err := ReadServerConfig(o.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("embedded server: %w", err)
+		}
 		opts, err = server.ProcessConfigFile(o.ConfigFile)
 		if err != nil {
 			return nil, fmt.Errorf("embedded server: config file %s: %w", o.ConfigFile, err)
 		}
+		if !sc.SetsHost {
+			opts.Host = DefaultHost
+		}
 	} else {
-		opts.Host = "127.0.0.1"
+		opts.Host = DefaultHost
 		opts.Port = -1
 		if o.Host != "" {
 			opts.Host = o.Host
@@ -124,20 +142,63 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		lock.Close()
 		return nil, err
 	}
-	return &Embedded{srv: srv, store: opts.StoreDir, lock: lock}, nil
+	listenHost := opts.Host
+	if listenHost == "" {
+		listenHost = "0.0.0.0"
+	}
+	host := listenHost
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = DefaultHost
+	}
+	return &Embedded{srv: srv, store: opts.StoreDir, lock: lock, listenHost: listenHost, host: host}, nil
 }
 
 // URL is the client URL the server listens on.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
 
+// ListenAddr is the address the server's client listener is bound to,
+// host as configured (0.0.0.0 for all interfaces) and port as bound, ""
+// without a listener.
+func (e *Embedded) ListenAddr() string {
+	a := e.srv.Addr()
+	if a == nil {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return net.JoinHostPort(e.listenHost, port)
+}
+
 // Server returns the running server.
 func (e *Embedded) Server() *server.Server { return e.srv }
 
-// Connect opens an in-process client connection (no TCP) to the server.
+// Connect opens an in-process client connection (no TCP) to the server,
+// with credentials when its configuration requires them
+// (ConnectOptions.NATSOptions: nats.UserInfo, nats.UserCredentials,
+// nats.NkeyOptionFromSeed...). The connection is a client like any other:
+// authenticated as, and limited to, the user it names. TLS is optional on
+// it (nats-server offers it but does not require it in-process, even with
+// verify: true); TLS options make it a TLS connection, which
+// verify_and_map needs to map the client certificate to a user.
 func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name("agentreg")}, opts...)
-	nc, err := nats.Connect(e.URL(), opts...)
+	opts = append([]nats.Option{nats.InProcessServer(inProcess{e.srv}), nats.Name("agentreg")}, opts...)
+	// A nats:// URL: the server's own is tls:// when it has TLS, which
+	// would make the client start TLS (and verify the server against the
+	// system's CAs) though no TLS option asked for it. TLS options name
+	// the host the server's certificate must hold.
+	url := "nats://" + net.JoinHostPort(e.host, "4222")
+	if a := e.srv.Addr(); a != nil {
+		if _, port, err := net.SplitHostPort(a.String()); err == nil {
+			url = "nats://" + net.JoinHostPort(e.host, port)
+		}
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			return nil, fmt.Errorf("connect to embedded server: %w (its configuration requires authentication: give the credentials of a user it defines)", err)
+		}
 		return nil, fmt.Errorf("connect to embedded server: %w", err)
 	}
 	return nc, nil

@@ -77,7 +77,9 @@ type agentd struct {
 	t        *testing.T
 	name     string
 	args     []string
-	url      string // NATS client URL
+	env      []string      // added to this process's environment
+	natsOpts []nats.Option // how waitReady connects (credentials)
+	url      string        // NATS client URL
 	httpAddr string
 	cmd      *exec.Cmd
 	out      *syncBuffer
@@ -90,8 +92,16 @@ type agentd struct {
 // t.Cleanup if still running, and its output logged if the test failed.
 func startAgentd(t *testing.T, name, url, httpAddr string, args ...string) *agentd {
 	t.Helper()
-	a := &agentd{t: t, name: name, args: args, url: url, httpAddr: httpAddr, out: &syncBuffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(agentdBin, args...)
+	return (&agentd{t: t, name: name, args: args, url: url, httpAddr: httpAddr}).start()
+}
+
+// start starts the process a describes (name, args, env, url, httpAddr).
+func (a *agentd) start() *agentd {
+	t := a.t
+	t.Helper()
+	a.out, a.done, a.state = &syncBuffer{}, make(chan struct{}), nil
+	a.cmd = exec.Command(agentdBin, a.args...)
+	a.cmd.Env = append(os.Environ(), a.env...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	a.started = time.Now()
 	require.NoError(t, a.cmd.Start())
@@ -112,7 +122,7 @@ func startAgentd(t *testing.T, name, url, httpAddr string, args ...string) *agen
 // restart starts the same command again (same data, ports and config).
 func (a *agentd) restart() *agentd {
 	a.t.Helper()
-	return startAgentd(a.t, a.name, a.url, a.httpAddr, a.args...)
+	return (&agentd{t: a.t, name: a.name, args: a.args, env: a.env, natsOpts: a.natsOpts, url: a.url, httpAddr: a.httpAddr}).start()
 }
 
 func (a *agentd) exited() bool {
@@ -155,7 +165,7 @@ func (a *agentd) waitReady(timeout time.Duration) time.Duration {
 			a.t.Fatalf("%s exited during start-up (%v); output:\n%s", a.name, a.state, a.out.String())
 		}
 		if last = a.healthz(); last == nil {
-			if last = healthy(a.url); last == nil {
+			if last = healthy(a.url, a.natsOpts...); last == nil {
 				return time.Since(a.started)
 			}
 		}
@@ -181,8 +191,8 @@ func (a *agentd) healthz() error {
 }
 
 // healthy asks the daemon reached through url for agentd.health.
-func healthy(url string) error {
-	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect())
+func healthy(url string, opts ...nats.Option) error {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Timeout(time.Second), nats.NoReconnect()}, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -579,7 +589,7 @@ func TestCluster(t *testing.T) {
 		httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		url := fmt.Sprintf("nats://127.0.0.1:%d", ports[i])
 		nodes[i] = startAgentd(t, fmt.Sprintf("n%d", i+1), url, httpAddr,
-			"--data", filepath.Join(dir, "data"), "--nats-config", conf, "--replicas", "3", "--http", httpAddr, "--log-level", "debug")
+			"--nats-config", conf, "--replicas", "3", "--http", httpAddr, "--log-level", "debug")
 	}
 	start := time.Now()
 	for _, node := range nodes {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/daemon"
+	"github.com/agentreg/agentreg/natsstore"
 )
 
 func main() {
@@ -65,19 +66,22 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "Usage: agentd [flags]\n\nRuns the agentreg registry daemon. With no flags: an embedded NATS server on 127.0.0.1:4222, data in ./data.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.DataDir, "data", env("AGENTD_DATA", "./data"), "data directory of the embedded server (env AGENTD_DATA)")
-	fs.StringVar(&cfg.Host, "host", env("AGENTD_HOST", "127.0.0.1"), "embedded server: listen host (env AGENTD_HOST)")
-	fs.IntVar(&cfg.Port, "port", envInt("AGENTD_PORT", 4222), "embedded server: client port, -1 for a free one (env AGENTD_PORT)")
-	fs.StringVar(&cfg.NATSConfig, "nats-config", env("AGENTD_NATS_CONFIG", ""), "embedded server: a nats-server configuration file (cluster, accounts, TLS, auth)")
+	fs.StringVar(&cfg.DataDir, "data", env("AGENTD_DATA", "./data"), "data directory of the embedded server; not with a --nats-config that sets store_dir (env AGENTD_DATA)")
+	fs.StringVar(&cfg.Host, "host", env("AGENTD_HOST", "127.0.0.1"), "embedded server: listen host; not with --nats-config (env AGENTD_HOST)")
+	fs.IntVar(&cfg.Port, "port", envInt("AGENTD_PORT", 4222), "embedded server: client port, -1 for a free one; not with --nats-config (env AGENTD_PORT)")
+	fs.StringVar(&cfg.NATSConfig, "nats-config", env("AGENTD_NATS_CONFIG", ""), "embedded server: a nats-server configuration file (cluster, accounts, TLS, auth); it sets the listen address (127.0.0.1:4222 if it has no listen) and, with store_dir, the store directory (env AGENTD_NATS_CONFIG)")
 	fs.StringVar(&cfg.Conn.URL, "nats-url", os.Getenv("NATS_URL"), "connect to this NATS server or cluster instead of embedding one (env NATS_URL)")
-	fs.StringVar(&cfg.Conn.CredsFile, "creds", os.Getenv("NATS_CREDS"), "external server: .creds file (env NATS_CREDS)")
-	fs.StringVar(&cfg.Conn.User, "user", os.Getenv("NATS_USER"), "external server: user (env NATS_USER)")
-	fs.StringVar(&cfg.Conn.Password, "password", os.Getenv("NATS_PASSWORD"), "external server: password (env NATS_PASSWORD)")
-	fs.StringVar(&cfg.Conn.Token, "token", os.Getenv("NATS_TOKEN"), "external server: token (env NATS_TOKEN)")
-	fs.StringVar(&cfg.Conn.NKeySeed, "nkey", os.Getenv("NATS_NKEY"), "external server: file holding an nkey seed (env NATS_NKEY)")
-	fs.StringVar(&cfg.Conn.TLSCA, "tls-ca", os.Getenv("NATS_CA"), "external server: CA certificate (env NATS_CA)")
-	fs.StringVar(&cfg.Conn.TLSCert, "tls-cert", os.Getenv("NATS_CERT"), "external server: client certificate (env NATS_CERT)")
-	fs.StringVar(&cfg.Conn.TLSKey, "tls-key", os.Getenv("NATS_KEY"), "external server: client key (env NATS_KEY)")
+	// Credentials and TLS options serve the embedded server's in-process
+	// connection and an external server alike; their environment
+	// variables are those of the nats CLI.
+	fs.StringVar(&cfg.Conn.User, "user", os.Getenv("NATS_USER"), "NATS user agentd connects as, to the embedded server (a --nats-config with users) or an external one (env NATS_USER)")
+	fs.StringVar(&cfg.Conn.Password, "password", os.Getenv("NATS_PASSWORD"), "the user's password (env NATS_PASSWORD)")
+	fs.StringVar(&cfg.Conn.CredsFile, "creds", os.Getenv("NATS_CREDS"), "a .creds file (user JWT and seed) to connect with (env NATS_CREDS)")
+	fs.StringVar(&cfg.Conn.NKeySeed, "nkey", os.Getenv("NATS_NKEY"), "a file holding the nkey seed of the user to connect as (env NATS_NKEY)")
+	fs.StringVar(&cfg.Conn.Token, "token", os.Getenv("NATS_TOKEN"), "an authentication token (env NATS_TOKEN)")
+	fs.StringVar(&cfg.Conn.TLSCA, "tls-ca", os.Getenv("NATS_CA"), "CA certificate that verifies the server (env NATS_CA)")
+	fs.StringVar(&cfg.Conn.TLSCert, "tls-cert", os.Getenv("NATS_CERT"), "client certificate (env NATS_CERT); with the embedded server it makes the in-process connection TLS (verify_and_map)")
+	fs.StringVar(&cfg.Conn.TLSKey, "tls-key", os.Getenv("NATS_KEY"), "client key (env NATS_KEY)")
 	fs.IntVar(&cfg.Stream.Replicas, "replicas", envInt("AGENTD_REPLICAS", 1), "stream and bucket replicas: 3 on a cluster (env AGENTD_REPLICAS)")
 	fs.StringVar(&cfg.Stream.Stream, "stream", "AGENTREG", "stream name")
 	fs.StringVar(&cfg.Stream.Prefix, "prefix", "agentreg", "subject prefix of the events")
@@ -140,8 +144,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.TrustedSigners = keys
 	}
+	if err := checkOverrides(fs, cfg); err != nil {
+		return err
+	}
 	return daemon.Run(ctx, cfg, func(d *daemon.Daemon) {
-		where := "embedded NATS at " + d.URL() + ", data in " + cfg.DataDir
+		where := "embedded NATS listening on " + d.ListenAddr() + " (" + d.URL() + "), store in " + d.StoreDir()
 		if cfg.Conn.URL != "" {
 			where = "NATS at " + cfg.Conn.URL + " (external)"
 		}
@@ -150,4 +157,56 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "agentd: serving %s.* on %s\n", d.APIPrefix(), where)
 	})
+}
+
+// checkOverrides refuses the flags a setting elsewhere would override,
+// rather than ignore them: with --nats-config the file sets the listen
+// address (so --host and --port), and a file that sets a JetStream
+// store_dir sets where the data is (so --data); with --nats-url nothing is
+// embedded. A flag counts as given when set on the command line or
+// through its environment variable.
+func checkOverrides(fs *flag.FlagSet, cfg daemon.Config) error {
+	given := map[string]string{} // flag -> how it was given
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = "--" + f.Name + " " + f.Value.String() })
+	for name, envName := range map[string]string{"host": "AGENTD_HOST", "port": "AGENTD_PORT", "data": "AGENTD_DATA", "nats-config": "AGENTD_NATS_CONFIG"} {
+		if _, ok := given[name]; !ok && os.Getenv(envName) != "" {
+			given[name] = envName + "=" + os.Getenv(envName)
+		}
+	}
+	if cfg.Conn.URL != "" {
+		external := "NATS_URL=" + cfg.Conn.URL + " in the environment (the nats CLI's variable too)"
+		if _, ok := given["nats-url"]; ok {
+			external = "--nats-url " + cfg.Conn.URL
+		}
+		for _, name := range []string{"host", "port", "data", "nats-config"} {
+			if how, ok := given[name]; ok {
+				return fmt.Errorf("%s: with %s agentd connects to that server and embeds none; drop %s, or the URL\nhint: run 'agentd --help': %w", how, external, how, errUsage)
+			}
+		}
+		return nil
+	}
+	if cfg.NATSConfig == "" {
+		return nil
+	}
+	sc, err := natsstore.ReadServerConfig(cfg.NATSConfig)
+	if err != nil {
+		return fmt.Errorf("--nats-config: %w", err)
+	}
+	for _, name := range []string{"host", "port"} {
+		how, ok := given[name]
+		if !ok {
+			continue
+		}
+		if sc.SetsHost || sc.SetsPort {
+			return fmt.Errorf("%s: the --nats-config file %s sets the listen address (listen/host/port: %s); change it there, or drop %s\nhint: run 'agentd --help': %w",
+				how, cfg.NATSConfig, sc.Listen, how, errUsage)
+		}
+		return fmt.Errorf("%s: with --nats-config the file %s sets the listen address; it has no listen, so the server listens on %s: add listen: <host>:<port> to it, or drop %s\nhint: run 'agentd --help': %w",
+			how, cfg.NATSConfig, sc.Listen, how, errUsage)
+	}
+	if how, ok := given["data"]; ok && sc.StoreDir != "" {
+		return fmt.Errorf("%s: the --nats-config file %s sets the store directory (jetstream store_dir: %s); change it there, or drop %s\nhint: run 'agentd --help': %w",
+			how, cfg.NATSConfig, sc.StoreDir, how, errUsage)
+	}
+	return nil
 }
