@@ -16,6 +16,7 @@ import (
 // code is ever taken from the log. Safe for concurrent use.
 type Catalog struct {
 	symbolic bool
+	lenient  bool // AllowMissingMembers
 	mu       sync.RWMutex
 	modules  map[string]map[string]any
 	funcs    map[string]any
@@ -38,6 +39,17 @@ func SymbolicCatalog() *Catalog {
 	c := NewCatalog()
 	c.symbolic = true
 	return c
+}
+
+// AllowMissingMembers makes resolution leave out a member that a recipe
+// names (a literal name in the include of the agent's own grant) and this
+// catalog's module lacks, instead of failing: for a host that knowingly
+// offers a subset of a module. By default Resolve fails with
+// ErrUnknownMember naming the member and the module.
+func (c *Catalog) AllowMissingMembers() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lenient = true
 }
 
 // AddModule registers a module: members by name (functions or values).
@@ -102,8 +114,15 @@ func (c Capability) MemberNames() []string {
 	return out
 }
 
-// resolve finds an effective capability in the catalog.
+// resolve finds an effective capability in the catalog: every member the
+// agent's own grant names (and its chain allows) must be in the module,
+// unless the catalog allows missing members.
 func (c *Catalog) resolve(e projector.Effective) (Capability, error) {
+	return c.resolveCap(e, true)
+}
+
+// resolveCap is resolve; members says whether named members are checked.
+func (c *Catalog) resolveCap(e projector.Effective, members bool) (Capability, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	ref := e.Capability
@@ -120,6 +139,14 @@ func (c *Catalog) resolve(e projector.Effective) (Capability, error) {
 		for name, v := range m {
 			if e.Allows(name) {
 				out.Members[name] = v
+			}
+		}
+		if members && !c.lenient {
+			for _, name := range ref.Include {
+				if _, ok := m[name]; !ok && !events.IsPattern(name) && e.Allows(name) {
+					return out, fmt.Errorf("capability module %q: the recipe names member %q, which this process's module lacks; "+
+						"add it to the module or let the catalog leave it out (Catalog.AllowMissingMembers): %w", ref.Name, name, ErrUnknownMember)
+				}
 			}
 		}
 	case events.KindFunc:
@@ -140,13 +167,59 @@ func (c *Catalog) resolve(e projector.Effective) (Capability, error) {
 	return out, nil
 }
 
+// moduleMembers returns the member names of a module in the catalog, nil
+// if it has none by that name.
+func (c *Catalog) moduleMembers(name string) []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	m := c.modules[name]
+	if m == nil {
+		return nil
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
 // check reports the first capability of caps the catalog cannot satisfy.
 func (c *Catalog) check(caps []events.Capability) error {
 	for _, cp := range caps {
 		cp = cp.Normalized()
-		if _, err := c.resolve(projector.Effective{Capability: cp, Chain: []events.Capability{cp}}); err != nil {
+		if _, err := c.resolveCap(projector.Effective{Capability: cp, Chain: []events.Capability{cp}}, false); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Member returns the member called name of a resolved capability as a T:
+// a module's function or value, a fn capability's function (under the
+// capability's own name), a type capability's reflect.Type. A member the
+// agent may not use (or the catalog lacks) gives ErrUnknownMember; one of
+// another type ErrMemberType, naming both types.
+func Member[T any](c Capability, name string) (T, error) {
+	var zero T
+	v, ok := c.Members[name]
+	if !ok {
+		return zero, fmt.Errorf("capability %s %q: member %q is not usable by this agent (usable: %v): %w",
+			c.Ref.Kind, c.Ref.Name, name, c.MemberNames(), ErrUnknownMember)
+	}
+	t, ok := v.(T)
+	if !ok {
+		return zero, fmt.Errorf("capability %s %q: member %q is a %T, not a %s: %w",
+			c.Ref.Kind, c.Ref.Name, name, v, reflect.TypeFor[T](), ErrMemberType)
+	}
+	return t, nil
+}
+
+// Func returns the function of a fn capability as an F (say
+// func(string) (float64, error)); see Member for the errors.
+func Func[F any](c Capability) (F, error) {
+	if c.Ref.Kind != events.KindFunc {
+		var zero F
+		return zero, fmt.Errorf("capability %s %q is not a fn: use Member: %w", c.Ref.Kind, c.Ref.Name, ErrMemberType)
+	}
+	return Member[F](c, c.Ref.Name)
 }

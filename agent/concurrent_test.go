@@ -61,10 +61,14 @@ func TestConcurrentChangeBetweenCheckAndAppend(t *testing.T) {
 
 	t.Run("GrantWhileParentLosesIt", func(t *testing.T) {
 		hl.before = func() { require.NoError(t, errOf(other.Revoke(ctx, tr.solver, events.KindModule, "math"))) }
-		_, err := rt.Grant(ctx, tr.parser, mathCap("sin"))
+		_, err := rt.Grant(ctx, tr.parser, mathCap("sin"), agent.Replace())
 		require.ErrorIs(t, err, agent.ErrEscalation)
 		require.ErrorContains(t, err, "not applied")
-		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+		var esc *agent.EscalationError
+		require.ErrorAs(t, err, &esc, "a write refused by the fold still carries the facts")
+		require.Equal(t, tr.solver.Path, esc.Parent)
+		require.Empty(t, esc.Members, "the parent lost the whole capability")
+		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 			require.Empty(t, reg.Agents[tr.parser.Path].Capabilities)
 			return nil
 		}))
@@ -79,7 +83,11 @@ func TestConcurrentChangeBetweenCheckAndAppend(t *testing.T) {
 		_, _, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "kid", Tasks: []events.TaskDef{solveTask()}})
 		require.ErrorIs(t, err, agent.ErrRetired)
 		require.ErrorContains(t, err, "math_solver/kid")
-		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+		var ret *agent.RetiredError
+		require.ErrorAs(t, err, &ret)
+		require.Equal(t, tr.solver.Path, ret.Path)
+		require.NotZero(t, ret.Seq)
+		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 			require.NotContains(t, reg.Agents, "math_solver/kid")
 			return nil
 		}))

@@ -20,8 +20,14 @@
 // Files, one path each: write.go (how a write works), follow.go (how a
 // process stays current), resolve.go, tools.go (tool definitions for a
 // model, contract digests and pinned refs, SchemaFor), snapshots.go (the
-// snapshot policy),
-// context.go (actor, correlation, idempotency key, minimum sequence).
+// snapshot policy), context.go (actor, correlation, idempotency key,
+// minimum sequence), values.go (Describe, List, Lineage: what a registry
+// holds, as values the caller owns), catalog.go (the host's offer; typed
+// access with Member and Func).
+//
+// A root is named by its RootID (its definition's fingerprint), an agent by
+// an AgentRef. Capability semantics (grants, Replace, RevokeMembers) are in
+// docs/capabilities.md.
 //
 // Concurrency: a Runtime is safe for concurrent use. Writes to one root are
 // serialised within the process; across processes each agent's subject is

@@ -93,16 +93,16 @@ func TestIdempotentRetryAfterDedupeWindow(t *testing.T) {
 				require.Equal(t, agent.Receipt{Seq: grc.Seq, Replayed: true}, gagain)
 			})
 		}
-		evs := subjectEvents(t, l, root.Root, "solver")
+		evs := subjectEvents(t, l, string(root.Root), "solver")
 		require.Equal(t, 1, countType(evs, events.AgentCreated), "the create is stored once")
 		require.Equal(t, 1, countType(evs, events.CapabilityGranted), "the grant is stored once")
 		require.Len(t, evs, 3)
 
 		// A new key is a new write: stored, applied.
-		rc3, err := rt2.Grant(agent.WithIdempotencyKey(ctx, "grant-agent-2"), solver, events.Capability{Kind: events.KindType, Name: "Agent"})
+		rc3, err := rt2.Grant(agent.WithIdempotencyKey(ctx, "grant-agent-2"), solver, events.Capability{Kind: events.KindType, Name: "Agent"}, agent.Replace())
 		require.NoError(t, err)
 		require.False(t, rc3.Replayed)
-		require.Len(t, subjectEvents(t, l, root.Root, "solver"), 4)
+		require.Len(t, subjectEvents(t, l, string(root.Root), "solver"), 4)
 	}
 	t.Run("Standalone", func(t *testing.T) {
 		run(t, testutil.RunServer(t).ClientURL(), 1)
@@ -139,7 +139,7 @@ func testCreateRefusedWhole(t *testing.T, follow bool) {
 	require.ErrorIs(t, err, agent.ErrConflict)
 	require.ErrorIs(t, err, agent.ErrEscalation)
 	require.NotZero(t, rc.Seq, "the refused event is stored; its sequence is reported")
-	require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+	require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		require.NotContains(t, reg.Agents, "math_solver/trig", "nothing of the agent is created")
 		return nil
 	}))
@@ -175,10 +175,10 @@ func testGrantRacing(t *testing.T, follow bool) {
 	tr := buildTree(t, other, root)
 	rt, hl := openHooked(t, w, agent.WithFollow(follow))
 	// Load the root in this runtime before the race.
-	require.NoError(t, rt.View(ctx, w.fp, func(*projector.Registry) error { return nil }))
+	require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(*projector.Registry) error { return nil }))
 
 	hl.before = func() { require.NoError(t, errOf(other.Revoke(ctx, tr.solver, events.KindModule, "math"))) }
-	_, err := rt.Grant(ctx, tr.parser, mathCap("sin"))
+	_, err := rt.Grant(ctx, tr.parser, mathCap("sin"), agent.Replace())
 	require.ErrorIs(t, err, agent.ErrConflict)
 	task, err := other.Resolve(agent.WithMinSeq(ctx, agent.LatestSeq), tr.parseRef)
 	require.NoError(t, err)
@@ -201,7 +201,7 @@ func TestReadYourWritesAcrossRuntimesOnCluster(t *testing.T) {
 		return rt
 	}
 	writer, warm := open(srvs[0].ClientURL()), open(srvs[1].ClientURL())
-	root := agent.AgentRef{Root: architectDef().Fingerprint()}
+	root := agent.AgentRef{Root: agent.RootID(architectDef().Fingerprint())}
 	solver, _, err := writer.Create(ctx, root, agent.Spec{Name: "solver", Capabilities: []events.Capability{mathCap("sin")}})
 	require.NoError(t, err)
 	require.NoError(t, warm.View(ctx, root.Root, func(*projector.Registry) error { return nil }))
@@ -241,29 +241,29 @@ func TestKeyedWriteRacingItsRetry(t *testing.T) {
 			_, err = rt.RegisterRoot(ctx, w.def)
 			require.NoError(t, err)
 			if follow {
-				require.NoError(t, rt.View(ctx, w.fp, func(*projector.Registry) error { return nil }))
+				require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(*projector.Registry) error { return nil }))
 			}
 			key := agent.WithIdempotencyKey(ctx, "grant-cos")
 			var first agent.Receipt
 			hl.before = func() {
-				first, err = other.Grant(key, tr.parser, mathCap("sin"))
+				first, err = other.Grant(key, tr.parser, mathCap("sin"), agent.Replace())
 				require.NoError(t, err)
 			}
-			second, err := rt.Grant(key, tr.parser, mathCap("sin"))
+			second, err := rt.Grant(key, tr.parser, mathCap("sin"), agent.Replace())
 			require.NoError(t, err)
 			require.Equal(t, agent.Receipt{Seq: first.Seq, Replayed: true}, second)
 
 			latest := agent.WithMinSeq(ctx, agent.LatestSeq)
-			wantHash, _, err := other.StateHash(latest, w.fp)
+			wantHash, _, err := other.StateHash(latest, agent.RootID(w.fp))
 			require.NoError(t, err)
 			if follow {
-				gotHash, _, err := rt.StateHash(latest, w.fp)
+				gotHash, _, err := rt.StateHash(latest, agent.RootID(w.fp))
 				require.NoError(t, err)
 				require.Equal(t, wantHash, gotHash, "the second process folded its own bytes, not the stored event")
 			}
-			next, err := rt.Grant(ctx, tr.parser, mathCap("sin"))
+			next, err := rt.Grant(ctx, tr.parser, mathCap("sin"), agent.Replace())
 			require.NoError(t, err)
-			require.NoError(t, other.View(agent.WithMinSeq(ctx, next.Seq), w.fp, func(reg *projector.Registry) error {
+			require.NoError(t, other.View(agent.WithMinSeq(ctx, next.Seq), agent.RootID(w.fp), func(reg *projector.Registry) error {
 				require.Empty(t, reg.Violations, "the next write through the second process is applied everywhere")
 				return nil
 			}))

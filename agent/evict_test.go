@@ -29,16 +29,16 @@ func TestMaxLoadedRoots(t *testing.T) {
 		require.NoError(t, err)
 		h, _, err := rt.StateHash(ctx, r.Root)
 		require.NoError(t, err)
-		roots = append(roots, r.Root)
-		hashes[r.Root] = h
+		roots = append(roots, string(r.Root))
+		hashes[string(r.Root)] = h
 	}
 	loaded := map[string]bool{}
 	for _, s := range rt.Stats() {
-		loaded[s.Root] = true
+		loaded[string(s.Root)] = true
 	}
 	require.Len(t, loaded, 2)
 	require.False(t, loaded[roots[0]], "the least recently used root is dropped")
-	h, _, err := rt.StateHash(ctx, roots[0])
+	h, _, err := rt.StateHash(ctx, agent.RootID(roots[0]))
 	require.NoError(t, err)
 	require.Equal(t, hashes[roots[0]], h)
 	require.Len(t, rt.Stats(), 2)
@@ -60,7 +60,7 @@ func TestColdReadsEvictNothing(t *testing.T) {
 	require.Len(t, rt.Stats(), 1)
 	for i := range 20 {
 		unknown := fmt.Sprintf("%064x", i+1)
-		_, err := rt.Resolve(ctx, agent.TaskRef{Root: unknown, Path: "x", Task: "t"})
+		_, err := rt.Resolve(ctx, agent.TaskRef{Root: agent.RootID(unknown), Path: "x", Task: "t"})
 		require.Error(t, err)
 	}
 	stats := rt.Stats()

@@ -167,7 +167,7 @@ func (w *world) openRegistered(opts ...agent.Option) (*agent.Runtime, agent.Agen
 	rt := w.open(opts...)
 	root, err := rt.RegisterRoot(context.Background(), w.def)
 	require.NoError(w.t, err)
-	require.Equal(w.t, w.fp, root.Root)
+	require.Equal(w.t, w.fp, string(root.Root))
 	require.Empty(w.t, root.Path)
 	return rt, root
 }

@@ -8,7 +8,7 @@ import (
 
 // RootStats describes a loaded registry.
 type RootStats struct {
-	Root         string
+	Root         RootID
 	Seq          uint64 // last stream sequence folded
 	Applied      uint64 // records folded (applied or violations)
 	Violations   int    // records not applied
@@ -28,12 +28,12 @@ func (rt *Runtime) Stats() []RootStats {
 	for root, st := range states {
 		st.mu.Lock()
 		if st.reg != nil {
-			out = append(out, RootStats{Root: root, Seq: st.reg.Seq, Applied: st.reg.Count, Violations: len(st.reg.Violations),
+			out = append(out, RootStats{Root: RootID(root), Seq: st.reg.Seq, Applied: st.reg.Count, Violations: len(st.reg.Violations),
 				Agents: len(st.reg.Agents), SnapshotTime: st.snapTime})
 		}
 		st.mu.Unlock()
 	}
-	slices.SortFunc(out, func(a, b RootStats) int { return strings.Compare(a.Root, b.Root) })
+	slices.SortFunc(out, func(a, b RootStats) int { return strings.Compare(string(a.Root), string(b.Root)) })
 	return out
 }
 

@@ -29,7 +29,7 @@ func TestRootChangedAndMigration(t *testing.T) {
 		Tasks: []events.TaskDef{solveTask()},
 	})
 	require.NoError(t, err)
-	ref := agent.TaskRef{Root: w.fp, Path: solver.Path, Task: "solve_math_problem"}
+	ref := agent.TaskRef{Root: agent.RootID(w.fp), Path: solver.Path, Task: "solve_math_problem"}
 	task, err := rt1.Resolve(ctx, ref)
 	require.NoError(t, err)
 	require.Equal(t, []string{"cos", "sin", "tan"}, memberNames(t, task, events.KindModule, "math"))
@@ -59,11 +59,11 @@ func TestRootChangedAndMigration(t *testing.T) {
 	t.Run("MigrateToUnregisteredRoot", func(t *testing.T) {
 		other := w.def
 		other.Primer = "never registered"
-		_, err := rt2.MigrateRoot(ctx, w.fp, other.Fingerprint(), "no")
+		_, err := rt2.MigrateRoot(ctx, agent.RootID(w.fp), agent.RootID(other.Fingerprint()), "no")
 		require.ErrorIs(t, err, agent.ErrRootNotRegistered)
 	})
 
-	require.NoError(t, errOf(rt2.MigrateRoot(ctx, w.fp, v2fp, "release 2")))
+	require.NoError(t, errOf(rt2.MigrateRoot(ctx, agent.RootID(w.fp), agent.RootID(v2fp), "release 2")))
 
 	rt3 := w.open()
 	_, err = rt3.RegisterRoot(ctx, v2)
@@ -87,7 +87,7 @@ func TestRootChangedAndMigration(t *testing.T) {
 
 	l := w.log()
 	seq := lastRootSeq(t, l, w.fp)
-	require.NoError(t, rt1.View(ctx, w.fp, func(reg *projector.Registry) error {
+	require.NoError(t, rt1.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		require.Equal(t, v2fp, reg.MigratedTo)
 		require.Equal(t, seq, reg.MigratedSeq)
 		require.Empty(t, reg.Violations)
@@ -103,7 +103,7 @@ func TestRootChangedAndMigration(t *testing.T) {
 		require.ErrorIs(t, err, agent.ErrMigrated)
 		_, err = rt1.Retire(ctx, solver, "r")
 		require.ErrorIs(t, err, agent.ErrMigrated)
-		_, err = rt2.MigrateRoot(ctx, w.fp, v2fp, "again")
+		_, err = rt2.MigrateRoot(ctx, agent.RootID(w.fp), agent.RootID(v2fp), "again")
 		require.ErrorIs(t, err, agent.ErrMigrated)
 		require.Equal(t, seq, lastRootSeq(t, l, w.fp))
 	})
@@ -116,10 +116,10 @@ func TestRootChangedAndMigration(t *testing.T) {
 	})
 
 	t.Run("NewRootTakesWrites", func(t *testing.T) {
-		_, _, err := rt2.Create(ctx, agent.AgentRef{Root: v2fp}, agent.Spec{Name: "math_solver",
+		_, _, err := rt2.Create(ctx, agent.AgentRef{Root: agent.RootID(v2fp)}, agent.Spec{Name: "math_solver",
 			Capabilities: []events.Capability{mathCap("sin")}})
 		require.NoError(t, err)
-		_, _, err = rt2.Create(ctx, agent.AgentRef{Root: v2fp}, agent.Spec{Name: "trig",
+		_, _, err = rt2.Create(ctx, agent.AgentRef{Root: agent.RootID(v2fp)}, agent.Spec{Name: "trig",
 			Capabilities: []events.Capability{mathCap("tan")}})
 		require.ErrorIs(t, err, agent.ErrEscalation, "release 2 does not hold tan")
 	})

@@ -28,7 +28,7 @@ func TestPoisonMessages(t *testing.T) {
 	nc := testutil.Connect(t, w.url)
 	subj := func(path string) string { return events.Subject("agentreg", w.fp, path) }
 	lastHash := func(path string) (h string) {
-		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error { h = reg.LastHash(path); return nil }))
+		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error { h = reg.LastHash(path); return nil }))
 		return h
 	}
 	raw := func(e *events.Event) []byte {
@@ -83,7 +83,7 @@ func TestPoisonMessages(t *testing.T) {
 	fresh := w.open()
 	_, err := fresh.RegisterRoot(ctx, w.def)
 	require.NoError(t, err)
-	require.NoError(t, fresh.View(ctx, w.fp, func(reg *projector.Registry) error {
+	require.NoError(t, fresh.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		got := map[uint64]string{}
 		for _, v := range reg.Violations {
 			got[v.Seq] = v.Code

@@ -7,14 +7,29 @@ import (
 	"github.com/agentreg/agentreg/events"
 )
 
-// AgentRef names an agent: its root's fingerprint and its path under the
-// root ("" is the root itself).
+// RootID identifies a root: the fingerprint of its definition (64
+// lowercase hex digits, events.RootDef.Fingerprint). Every API of this
+// package that means a root takes or returns one.
+type RootID string
+
+// Validate checks the fingerprint's form.
+func (r RootID) Validate() error { return events.ValidateFingerprint(string(r)) }
+
+func (r RootID) String() string { return string(r) }
+
+// AgentRef names an agent: its root and its path under the root ("" is the
+// root itself).
 type AgentRef struct {
-	Root string `json:"root"`
+	Root RootID `json:"root"`
 	Path string `json:"path"`
 }
 
-func (a AgentRef) String() string { return a.Root + "/" + a.Path }
+func (a AgentRef) String() string { return string(a.Root) + "/" + a.Path }
+
+// Task returns the reference of the agent's task called name.
+func (a AgentRef) Task(name string) TaskRef {
+	return TaskRef{Root: a.Root, Path: a.Path, Task: name}
+}
 
 // Child returns the reference of a direct child named name.
 func (a AgentRef) Child(name string) AgentRef {
@@ -34,7 +49,7 @@ func (a AgentRef) Child(name string) AgentRef {
 // *ContractChangedError (errors.Is ErrContractChanged) naming both
 // digests. An unpinned ref resolves to the task as it is now.
 type TaskRef struct {
-	Root     string
+	Root     RootID
 	Path     string
 	Task     string
 	Contract string // contract digest the ref is pinned to; "" for none
@@ -47,7 +62,7 @@ func (r TaskRef) Agent() AgentRef { return AgentRef{Root: r.Root, Path: r.Path} 
 func (r TaskRef) Pinned(c string) TaskRef { r.Contract = c; return r }
 
 func (r TaskRef) String() string {
-	s := r.Root + "/" + r.Path + "#" + r.Task
+	s := string(r.Root) + "/" + r.Path + "#" + r.Task
 	if r.Contract != "" {
 		s += "@" + r.Contract
 	}
@@ -56,7 +71,7 @@ func (r TaskRef) String() string {
 
 // Validate checks every part of the reference.
 func (r TaskRef) Validate() error {
-	if err := events.ValidateFingerprint(r.Root); err != nil {
+	if err := events.ValidateFingerprint(string(r.Root)); err != nil {
 		return fmt.Errorf("task ref %q: %w", r.String(), err)
 	}
 	if r.Path != "" {
@@ -96,7 +111,7 @@ func ParseTaskRef(s string) (TaskRef, error) {
 	if i < 0 {
 		return TaskRef{}, fmt.Errorf("task ref %q: no '#<task>' after the path: %w", trunc(s), events.ErrInvalidName)
 	}
-	r := TaskRef{Root: root, Path: rest[:i], Task: rest[i+1:]}
+	r := TaskRef{Root: RootID(root), Path: rest[:i], Task: rest[i+1:]}
 	if task, contract, pinned := strings.Cut(r.Task, "@"); pinned {
 		if contract == "" {
 			return TaskRef{}, fmt.Errorf("task ref %q: '@' with no contract digest after it: %w", trunc(s), events.ErrInvalidName)

@@ -19,16 +19,16 @@ func TestTaskRefRoundTrip(t *testing.T) {
 		ref  agent.TaskRef
 		text string
 	}{
-		{"Nested", agent.TaskRef{Root: fp, Path: "math_solver/equation_parser", Task: "parse_equation"},
+		{"Nested", agent.TaskRef{Root: agent.RootID(fp), Path: "math_solver/equation_parser", Task: "parse_equation"},
 			fp + "/math_solver/equation_parser#parse_equation"},
-		{"TopLevel", agent.TaskRef{Root: fp, Path: "math_solver", Task: "solve_math_problem"},
+		{"TopLevel", agent.TaskRef{Root: agent.RootID(fp), Path: "math_solver", Task: "solve_math_problem"},
 			fp + "/math_solver#solve_math_problem"},
-		{"Root", agent.TaskRef{Root: fp, Task: "create_specialist"}, fp + "/#create_specialist"},
+		{"Root", agent.TaskRef{Root: agent.RootID(fp), Task: "create_specialist"}, fp + "/#create_specialist"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.NoError(t, tc.ref.Validate())
 			require.Equal(t, tc.text, tc.ref.String())
-			require.Equal(t, agent.AgentRef{Root: fp, Path: tc.ref.Path}, tc.ref.Agent())
+			require.Equal(t, agent.AgentRef{Root: agent.RootID(fp), Path: tc.ref.Path}, tc.ref.Agent())
 
 			t.Run("Text", func(t *testing.T) {
 				b, err := tc.ref.MarshalText()
@@ -79,7 +79,7 @@ func TestTaskRefRoundTrip(t *testing.T) {
 
 	t.Run("ErrInvalidName", func(t *testing.T) {
 		// An invalid ref is not encoded, and bad text is not decoded.
-		_, err := json.Marshal(struct{ Ref agent.TaskRef }{agent.TaskRef{Root: fp, Path: "a.b", Task: "t"}})
+		_, err := json.Marshal(struct{ Ref agent.TaskRef }{agent.TaskRef{Root: agent.RootID(fp), Path: "a.b", Task: "t"}})
 		require.ErrorIs(t, err, agent.ErrInvalidName)
 		_, err = msgpack.Marshal(struct{ Ref agent.TaskRef }{})
 		require.ErrorIs(t, err, agent.ErrInvalidName)

@@ -122,21 +122,21 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	if err := ref.Validate(); err != nil {
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
-	if err := rt.adopt(ctx, ref.Root); err != nil {
+	if err := rt.adopt(ctx, string(ref.Root)); err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	ctx, err := rt.awaitMin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
-	st := rt.lockState(ref.Root)
+	st := rt.lockState(string(ref.Root))
 	defer st.mu.Unlock()
 	if st.reg == nil || rt.cfg.noFollow {
 		// Cold root: fold only the ref's ancestor chain, so the cost follows
 		// the chain and not the stream or the root's size. Nothing is kept
 		// for the root, so refs to unknown roots cost no memory.
-		defer rt.forgetUnloaded(ref.Root, st)
-		reg, err := rt.chainRegistry(ctx, ref.Root, ref.Path)
+		defer rt.forgetUnloaded(string(ref.Root), st)
+		reg, err := rt.chainRegistry(ctx, string(ref.Root), ref.Path)
 		if err != nil {
 			return nil, fmt.Errorf("resolve %s: %w", ref, err)
 		}
@@ -147,7 +147,7 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 		t.Seq = max(t.Seq, minSeqOf(ctx)) // the chain was read up to at least the minimum
 		return t, nil
 	}
-	if err := rt.current(ctx, ref.Root, st); err != nil {
+	if err := rt.current(ctx, string(ref.Root), st); err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	key := ref.String()
@@ -226,7 +226,7 @@ type recipe struct {
 // root's from the definition its refs resolve under, a dynamic agent's
 // from the fold (a retired one is an error).
 func (rt *Runtime) recipeOf(ctx context.Context, a AgentRef, reg *projector.Registry) (recipe, error) {
-	def, via, migrated, err := rt.rootFor(ctx, a.Root, reg)
+	def, via, migrated, err := rt.rootFor(ctx, string(a.Root), reg)
 	if err != nil {
 		return recipe{}, err
 	}
@@ -244,7 +244,7 @@ func (rt *Runtime) recipeOf(ctx context.Context, a AgentRef, reg *projector.Regi
 		return recipe{}, err
 	}
 	if ag.Retired {
-		return recipe{}, fmt.Errorf("agent %q was retired at seq %d by %q: %w", a.Path, ag.RetiredSeq, ag.RetiredBy, ErrRetired)
+		return recipe{}, &RetiredError{Path: a.Path, Seq: ag.RetiredSeq, By: ag.RetiredBy}
 	}
 	r.primer, r.tasks = ag.Primer, ag.Tasks
 	return r, nil
@@ -256,7 +256,7 @@ func (rt *Runtime) recipeOf(ctx context.Context, a AgentRef, reg *projector.Regi
 // bound the result too.
 func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Registry) (events.RootDef, []events.RootDef, bool, error) {
 	if reg.MigratedTo == "" {
-		if def, ok := rt.RootDef(root); ok {
+		if def, ok := rt.RootDef(RootID(root)); ok {
 			return def, nil, false, nil
 		}
 	}
@@ -285,7 +285,7 @@ func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Regi
 			}
 			rt.lg.Warn("invalid root migration not followed", "root", cur.Root, "to", cur.MigratedTo, "seq", cur.MigratedSeq, "why", what)
 			if hop == 0 {
-				if def, ok := rt.RootDef(root); ok {
+				if def, ok := rt.RootDef(RootID(root)); ok {
 					return def, nil, false, nil
 				}
 				return events.RootDef{}, nil, false, fmt.Errorf("root %q (%.12s) migrated at seq %d to %.12s, which %s: the migration is invalid: %w",
@@ -294,7 +294,7 @@ func (rt *Runtime) rootFor(ctx context.Context, root string, reg *projector.Regi
 			break
 		}
 		via = append(via, *cur.Def)
-		if def, ok := rt.RootDef(cur.MigratedTo); ok {
+		if def, ok := rt.RootDef(RootID(cur.MigratedTo)); ok {
 			return def, via, true, nil
 		}
 		cur = next

@@ -42,7 +42,7 @@ func TestResolveAndCallInSecondRuntime(t *testing.T) {
 	})
 	rt2, _ := w.openRegistered(agent.WithExecutor(exec))
 
-	_, wantSeq, err := rt1.StateHash(ctx, w.fp)
+	_, wantSeq, err := rt1.StateHash(ctx, agent.RootID(w.fp))
 	require.NoError(t, err)
 
 	// The ref travels as text, as it would between processes.
@@ -85,7 +85,7 @@ func TestResolveAndCallInSecondRuntime(t *testing.T) {
 		wide, _, err := rt1.Create(ctx, tr.solver, agent.Spec{Name: "wide", Primer: "w",
 			Capabilities: []events.Capability{mathCap("cos", "pi", "sin", "sqrt")}, Tasks: []events.TaskDef{solveTask()}})
 		require.NoError(t, err)
-		task, err := rt2.Resolve(ctx, agent.TaskRef{Root: w.fp, Path: wide.Path, Task: "solve_math_problem"})
+		task, err := rt2.Resolve(ctx, agent.TaskRef{Root: agent.RootID(w.fp), Path: wide.Path, Task: "solve_math_problem"})
 		require.NoError(t, err)
 		require.Equal(t, []string{"cos", "pi", "sin", "sqrt"}, memberNames(t, task, events.KindModule, "math"))
 	})
@@ -100,7 +100,7 @@ func TestResolveAndCallInSecondRuntime(t *testing.T) {
 	})
 
 	t.Run("UnknownTask", func(t *testing.T) {
-		_, err := rt2.Resolve(ctx, agent.TaskRef{Root: w.fp, Path: "math_solver", Task: "no_such_task"})
+		_, err := rt2.Resolve(ctx, agent.TaskRef{Root: agent.RootID(w.fp), Path: "math_solver", Task: "no_such_task"})
 		require.ErrorIs(t, err, agent.ErrNotFound)
 		require.ErrorContains(t, err, "no_such_task")
 		require.ErrorContains(t, err, "solve_math_problem", "the error lists the tasks the agent has")
@@ -174,7 +174,7 @@ func TestRevokeAndRetireCascade(t *testing.T) {
 			require.Empty(t, solve.Capabilities)
 		})
 	}
-	err = rt2.View(ctx, w.fp, func(reg *projector.Registry) error {
+	err = rt2.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		require.Empty(t, reg.Agents["math_solver/equation_parser"].Capabilities)
 		require.Empty(t, reg.Violations)
 		return nil

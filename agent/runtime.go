@@ -28,10 +28,23 @@ var (
 	ErrStoreLocked       = natsstore.ErrStoreLocked
 	ErrFull              = natsstore.ErrFull // the stream's limits or the server's storage are reached
 	ErrUnknownCapability = errors.New("capability not offered by this process")
+	ErrUnknownMember     = errors.New("capability member not usable or not offered")
+	ErrMemberType        = errors.New("capability member of another type")
 	ErrRootNotRegistered = errors.New("root not registered in this process")
 	ErrRootChanged       = errors.New("root definition changed")
 	ErrInvalidArgs       = errors.New("invalid task arguments")
 	ErrNoExecutor        = errors.New("no executor")
+)
+
+// Typed errors with the facts a caller may need, found with errors.As
+// through any wrapping; errors.Is with ErrEscalation and ErrRetired still
+// holds for them.
+type (
+	// EscalationError: a grant naming what the granting side lacks
+	// (Capability, Parent, Members).
+	EscalationError = events.EscalationError
+	// RetiredError: the agent is retired (Path, Seq, By).
+	RetiredError = events.RetiredError
 )
 
 // Log is the event log the runtime needs. natsstore.Log implements it.
@@ -231,7 +244,7 @@ func (rt *Runtime) RegisterRoot(ctx context.Context, def events.RootDef) (AgentR
 	rt.mu.Lock()
 	rt.roots[fp] = def
 	rt.mu.Unlock()
-	ref := AgentRef{Root: fp}
+	ref := AgentRef{Root: RootID(fp)}
 	// Registered before (the usual case at start-up): one read of the root's
 	// own subject, without loading its registry.
 	if ok, err := rt.rootRecorded(ctx, fp); err != nil {
@@ -390,8 +403,8 @@ func (rt *Runtime) evictLocked() {
 // RestoredFrom returns the snapshot this process restored a root's
 // registry from, if it did (false: replayed from the log's start, or not
 // loaded yet).
-func (rt *Runtime) RestoredFrom(root string) (snapshot.Header, bool) {
-	st := rt.lockState(root)
+func (rt *Runtime) RestoredFrom(id RootID) (snapshot.Header, bool) {
+	st := rt.lockState(string(id))
 	defer st.mu.Unlock()
 	if st.restored == nil {
 		return snapshot.Header{}, false
@@ -399,13 +412,22 @@ func (rt *Runtime) RestoredFrom(root string) (snapshot.Header, bool) {
 	return *st.restored, true
 }
 
-// View calls fn with a root's registry (loading it first if this process
+// View calls fn with a root's registry (see view).
+//
+// Deprecated: View hands over the projector's mutable internals. Use
+// Describe, List and Lineage (values that own their data), StateHash or
+// Snapshot instead.
+func (rt *Runtime) View(ctx context.Context, root RootID, fn func(*projector.Registry) error) error {
+	return rt.view(ctx, string(root), fn)
+}
+
+// view calls fn with a root's registry (loading it first if this process
 // has not). Unless the context sets a minimum sequence (WithMinSeq), the
-// registry is caught up to every event the stream holds when View is
+// registry is caught up to every event the stream holds when view is
 // called: one request for the stream's last sequence, whose cost does not
 // grow with the stream or the root. fn must not keep the registry or
 // change it.
-func (rt *Runtime) View(ctx context.Context, root string, fn func(*projector.Registry) error) error {
+func (rt *Runtime) view(ctx context.Context, root string, fn func(*projector.Registry) error) error {
 	if err := events.ValidateFingerprint(root); err != nil {
 		return err
 	}
@@ -427,8 +449,8 @@ func (rt *Runtime) View(ctx context.Context, root string, fn func(*projector.Reg
 
 // StateHash returns the state hash of a root's registry caught up to the
 // newest event, and the sequence it covers.
-func (rt *Runtime) StateHash(ctx context.Context, root string) (hash string, seq uint64, err error) {
-	err = rt.View(ctx, root, func(reg *projector.Registry) error {
+func (rt *Runtime) StateHash(ctx context.Context, root RootID) (hash string, seq uint64, err error) {
+	err = rt.view(ctx, string(root), func(reg *projector.Registry) error {
 		hash, err = reg.StateHash()
 		seq = reg.Seq
 		return err
@@ -437,7 +459,7 @@ func (rt *Runtime) StateHash(ctx context.Context, root string) (hash string, seq
 }
 
 func (rt *Runtime) checkAgentRef(ctx context.Context, a AgentRef) error {
-	if err := rt.checkRoot(ctx, a.Root); err != nil {
+	if err := rt.checkRoot(ctx, string(a.Root)); err != nil {
 		return fmt.Errorf("agent %q: %w", a.Path, err)
 	}
 	if err := events.ValidatePath(a.Path); err != nil {
@@ -502,10 +524,10 @@ func (rt *Runtime) AdoptRoot(def events.RootDef) error {
 }
 
 // RootDef returns the definition of a root registered in this process.
-func (rt *Runtime) RootDef(root string) (events.RootDef, bool) {
+func (rt *Runtime) RootDef(root RootID) (events.RootDef, bool) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	d, ok := rt.roots[root]
+	d, ok := rt.roots[string(root)]
 	return d, ok
 }
 

@@ -46,7 +46,7 @@ func TestSnapshots(t *testing.T) {
 		_, _, err := writer.DefineTask(ctx, tr.parser, def)
 		require.NoError(t, err)
 	}
-	wantHash, wantSeq, err := writer.StateHash(ctx, w.fp)
+	wantHash, wantSeq, err := writer.StateHash(ctx, agent.RootID(w.fp))
 	require.NoError(t, err)
 
 	l := w.log()
@@ -86,11 +86,11 @@ func TestSnapshots(t *testing.T) {
 
 	t.Run("RestoreFromNewest", func(t *testing.T) {
 		rt, cl, buf := fresh(t)
-		hash, seq, err := rt.StateHash(ctx, w.fp)
+		hash, seq, err := rt.StateHash(ctx, agent.RootID(w.fp))
 		require.NoError(t, err)
 		require.Equal(t, wantSeq, seq)
 		require.Equal(t, wantHash, hash)
-		from, ok := rt.RestoredFrom(w.fp)
+		from, ok := rt.RestoredFrom(agent.RootID(w.fp))
 		require.True(t, ok)
 		require.Equal(t, headers[0], from, "did not restore from the newest snapshot")
 		require.LessOrEqual(t, cl.read.Load(), int64(total-headers[0].Count), "read more of the log than the tail after the snapshot")
@@ -111,11 +111,11 @@ func TestSnapshots(t *testing.T) {
 
 	t.Run("CorruptNewestSkipped", func(t *testing.T) {
 		rt, cl, buf := fresh(t)
-		hash, seq, err := rt.StateHash(ctx, w.fp)
+		hash, seq, err := rt.StateHash(ctx, agent.RootID(w.fp))
 		require.NoError(t, err)
 		require.Equal(t, wantSeq, seq)
 		require.Equal(t, wantHash, hash)
-		from, ok := rt.RestoredFrom(w.fp)
+		from, ok := rt.RestoredFrom(agent.RootID(w.fp))
 		require.True(t, ok)
 		require.Equal(t, headers[1], from, "did not fall back to the next older snapshot")
 		require.LessOrEqual(t, cl.read.Load(), int64(total-headers[1].Count), "read more of the log than the tail after the snapshot")
@@ -124,7 +124,7 @@ func TestSnapshots(t *testing.T) {
 		// The rebuilt state is the real one: refs resolve.
 		_, err = rt.RegisterRoot(ctx, w.def)
 		require.NoError(t, err)
-		task, err := rt.Resolve(ctx, agent.TaskRef{Root: w.fp, Path: tr.parser.Path, Task: "task_7"})
+		task, err := rt.Resolve(ctx, agent.TaskRef{Root: agent.RootID(w.fp), Path: tr.parser.Path, Task: "task_7"})
 		require.NoError(t, err)
 		require.Equal(t, []string{"sin", "sqrt"}, memberNames(t, task, events.KindModule, "math"))
 	})
@@ -132,7 +132,7 @@ func TestSnapshots(t *testing.T) {
 	t.Run("InvalidRoot", func(t *testing.T) {
 		// A wildcard must not read every root's events into a snapshot.
 		for _, bad := range []string{"*", ">", "", "ABC"} {
-			_, err := writer.Snapshot(ctx, bad)
+			_, err := writer.Snapshot(ctx, agent.RootID(bad))
 			require.ErrorIs(t, err, agent.ErrInvalidName, "root %q", bad)
 		}
 		lister, err := obj.List(ctx)
@@ -143,15 +143,15 @@ func TestSnapshots(t *testing.T) {
 	})
 
 	t.Run("ExplicitSnapshot", func(t *testing.T) {
-		h, err := writer.Snapshot(ctx, w.fp)
+		h, err := writer.Snapshot(ctx, agent.RootID(w.fp))
 		require.NoError(t, err)
 		require.Equal(t, wantSeq, h.Seq)
 		require.Equal(t, uint64(total), h.Count)
 		rt, cl, _ := fresh(t)
-		hash, _, err := rt.StateHash(ctx, w.fp)
+		hash, _, err := rt.StateHash(ctx, agent.RootID(w.fp))
 		require.NoError(t, err)
 		require.Equal(t, wantHash, hash)
-		from, ok := rt.RestoredFrom(w.fp)
+		from, ok := rt.RestoredFrom(agent.RootID(w.fp))
 		require.True(t, ok)
 		require.Equal(t, h, from)
 		require.Zero(t, cl.read.Load(), "a snapshot at the head leaves no tail to read")

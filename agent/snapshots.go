@@ -91,7 +91,8 @@ func (rt *Runtime) snapshotFromLog(root string, upTo uint64) (snapshot.Header, e
 
 // Snapshot takes a snapshot of a root's registry now (caught up as View
 // is) and returns its header once it is stored.
-func (rt *Runtime) Snapshot(ctx context.Context, root string) (snapshot.Header, error) {
+func (rt *Runtime) Snapshot(ctx context.Context, id RootID) (snapshot.Header, error) {
+	root := string(id)
 	if err := events.ValidateFingerprint(root); err != nil {
 		return snapshot.Header{}, fmt.Errorf("snapshot: %w", err)
 	}

@@ -49,7 +49,7 @@ func (t *Task) Tool() Tool { return t.Def.Tool() }
 // migrations. Capabilities are not resolved: a tool definition does not
 // show them.
 func (rt *Runtime) Tools(ctx context.Context, a AgentRef) ([]Tool, error) {
-	if err := events.ValidateFingerprint(a.Root); err != nil {
+	if err := events.ValidateFingerprint(string(a.Root)); err != nil {
 		return nil, fmt.Errorf("tools of %s: %w", a, err)
 	}
 	if a.Path != "" {
@@ -57,23 +57,23 @@ func (rt *Runtime) Tools(ctx context.Context, a AgentRef) ([]Tool, error) {
 			return nil, fmt.Errorf("tools of %s: %w", a, err)
 		}
 	}
-	if err := rt.adopt(ctx, a.Root); err != nil {
+	if err := rt.adopt(ctx, string(a.Root)); err != nil {
 		return nil, fmt.Errorf("tools of %s: %w", a, err)
 	}
 	ctx, err := rt.awaitMin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("tools of %s: %w", a, err)
 	}
-	st := rt.lockState(a.Root)
+	st := rt.lockState(string(a.Root))
 	defer st.mu.Unlock()
 	reg := st.reg
 	if reg == nil || rt.cfg.noFollow {
 		// Cold root: only the agent's ancestor chain, as Resolve reads it.
-		defer rt.forgetUnloaded(a.Root, st)
-		if reg, err = rt.chainRegistry(ctx, a.Root, a.Path); err != nil {
+		defer rt.forgetUnloaded(string(a.Root), st)
+		if reg, err = rt.chainRegistry(ctx, string(a.Root), a.Path); err != nil {
 			return nil, fmt.Errorf("tools of %s: %w", a, err)
 		}
-	} else if err := rt.current(ctx, a.Root, st); err != nil {
+	} else if err := rt.current(ctx, string(a.Root), st); err != nil {
 		return nil, fmt.Errorf("tools of %s: %w", a, err)
 	}
 	r, err := rt.recipeOf(ctx, a, reg)

@@ -318,7 +318,7 @@ func TestLegacyTaskEventResolves(t *testing.T) {
 		str(true, "text"), {Name: "limit", Schema: events.Schema{Type: "integer"}, Doc: "at most"},
 	}}, Output: events.Schema{Type: "integer"}}
 	var e *events.Event
-	require.NoError(t, rt1.View(ctx, w.fp, func(reg *projector.Registry) error {
+	require.NoError(t, rt1.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		e = &events.Event{ID: "01JLEGACY0000000000000000V", Type: events.TaskDefined, Version: 2,
 			Root: w.fp, Path: tr.parser.Path, Time: 1, Actor: "v2-writer", Correlation: "x",
 			Prev: reg.LastHash(tr.parser.Path), Task: &events.TaskData{Task: legacy}}
@@ -382,16 +382,16 @@ func TestJSONSchemaTaskSnapshot(t *testing.T) {
 	rt1, root := w.openRegistered()
 	painter, _, err := rt1.Create(ctx, root, agent.Spec{Name: "painter", Primer: "You paint.", Tasks: []events.TaskDef{paintTask()}})
 	require.NoError(t, err)
-	_, err = rt1.Snapshot(ctx, w.fp)
+	_, err = rt1.Snapshot(ctx, agent.RootID(w.fp))
 	require.NoError(t, err)
-	wantHash, _, err := rt1.StateHash(ctx, w.fp)
+	wantHash, _, err := rt1.StateHash(ctx, agent.RootID(w.fp))
 	require.NoError(t, err)
 
 	rt2, _ := w.openRegistered()
-	gotHash, _, err := rt2.StateHash(ctx, w.fp)
+	gotHash, _, err := rt2.StateHash(ctx, agent.RootID(w.fp))
 	require.NoError(t, err)
 	require.Equal(t, wantHash, gotHash)
-	_, restored := rt2.RestoredFrom(w.fp)
+	_, restored := rt2.RestoredFrom(agent.RootID(w.fp))
 	require.True(t, restored, "the fresh runtime loads from the snapshot")
 	task, err := rt2.Resolve(ctx, agent.TaskRef{Root: root.Root, Path: painter.Path, Task: "paint"})
 	require.NoError(t, err)

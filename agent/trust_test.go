@@ -32,14 +32,14 @@ func TestTrustedSignersInTheRuntime(t *testing.T) {
 	tr := buildTree(t, writer, root)
 	// A snapshot by a runtime without the policy (it exists in the store).
 	plain := w.open()
-	_, err = plain.Snapshot(ctx, w.fp)
+	_, err = plain.Snapshot(ctx, agent.RootID(w.fp))
 	require.NoError(t, err)
 
 	// The forgery: a grant of math cos to the parser (within what its
 	// parent holds, beyond what it holds), correctly chained, unsigned,
 	// published raw.
 	var last *events.Event
-	require.NoError(t, writer.View(ctx, w.fp, func(reg *projector.Registry) error {
+	require.NoError(t, writer.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		last = &events.Event{ID: "01JFORGED00000000000000000", Type: events.CapabilityGranted, Version: events.SchemaVersion,
 			Root: w.fp, Path: tr.parser.Path, Time: 1, Actor: "user:alice", Correlation: "x",
 			Prev: reg.LastHash(tr.parser.Path), Granted: &events.GrantedData{Capability: mathCap("cos", "sin", "sqrt")}}
@@ -54,7 +54,7 @@ func TestTrustedSignersInTheRuntime(t *testing.T) {
 	_, err = fresh.RegisterRoot(ctx, w.def)
 	require.NoError(t, err)
 	for name, rt := range map[string]*agent.Runtime{"writer": writer, "fresh": fresh} {
-		require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 			g := reg.Agents[tr.parser.Path].Capabilities[mathCap().Key()]
 			require.NotNil(t, g, name)
 			require.NotContains(t, g.Capability.Include, "cos", "%s: the forged grant took effect", name)
@@ -69,14 +69,14 @@ func TestTrustedSignersInTheRuntime(t *testing.T) {
 			return nil
 		}))
 	}
-	if from, ok := fresh.RestoredFrom(w.fp); ok {
+	if from, ok := fresh.RestoredFrom(agent.RootID(w.fp)); ok {
 		require.Empty(t, from.Trust, "restored from a snapshot of another policy")
 		t.Fatalf("restored from snapshot %s made without the trust policy", from.Name())
 	}
 	// The signed writer's next write applies; an unsigned runtime under the
 	// policy is refused before anything is written.
-	_, err = writer.Grant(ctx, tr.parser, mathCap("sin"))
+	_, err = writer.Grant(ctx, tr.parser, mathCap("sin"), agent.Replace())
 	require.NoError(t, err)
-	_, err = fresh.Grant(ctx, tr.parser, mathCap("sin"))
+	_, err = fresh.Grant(ctx, tr.parser, mathCap("sin"), agent.Replace())
 	require.ErrorIs(t, err, events.ErrUnsigned)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/oklog/ulid/v2"
 
@@ -88,7 +89,7 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 			return Receipt{}, err
 		}
 		if ok {
-			return rt.outcome(ctx, st, e, seq, true)
+			return rt.outcome(ctx, st, e, seq, true, check)
 		}
 	}
 	e.Version, e.Time = events.SchemaVersion, rt.cfg.now().UnixNano()
@@ -140,7 +141,7 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 			// Stored before (by an earlier attempt or by another process
 			// with the same key): the stored bytes, not these, are what the
 			// follower hands over and what the fold judged.
-			return rt.outcome(ctx, st, e, seq, true)
+			return rt.outcome(ctx, st, e, seq, true, check)
 		}
 		// The event is next in stream order for this root's registry when
 		// the registry is complete up to the sequence before it: fold it at
@@ -149,7 +150,7 @@ func (rt *Runtime) write(ctx context.Context, e *events.Event, check func(*proje
 			st.reg.Apply(events.Record{Seq: seq, Subject: subject, Data: data})
 			st.at = seq
 		}
-		return rt.outcome(ctx, st, e, seq, false)
+		return rt.outcome(ctx, st, e, seq, false, check)
 	}
 }
 
@@ -176,7 +177,7 @@ func (rt *Runtime) writeChain(ctx context.Context, e *events.Event, check func(*
 			return Receipt{}, err
 		}
 		if seq, ok := ids[e.ID]; ok && keyed {
-			return chainOutcome(reg, e, seq, true)
+			return chainOutcome(reg, e, seq, true, check)
 		}
 		if err := check(reg); err != nil {
 			// A refusal is reported only against the newest state.
@@ -209,21 +210,40 @@ func (rt *Runtime) writeChain(ctx context.Context, e *events.Event, check func(*
 		if err != nil {
 			return Receipt{Seq: a.Seq}, fmt.Errorf("stored at seq %d, then reading it back failed (the write stands; read with WithMinSeq(ctx, %d) before retrying it): %w", a.Seq, a.Seq, err)
 		}
-		return chainOutcome(after, e, a.Seq, a.Duplicate)
+		return chainOutcome(after, e, a.Seq, a.Duplicate, check)
 	}
 }
 
 // chainOutcome reports whether a chain registry applied the event stored
 // at seq.
-func chainOutcome(reg *projector.Registry, e *events.Event, seq uint64, replayed bool) (Receipt, error) {
+func chainOutcome(reg *projector.Registry, e *events.Event, seq uint64, replayed bool, check func(*projector.Registry) error) (Receipt, error) {
 	rc := Receipt{Seq: seq, Replayed: replayed}
 	for _, v := range reg.Violations {
 		if v.EventID == e.ID && v.Seq == seq {
-			return rc, fmt.Errorf("%s %s stored at seq %d but not applied: the registry changed after it was checked: %s: %w",
-				v.Type, v.EventID, v.Seq, v.Reason, errors.Join(ErrConflict, notAppliedErr(v.Code)))
+			return rc, notApplied(v, reg, check)
 		}
 	}
 	return rc, nil
+}
+
+// notApplied is the error of a write stored at v.Seq that the fold refused
+// (v): ErrConflict joined with the refusal's sentinel, or, when checking
+// the write again against the registry as it now stands finds the same
+// refusal with its facts (*EscalationError, *RetiredError), with that.
+func notApplied(v projector.Violation, reg *projector.Registry, check func(*projector.Registry) error) error {
+	reason := notAppliedErr(v.Code)
+	if err := check(reg); err != nil && reason != ErrConflict && errors.Is(err, reason) {
+		var esc *EscalationError
+		var ret *RetiredError
+		switch {
+		case errors.As(err, &esc):
+			reason = esc
+		case errors.As(err, &ret):
+			reason = ret
+		}
+	}
+	return fmt.Errorf("%s %s stored at seq %d but not applied: the registry changed after it was checked: %s: %w",
+		v.Type, v.EventID, v.Seq, v.Reason, errors.Join(ErrConflict, reason))
 }
 
 // encode encodes an event, signed when the runtime has a signing key.
@@ -236,7 +256,7 @@ func (rt *Runtime) encode(e *events.Event) ([]byte, error) {
 
 // outcome folds the registry up to seq, the sequence of the write's event,
 // and reports whether the fold applied it. st.mu must be held.
-func (rt *Runtime) outcome(ctx context.Context, st *rootState, e *events.Event, seq uint64, replayed bool) (Receipt, error) {
+func (rt *Runtime) outcome(ctx context.Context, st *rootState, e *events.Event, seq uint64, replayed bool, check func(*projector.Registry) error) (Receipt, error) {
 	rc := Receipt{Seq: seq, Replayed: replayed}
 	if err := rt.catchUpTo(ctx, st, seq); err != nil {
 		return rc, fmt.Errorf("stored at seq %d, then folding it failed (the write stands; read with WithMinSeq(ctx, %d) before retrying it): %w", seq, seq, err)
@@ -249,8 +269,7 @@ func (rt *Runtime) outcome(ctx context.Context, st *rootState, e *events.Event, 
 			break
 		}
 		if v.EventID == e.ID && v.Seq == seq {
-			return rc, fmt.Errorf("%s %s stored at seq %d but not applied: the registry changed after it was checked: %s: %w",
-				v.Type, v.EventID, v.Seq, v.Reason, errors.Join(ErrConflict, notAppliedErr(v.Code)))
+			return rc, notApplied(v, st.reg, check)
 		}
 	}
 	return rc, nil
@@ -328,7 +347,7 @@ func (rt *Runtime) Create(ctx context.Context, parent AgentRef, spec Spec) (Agen
 	if err := checkSizes(&events.CreatedData{Primer: spec.Primer, Capabilities: spec.Capabilities, Tasks: spec.Tasks}, child.Path); err != nil {
 		return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
 	}
-	if err := rt.checkRoot(ctx, parent.Root); err != nil {
+	if err := rt.checkRoot(ctx, string(parent.Root)); err != nil {
 		return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
 	}
 	caps := make([]events.Capability, 0, len(spec.Capabilities))
@@ -348,7 +367,7 @@ func (rt *Runtime) Create(ctx context.Context, parent AgentRef, spec Spec) (Agen
 			return AgentRef{}, Receipt{}, fmt.Errorf("create agent %q: %w", child.Path, err)
 		}
 	}
-	e := &events.Event{Type: events.AgentCreated, Root: child.Root, Path: child.Path,
+	e := &events.Event{Type: events.AgentCreated, Root: string(child.Root), Path: child.Path,
 		Created: &events.CreatedData{Primer: spec.Primer, Capabilities: caps, Tasks: spec.Tasks}}
 	rc, err := rt.write(ctx, e, func(reg *projector.Registry) error {
 		// Name the refused capability before the general check does.
@@ -396,9 +415,20 @@ func probe(e *events.Event) *events.Event {
 	return &p
 }
 
-// Grant gives an agent a capability its parent effectively holds (it
-// replaces the agent's grant of the same capability).
-func (rt *Runtime) Grant(ctx context.Context, a AgentRef, c events.Capability) (Receipt, error) {
+// GrantOption changes what Grant writes.
+type GrantOption func(*events.GrantedData)
+
+// Replace makes a Grant replace the agent's grant of the same capability,
+// if it holds one (wider or narrower: the new grant is the agent's whole
+// grant, checked against the parent like any grant). Members revoked from
+// the old grant (RevokeMembers) are not kept; descendants' grants are not
+// touched, so what was revoked below the agent stays revoked there.
+func Replace() GrantOption { return func(g *events.GrantedData) { g.Replace = true } }
+
+// Grant gives an agent a capability its parent effectively holds. A grant
+// of a capability the agent holds already is refused (ErrExists) unless
+// the Replace option says to replace it.
+func (rt *Runtime) Grant(ctx context.Context, a AgentRef, c events.Capability, opts ...GrantOption) (Receipt, error) {
 	if err := c.Validate(); errors.Is(err, events.ErrTooLarge) {
 		return Receipt{}, fmt.Errorf("grant to %q: %w", a.Path, err)
 	}
@@ -408,8 +438,16 @@ func (rt *Runtime) Grant(ctx context.Context, a AgentRef, c events.Capability) (
 	if err := rt.cfg.catalog.check([]events.Capability{c}); err != nil {
 		return Receipt{}, fmt.Errorf("grant to %q: %w", a.Path, err)
 	}
-	return rt.single(ctx, a, fmt.Sprintf("grant %s %q to %q", c.Kind, c.Name, a.Path),
-		&events.Event{Type: events.CapabilityGranted, Path: a.Path, Granted: &events.GrantedData{Capability: c.Normalized()}})
+	g := &events.GrantedData{Capability: c.Normalized()}
+	for _, o := range opts {
+		o(g)
+	}
+	what := "grant"
+	if g.Replace {
+		what = "replace"
+	}
+	return rt.single(ctx, a, fmt.Sprintf("%s %s %q to %q", what, c.Kind, c.Name, a.Path),
+		&events.Event{Type: events.CapabilityGranted, Path: a.Path, Granted: g})
 }
 
 // Revoke takes a capability from an agent and from all its descendants.
@@ -419,6 +457,29 @@ func (rt *Runtime) Revoke(ctx context.Context, a AgentRef, kind events.Kind, nam
 	}
 	return rt.single(ctx, a, fmt.Sprintf("revoke %s %q from %q", kind, name, a.Path),
 		&events.Event{Type: events.CapabilityRevoked, Path: a.Path, Revoked: &events.RevokedData{Kind: kind, Name: name}})
+}
+
+// RevokeMembers takes members (literal names, at least one) of a
+// capability from an agent and from every descendant holding the
+// capability: each is added to the Exclude of those grants. A later grant
+// to an ancestor, however wide, gives none of them back below it; only a
+// grant replacing an agent's own grant (Replace) does, for that agent. The
+// agent must hold the capability (ErrNotFound).
+func (rt *Runtime) RevokeMembers(ctx context.Context, a AgentRef, kind events.Kind, name string, members ...string) (Receipt, error) {
+	what := fmt.Sprintf("revoke members of %s %q from %q", kind, name, a.Path)
+	rv := &events.RevokedData{Kind: kind, Name: name, Members: slices.Sorted(slices.Values(members))}
+	if len(members) == 0 {
+		return Receipt{}, fmt.Errorf("%s: no members named (Revoke takes the whole capability): %w", what, events.ErrMalformed)
+	}
+	if err := rv.Validate(); errors.Is(err, events.ErrTooLarge) {
+		return Receipt{}, fmt.Errorf("%s: %w", what, err)
+	} else if err != nil {
+		return Receipt{}, fmt.Errorf("%s: %w: %w", what, events.ErrMalformed, err)
+	}
+	if err := rt.checkAgentRef(ctx, a); err != nil {
+		return Receipt{}, err
+	}
+	return rt.single(ctx, a, what, &events.Event{Type: events.CapabilityRevoked, Path: a.Path, Revoked: rv})
 }
 
 // DefineTask defines (or redefines) a task on an agent and returns its ref.
@@ -451,29 +512,29 @@ func (rt *Runtime) Retire(ctx context.Context, a AgentRef, reason string) (Recei
 // this process with fingerprint to. The old root's agents keep their
 // recipes; their capabilities are intersected with the new root's. The old
 // root takes no further writes.
-func (rt *Runtime) MigrateRoot(ctx context.Context, from, to, reason string) (Receipt, error) {
-	if err := events.ValidateFingerprint(from); err != nil {
+func (rt *Runtime) MigrateRoot(ctx context.Context, from, to RootID, reason string) (Receipt, error) {
+	if err := from.Validate(); err != nil {
 		return Receipt{}, fmt.Errorf("migrate root: from: %w", err)
 	}
-	if err := rt.checkRoot(ctx, to); err != nil {
+	if err := rt.checkRoot(ctx, string(to)); err != nil {
 		return Receipt{}, fmt.Errorf("migrate root %.12s: to: %w", from, err)
 	}
 	// A migration carries refs to a new release of the same root: the
 	// target must have the old root's name (resolution refuses to follow
 	// one that does not).
 	target, _ := rt.RootDef(to)
-	if old, ok, err := rt.recordedDef(ctx, from); err != nil {
+	if old, ok, err := rt.recordedDef(ctx, string(from)); err != nil {
 		return Receipt{}, fmt.Errorf("migrate root %.12s: %w", from, err)
 	} else if ok && old.Name != target.Name {
 		return Receipt{}, fmt.Errorf("migrate root %q (%.12s) to %.12s: the target is root %q; a migration keeps the root's name: %w",
 			old.Name, from, to, target.Name, events.ErrMalformed)
 	}
 	return rt.single(ctx, AgentRef{Root: from}, fmt.Sprintf("migrate root %.12s to %.12s", from, to),
-		&events.Event{Type: events.RootMigrated, Migration: &events.MigratedData{To: to, Reason: reason, Def: &target}})
+		&events.Event{Type: events.RootMigrated, Migration: &events.MigratedData{To: string(to), Reason: reason, Def: &target}})
 }
 
 func (rt *Runtime) single(ctx context.Context, a AgentRef, what string, e *events.Event) (Receipt, error) {
-	e.Root = a.Root
+	e.Root = string(a.Root)
 	rc, err := rt.write(ctx, e, func(reg *projector.Registry) error { return reg.Check(probe(e)) })
 	if err != nil {
 		return rc, fmt.Errorf("%s: %w", what, err)

@@ -74,7 +74,7 @@ func TestEscalationRefusedBeforeWrite(t *testing.T) {
 			require.ErrorContains(t, err, tc.names)
 			require.Equal(t, seq, lastRootSeq(t, l, w.fp), "the refused write moved the root's stream")
 			if tc.created != "" {
-				require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+				require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 					require.NotContains(t, reg.Agents, tc.created)
 					return nil
 				}))
@@ -85,7 +85,7 @@ func TestEscalationRefusedBeforeWrite(t *testing.T) {
 	// What the parent holds is still grantable; a pattern the parent's
 	// list of members does not provably cover is refused.
 	require.ErrorIs(t, errOf(rt.Grant(ctx, tr.parser, mathCap("*"))), events.ErrEscalation)
-	require.NoError(t, errOf(rt.Grant(ctx, tr.parser, mathCap("cos", "pi", "sin", "sqrt"))))
+	require.NoError(t, errOf(rt.Grant(ctx, tr.parser, mathCap("cos", "pi", "sin", "sqrt"), agent.Replace())))
 	task, err := rt.Resolve(ctx, tr.parseRef)
 	require.NoError(t, err)
 	require.Equal(t, []string{"cos", "pi", "sin", "sqrt"}, memberNames(t, task, events.KindModule, "math"))
@@ -129,10 +129,10 @@ func TestInvalidNamesRefused(t *testing.T) {
 	require.Equal(t, seq, lastRootSeq(t, l, w.fp), "a refused Create wrote something")
 
 	t.Run("AgentRef", func(t *testing.T) {
-		_, err := rt.Grant(ctx, agent.AgentRef{Root: w.fp, Path: "x.y"}, mathCap("sin"))
+		_, err := rt.Grant(ctx, agent.AgentRef{Root: agent.RootID(w.fp), Path: "x.y"}, mathCap("sin"))
 		require.ErrorIs(t, err, agent.ErrInvalidName)
 		require.ErrorContains(t, err, "x.y")
-		_, _, err = rt.DefineTask(ctx, agent.AgentRef{Root: w.fp, Path: "a//b"}, solveTask())
+		_, _, err = rt.DefineTask(ctx, agent.AgentRef{Root: agent.RootID(w.fp), Path: "a//b"}, solveTask())
 		require.ErrorIs(t, err, agent.ErrInvalidName)
 		require.ErrorContains(t, err, "a//b")
 		_, err = rt.Retire(ctx, agent.AgentRef{Root: "ABC", Path: "x"}, "r")
@@ -182,7 +182,7 @@ func TestCreateRace(t *testing.T) {
 	for i := range rts {
 		rts[i] = w.open(agent.WithDefaultActor("racer-" + string(rune('a'+i))))
 	}
-	root := agent.AgentRef{Root: w.fp}
+	root := agent.AgentRef{Root: agent.RootID(w.fp)}
 
 	// countEvents counts the events of a type at a path in the log.
 	countEvents := func(typ events.Type, path string) int {
@@ -258,7 +258,7 @@ func TestCreateRace(t *testing.T) {
 
 			// Every runtime agrees on the winner and sees no violation.
 			for i, rt := range rts {
-				require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+				require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 					a := reg.Agents[tc.spec.Name]
 					require.NotNil(t, a, "runtime %d", i)
 					require.Equal(t, "racer-"+string(rune('a'+won)), a.Creator, "runtime %d", i)
@@ -321,7 +321,7 @@ func TestRetriedAppendStoredOnce(t *testing.T) {
 	require.Equal(t, 5, n)
 
 	rt, _ := w.openRegistered()
-	require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+	require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		require.Equal(t, []string{"batched", "no_expect", "with_expect"}, reg.Paths())
 		require.Empty(t, reg.Violations)
 		require.Equal(t, uint64(5), reg.Count)
@@ -329,7 +329,7 @@ func TestRetriedAppendStoredOnce(t *testing.T) {
 		return nil
 	}))
 	// The runtime writes on top of the retried events.
-	_, _, err = rt.DefineTask(ctx, agent.AgentRef{Root: w.fp, Path: "batched"}, solveTask())
+	_, _, err = rt.DefineTask(ctx, agent.AgentRef{Root: agent.RootID(w.fp), Path: "batched"}, solveTask())
 	require.NoError(t, err)
 }
 
@@ -361,7 +361,7 @@ func TestUndecodableBytesOnRootSubjects(t *testing.T) {
 				require.NoError(t, err, "%s", ref)
 				require.Equal(t, ref, task.Ref)
 			}
-			require.NoError(t, rt.View(ctx, w.fp, func(reg *projector.Registry) error {
+			require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 				got := map[uint64]string{}
 				for _, v := range reg.Violations {
 					require.Equal(t, projector.CodeMalformed, v.Code, "violation at seq %d: %s", v.Seq, v.Reason)
@@ -387,9 +387,9 @@ func TestUndecodableBytesOnRootSubjects(t *testing.T) {
 	v2fp := v2.Fingerprint()
 	_, err = rt2.RegisterRoot(ctx, v2)
 	require.NoError(t, err)
-	require.NoError(t, errOf(rt2.MigrateRoot(ctx, w.fp, v2fp, "after garbage")))
+	require.NoError(t, errOf(rt2.MigrateRoot(ctx, agent.RootID(w.fp), agent.RootID(v2fp), "after garbage")))
 
-	require.NoError(t, rt1.View(ctx, w.fp, func(reg *projector.Registry) error {
+	require.NoError(t, rt1.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
 		require.Equal(t, v2fp, reg.MigratedTo)
 		require.Len(t, reg.Violations, len(garbage), "a write after the garbage was not applied")
 		require.Contains(t, reg.Agents["math_solver"].Tasks, "parse_equation")

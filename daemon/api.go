@@ -58,6 +58,7 @@ type (
 		Root           string            `json:"root"`
 		Path           string            `json:"path"`
 		Capability     events.Capability `json:"capability"`
+		Replace        bool              `json:"replace,omitempty"` // replaces a grant the agent holds (else 409)
 		Actor          string            `json:"actor,omitempty"`
 		IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	}
@@ -362,7 +363,7 @@ func (d *Daemon) registerRoot(ctx context.Context, req *RegisterRootRequest) (an
 	}); err != nil {
 		return nil, err
 	}
-	return reply(ref.Root, "", "", agent.Receipt{Seq: seq}), nil
+	return reply(string(ref.Root), "", "", agent.Receipt{Seq: seq}), nil
 }
 
 func (d *Daemon) create(ctx context.Context, req *CreateRequest) (any, error) {
@@ -371,16 +372,20 @@ func (d *Daemon) create(ctx context.Context, req *CreateRequest) (any, error) {
 			return nil, fmt.Errorf("parent: %w", err)
 		}
 	}
-	child, rc, err := d.rt.Create(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Parent},
+	child, rc, err := d.rt.Create(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Parent},
 		agent.Spec{Name: req.Name, Primer: req.Primer, Capabilities: req.Capabilities, Tasks: req.Tasks})
 	if err != nil {
 		return nil, err
 	}
-	return reply(child.Root, child.Path, "", rc), nil
+	return reply(string(child.Root), child.Path, "", rc), nil
 }
 
 func (d *Daemon) grant(ctx context.Context, req *GrantRequest) (any, error) {
-	rc, err := d.rt.Grant(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Capability)
+	var opts []agent.GrantOption
+	if req.Replace {
+		opts = append(opts, agent.Replace())
+	}
+	rc, err := d.rt.Grant(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Path}, req.Capability, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +393,7 @@ func (d *Daemon) grant(ctx context.Context, req *GrantRequest) (any, error) {
 }
 
 func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
-	rc, err := d.rt.Revoke(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Kind, req.Name)
+	rc, err := d.rt.Revoke(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Path}, req.Kind, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -396,7 +401,7 @@ func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
 }
 
 func (d *Daemon) defineTask(ctx context.Context, req *DefineTaskRequest) (any, error) {
-	ref, rc, err := d.rt.DefineTask(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Task)
+	ref, rc, err := d.rt.DefineTask(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Path}, req.Task)
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +409,7 @@ func (d *Daemon) defineTask(ctx context.Context, req *DefineTaskRequest) (any, e
 }
 
 func (d *Daemon) retire(ctx context.Context, req *RetireRequest) (any, error) {
-	rc, err := d.rt.Retire(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: req.Root, Path: req.Path}, req.Reason)
+	rc, err := d.rt.Retire(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Path}, req.Reason)
 	if err != nil {
 		return nil, err
 	}
@@ -512,7 +517,7 @@ func (d *Daemon) checkRead(req *ReadRequest, needPath bool) error {
 // there): no request to the server when it is there already.
 func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.Registry) (any, error)) (any, error) {
 	var out any
-	err := d.rt.View(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), req.Root, func(reg *projector.Registry) error {
+	err := d.rt.View(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), agent.RootID(req.Root), func(reg *projector.Registry) error {
 		if reg.Def == nil {
 			return fmt.Errorf("root %.12s has no history: %w", req.Root, events.ErrNotFound)
 		}

@@ -316,11 +316,11 @@ func (d *Daemon) watchViolations() {
 		case <-t.C:
 		}
 		for _, s := range d.rt.Stats() {
-			if s.Violations == counts[s.Root] {
+			if s.Violations == counts[string(s.Root)] {
 				continue
 			}
-			counts[s.Root] = s.Violations
-			d.logViolations(s.Root, s.Seq)
+			counts[string(s.Root)] = s.Violations
+			d.logViolations(string(s.Root), s.Seq)
 		}
 	}
 }
@@ -328,7 +328,7 @@ func (d *Daemon) watchViolations() {
 func (d *Daemon) logViolations(root string, seq uint64) {
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
 	defer cancel()
-	err := d.rt.View(agent.WithMinSeq(ctx, seq), root, func(reg *projector.Registry) error {
+	err := d.rt.View(agent.WithMinSeq(ctx, seq), agent.RootID(root), func(reg *projector.Registry) error {
 		after := d.violLogged[root]
 		name := "" // a root whose registration was refused has none
 		if reg.Def != nil {

@@ -536,16 +536,16 @@ func TestFollowerKeepsRootHot(t *testing.T) {
 	t.Cleanup(func() { _ = other.Close() })
 	ref, err := other.RegisterRoot(ctx, architect())
 	require.NoError(t, err)
-	require.Equal(t, root.Root, ref.Root)
+	require.Equal(t, root.Root, string(ref.Root))
 	_, _, err = other.Create(agent.WithActor(ctx, "svc:other"), ref, agent.Spec{Name: "b", Tasks: []events.TaskDef{solveTask("solve")}})
 	require.NoError(t, err)
-	_, otherSeq, err := other.StateHash(ctx, root.Root)
+	_, otherSeq, err := other.StateHash(ctx, agent.RootID(root.Root))
 	require.NoError(t, err)
 
 	// No request reaches the daemon: only its follower can fold the event.
 	statsSeq := func(root string) uint64 {
 		for _, s := range d.Runtime().Stats() {
-			if s.Root == root {
+			if string(s.Root) == root {
 				return s.Seq
 			}
 		}
@@ -567,7 +567,7 @@ func TestFollowerKeepsRootHot(t *testing.T) {
 	_, known := d.Runtime().RootDef(ref2.Root)
 	require.False(t, known, "nothing is loaded or registered before it is used")
 	var r daemon.ResolveReply
-	c.call("task.resolve", daemon.ResolveRequest{Ref: ref2.Root + "/clerk#file"}, &r)
+	c.call("task.resolve", daemon.ResolveRequest{Ref: string(ref2.Root + "/clerk#file")}, &r)
 	require.Equal(t, "librarian", r.RootName)
 }
 
@@ -589,7 +589,7 @@ func TestAdoptRootsAtStart(t *testing.T) {
 		require.NoError(t, err)
 		_, _, err = other.Create(ctx, ref, agent.Spec{Name: "solver", Tasks: []events.TaskDef{solveTask("solve")}})
 		require.NoError(t, err)
-		refs = append(refs, ref.Root)
+		refs = append(refs, string(ref.Root))
 	}
 
 	d := startDaemon(t, srv, nil)
@@ -606,7 +606,7 @@ func TestAdoptRootsAtStart(t *testing.T) {
 	}
 	var loaded []string
 	for _, s := range d.Runtime().Stats() {
-		loaded = append(loaded, s.Root)
+		loaded = append(loaded, string(s.Root))
 	}
 	require.Equal(t, refs, loaded, "roots load on first use")
 }

@@ -228,10 +228,10 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 		if def, ok := c.d.rt.RootDef(s.Root); ok {
 			name = def.Name
 		}
-		ch <- prometheus.MustNewConstMetric(c.rootApplied, prometheus.GaugeValue, float64(s.Applied), s.Root, name)
-		ch <- prometheus.MustNewConstMetric(c.rootViol, prometheus.GaugeValue, float64(s.Violations), s.Root, name)
+		ch <- prometheus.MustNewConstMetric(c.rootApplied, prometheus.GaugeValue, float64(s.Applied), string(s.Root), name)
+		ch <- prometheus.MustNewConstMetric(c.rootViol, prometheus.GaugeValue, float64(s.Violations), string(s.Root), name)
 		if !s.SnapshotTime.IsZero() {
-			ch <- prometheus.MustNewConstMetric(c.rootSnapAge, prometheus.GaugeValue, time.Since(s.SnapshotTime).Seconds(), s.Root, name)
+			ch <- prometheus.MustNewConstMetric(c.rootSnapAge, prometheus.GaugeValue, time.Since(s.SnapshotTime).Seconds(), string(s.Root), name)
 		}
 	}
 }

@@ -115,7 +115,7 @@ func TestMinSeqBeyondStream(t *testing.T) {
 	last := max(rc.Seq, w.Seq)
 
 	for _, min := range []uint64{last + 1, last + 1000, math.MaxUint64} {
-		for _, r := range []string{root.Root, cold.Root} {
+		for _, r := range []string{root.Root, string(cold.Root)} {
 			for _, tc := range []struct {
 				endpoint string
 				body     any
@@ -139,7 +139,7 @@ func TestMinSeqBeyondStream(t *testing.T) {
 	}
 	// The sequence the stream holds is answered.
 	var r daemon.ResolveReply
-	c.call("task.resolve", daemon.ResolveRequest{Ref: cold.Root + "/a#solve", MinSeq: last}, &r)
+	c.call("task.resolve", daemon.ResolveRequest{Ref: string(cold.Root + "/a#solve"), MinSeq: last}, &r)
 	require.GreaterOrEqual(t, r.Seq, last)
 }
 

@@ -88,7 +88,7 @@ func (d *Daemon) watchFollower() {
 				if def, ok := d.rt.RootDef(s.Root); ok {
 					name = def.Name
 				}
-				behind = append(behind, name+"@"+s.Root[:min(12, len(s.Root))])
+				behind = append(behind, name+"@"+string(s.Root)[:min(12, len(s.Root))])
 			}
 		}
 		msg := "follower lagging: loaded registries are behind the stream"

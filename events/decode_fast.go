@@ -81,8 +81,13 @@ func (e *Event) DecodeMsgpack(d *msgpack.Decoder) error {
 			}
 			e.Granted = &GrantedData{}
 			err = decodeFields(d, func(k []byte) error {
-				if string(k) == "cap" {
+				switch string(k) {
+				case "cap":
 					return decodeCapability(d, &e.Granted.Capability)
+				case "replace":
+					var err error
+					e.Granted.Replace, err = d.DecodeBool()
+					return err
 				}
 				return d.Skip()
 			})

@@ -11,8 +11,9 @@ import (
 // An event with a higher version is not applied (see projector). Every
 // older version is still read: 1 differs from 2 only in AgentCreated, whose
 // body had no caps or tasks in version 1; 2 differs from 3 in task
-// definitions, which carry JSON Schema (input_schema, output_schema) from
-// version 3 on.
+// definitions, which carry JSON Schema (input_schema, output_schema),
+// CapabilityGranted (a grant on a capability the agent holds must say
+// Replace) and CapabilityRevoked (Members), from version 3 on.
 const SchemaVersion uint64 = 3
 
 // Type names an event. The value is what goes on the wire and into the
@@ -131,14 +132,51 @@ type CreatedData struct {
 }
 
 // GrantedData is the body of CapabilityGranted.
+//
+// Replace (version 3 on) says the grant replaces whatever grant of the same
+// capability the agent holds (none is fine): a version 3 grant without it on
+// a capability the agent holds is refused (ErrExists). Version 1 and 2
+// grants replace silently, as they always did.
 type GrantedData struct {
 	Capability Capability `msgpack:"cap" json:"cap"`
+	Replace    bool       `msgpack:"replace,omitempty" json:"replace,omitempty"` // since v3
 }
 
 // RevokedData is the body of CapabilityRevoked.
+//
+// Without Members the whole capability is taken from the agent and every
+// descendant. With Members (version 3 on; literal member names, each a
+// symbol as a capability name is, at most MaxPatterns) only those members
+// are: they are added to the Exclude of the agent's grant and of the grant
+// of every descendant holding the capability, so a later grant to an
+// ancestor, however wide, gives none of them back below it.
 type RevokedData struct {
-	Kind Kind   `msgpack:"kind" json:"kind"`
-	Name string `msgpack:"name" json:"name"`
+	Kind    Kind     `msgpack:"kind" json:"kind"`
+	Name    string   `msgpack:"name" json:"name"`
+	Members []string `msgpack:"members,omitempty" json:"members,omitempty"` // since v3
+}
+
+// Validate checks a revocation's body: the capability's kind and name, and
+// each member a symbol (no patterns), at most MaxPatterns of them, none
+// twice.
+func (r RevokedData) Validate() error {
+	if err := (Capability{Kind: r.Kind, Name: r.Name}).Validate(); err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	if len(r.Members) > MaxPatterns {
+		return tooLarge(fmt.Sprintf("the member list of revoke %s %q", r.Kind, r.Name), len(r.Members), MaxPatterns, "members")
+	}
+	seen := make(map[string]bool, len(r.Members))
+	for _, m := range r.Members {
+		if err := validateSymbol(m); err != nil {
+			return fmt.Errorf("revoke %s %q: member: %w", r.Kind, r.Name, err)
+		}
+		if seen[m] {
+			return fmt.Errorf("revoke %s %q: member %q appears twice", r.Kind, r.Name, m)
+		}
+		seen[m] = true
+	}
+	return nil
 }
 
 // TaskData is the body of TaskDefined.
@@ -213,10 +251,18 @@ func (e *Event) Validate() error {
 			return fmt.Errorf("%w: event %s: a version %d AgentCreated carries capabilities or tasks (since version 2 only)",
 				ErrMalformed, e.ID, e.Version)
 		}
-	case CapabilityGranted:
-		ok = e.Granted != nil && e.Path != ""
 	case CapabilityRevoked:
 		ok = e.Revoked != nil && e.Path != ""
+		if ok && e.Version < 3 && len(e.Revoked.Members) > 0 {
+			return fmt.Errorf("%w: event %s: a version %d CapabilityRevoked carries members (since version 3 only)",
+				ErrMalformed, e.ID, e.Version)
+		}
+	case CapabilityGranted:
+		ok = e.Granted != nil && e.Path != ""
+		if ok && e.Version < 3 && e.Granted.Replace {
+			return fmt.Errorf("%w: event %s: a version %d CapabilityGranted carries replace (since version 3 only)",
+				ErrMalformed, e.ID, e.Version)
+		}
 	case TaskDefined:
 		ok = e.Task != nil && e.Path != ""
 	case AgentRetired:

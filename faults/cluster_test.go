@@ -124,7 +124,7 @@ func TestClusterFailover(t *testing.T) {
 		return true
 	}, "every node ends at the leader's last seq with the same messages")
 	lg := openLog(t, url, natsstore.Config{Replicas: 3})
-	st := agreeWith(t, ctx, lg, rt, root.Root, "the writer's runtime")
+	st := agreeWith(t, ctx, lg, rt, string(root.Root), "the writer's runtime")
 	st.requireUniqueIDs(t)
 	storedAfterError := checkAttempts(t, st, l.snapshot())
 	resent, resentOK := resends(l.snapshot())

@@ -202,7 +202,7 @@ func agreeWith(t *testing.T, ctx context.Context, l *natsstore.Log, rt *agent.Ru
 	for {
 		s, err := readLog(ctx, l, root)
 		require.NoError(t, err)
-		hash, seq, err := rt.StateHash(ctx, root)
+		hash, seq, err := rt.StateHash(ctx, agent.RootID(root))
 		require.NoError(t, err)
 		if seq == s.reg.Seq {
 			require.Equal(t, s.hash(t), hash, "%s: state hash at seq %d differs from a fresh fold of the log", who, seq)

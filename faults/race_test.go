@@ -105,7 +105,7 @@ func TestRacingWriters(t *testing.T) {
 		}
 	}
 	l := openLog(t, url, natsstore.Config{})
-	st, err := readLog(ctx, l, root.Root)
+	st, err := readLog(ctx, l, string(root.Root))
 	require.NoError(t, err)
 	st.requireUniqueIDs(t)
 	require.Empty(t, st.reg.Violations)
@@ -119,7 +119,7 @@ func TestRacingWriters(t *testing.T) {
 		require.True(t, succeeded[c], "%d event(s) of write %s, which was reported as failed, are in the log", n, c)
 	}
 	// The serial fold of the writes that succeeded, in stream order.
-	serial := projector.New(root.Root)
+	serial := projector.New(string(root.Root))
 	for _, rec := range st.recs {
 		if e := st.events[rec.Seq]; e != nil && succeeded[e.Correlation] {
 			serial.Apply(rec)

@@ -64,7 +64,7 @@ func TestServerRestarts(t *testing.T) {
 	wg.Wait()
 
 	lg := openLog(t, url, natsstore.Config{})
-	st := agreeWith(t, ctx, lg, rt, root.Root, "the writer's runtime")
+	st := agreeWith(t, ctx, lg, rt, string(root.Root), "the writer's runtime")
 	st.requireUniqueIDs(t)
 	attempts := l.snapshot()
 	storedAfterError := checkAttempts(t, st, attempts)
@@ -81,7 +81,7 @@ func TestServerRestarts(t *testing.T) {
 		}
 		return false
 	}, "the daemon's follower reaches seq %d", st.reg.Seq)
-	agreeWith(t, ctx, lg, drt, root.Root, "the daemon")
+	agreeWith(t, ctx, lg, drt, string(root.Root), "the daemon")
 	t.Logf("%d restarts in %v (writes resumed after %v): %d writes succeeded and were found whole, %d failed "+
 		"(%d of them stored whole nonetheless), %d reads failed; %d events checked, %d agents, %d violations",
 		restarts, time.Since(start).Round(time.Millisecond), outages, l.ok.Load(), l.errs.Load(), storedAfterError,

@@ -40,7 +40,7 @@ func TestSnapshotCorruption(t *testing.T) {
 		require.True(t, l.step(ctx), "write: %v", l.snapshot())
 	}
 	lg := openLog(t, url, natsstore.Config{})
-	full, err := readLog(ctx, lg, root.Root)
+	full, err := readLog(ctx, lg, string(root.Root))
 	require.NoError(t, err)
 	require.Empty(t, full.reg.Violations)
 	want := full.hash(t)
@@ -59,7 +59,7 @@ func TestSnapshotCorruption(t *testing.T) {
 	}
 	putHeader := func(t *testing.T, b []byte) {
 		t.Helper()
-		_, err := index.Put(ctx, root.Root, b)
+		_, err := index.Put(ctx, string(root.Root), b)
 		require.NoError(t, err)
 	}
 	withVersions := func(t *testing.T, format, proj uint16) []byte {
@@ -127,7 +127,7 @@ func TestSnapshotCorruption(t *testing.T) {
 		requireSkipped(t, logs, h.Name(), snapshot.ErrVersion.Error())
 	})
 	t.Run("WrongFormatVersionOnly", func(t *testing.T) {
-		require.NoError(t, index.Purge(ctx, root.Root))
+		require.NoError(t, index.Purge(ctx, string(root.Root)))
 		putHeader(t, withVersions(t, snapshot.FormatVersion+1, projector.Version))
 		from, logs := restore(t)
 		require.Nil(t, from, "a snapshot of another format was trusted")

@@ -231,14 +231,14 @@ func TestWriterKilled(t *testing.T) {
 		}
 		lg, logs := capturingLogger(t)
 		fresh := openRuntime(t, url, agent.WithLogger(lg), agent.WithSnapshotEvery(0))
-		hash, seq, err := fresh.StateHash(ctx, root)
+		hash, seq, err := fresh.StateHash(ctx, agent.RootID(root))
 		require.NoError(t, err)
 		if seq == st.reg.Seq {
 			require.Equal(t, st.hash(t), hash, "run %d: a fresh runtime (snapshot and tail) differs from a full fold at seq %d", run, seq)
 		} else { // something landed since: read the log again
 			agreeWith(t, ctx, l, fresh, root, fmt.Sprintf("run %d: a fresh runtime", run))
 		}
-		if _, ok := fresh.RestoredFrom(root); ok {
+		if _, ok := fresh.RestoredFrom(agent.RootID(root)); ok {
 			restored++
 		}
 		require.NotContains(t, logs.String(), "snapshot skipped", "run %d: a snapshot the writer stored before its kill is bad", run)

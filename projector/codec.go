@@ -119,6 +119,7 @@ func (w *wireRegistry) registry() (*Registry, error) {
 		}
 		for _, g := range wa.Capabilities {
 			g.Capability, g.Actor, g.OnBehalfOf = icap(g.Capability), istr(g.Actor), istr(g.OnBehalfOf)
+			g.Revoked = islice(g.Revoked)
 			a.Capabilities[g.Capability.Key()] = &g
 		}
 		for _, t := range wa.Tasks {
@@ -174,13 +175,29 @@ func Unmarshal(b []byte) (reg *Registry, err error) {
 	return w.registry()
 }
 
-// StateHash is the hex SHA-256 of Marshal: same events, same hash.
+// StateHash is the hex SHA-256 of the registry's Marshal encoding with
+// every violation's reason left empty: same events, same hash. The reasons
+// are this reader's English sentences; leaving them out lets another
+// implementation reproduce the hash from what the fold decides (codes,
+// sequences, ids, paths), and lets a reason's wording change without
+// changing any hash (docs/wire.md, "The state hash").
 func (r *Registry) StateHash() (string, error) {
-	b, err := r.Marshal()
-	if err != nil {
-		return "", err
+	w := r.wire()
+	if len(w.Violations) > 0 {
+		vs := make([]Violation, len(w.Violations))
+		for i, v := range w.Violations {
+			v.Reason = ""
+			vs[i] = v
+		}
+		w.Violations = vs
 	}
-	sum := sha256.Sum256(b)
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true)
+	if err := enc.Encode(w); err != nil {
+		return "", fmt.Errorf("encode registry of root %s: %w", short(r.Root), err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
 	return hex.EncodeToString(sum[:]), nil
 }
 

@@ -144,6 +144,23 @@ func (f *fold) grant(path string, c events.Capability) *projector.Violation {
 	return f.apply(e)
 }
 
+// replace grants c to the agent at path, replacing its grant of c.
+func (f *fold) replace(path string, c events.Capability) *projector.Violation {
+	f.t.Helper()
+	e := f.event(events.CapabilityGranted, path)
+	e.Granted = &events.GrantedData{Capability: c, Replace: true}
+	return f.apply(e)
+}
+
+// revokeMembers takes members of a capability from the agent at path and
+// its descendants.
+func (f *fold) revokeMembers(path string, kind events.Kind, name string, members ...string) *projector.Violation {
+	f.t.Helper()
+	e := f.event(events.CapabilityRevoked, path)
+	e.Revoked = &events.RevokedData{Kind: kind, Name: name, Members: members}
+	return f.apply(e)
+}
+
 func (f *fold) revoke(path string, kind events.Kind, name string) *projector.Violation {
 	f.t.Helper()
 	e := f.event(events.CapabilityRevoked, path)

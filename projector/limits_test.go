@@ -140,7 +140,7 @@ func TestTooLarge(t *testing.T) {
 		for _, c := range caps[:events.MaxCapabilities] {
 			ok(t, f.grant("a", c))
 		}
-		ok(t, f.grant("a", caps[0])) // a replacement adds none
+		ok(t, f.replace("a", caps[0])) // a replacement adds none
 		assert.Len(t, f.reg.Agents["a"].Capabilities, events.MaxCapabilities)
 		violation(t, f.grant("a", events.Capability{Kind: events.KindFunc, Name: "other"}), projector.CodeEscalation)
 	})

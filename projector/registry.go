@@ -30,8 +30,12 @@ import (
 // is kept beside its actor: Grant.OnBehalfOf, Agent.CreatorOnBehalfOf and
 // RetiredOnBehalfOf, Registry.RootOnBehalfOf. Projector 4 dropped it.
 //
-// 6: events of schema version 3 are applied (task definitions carrying JSON
-// Schema); projector 5 recorded them as future_version violations.
+// 6: events of schema version 3 are applied (projector 5 recorded them as
+// future_version violations): task definitions carrying JSON Schema; a
+// grant on a capability the agent holds must say replace (else exists); a
+// revocation may name members, added to the Exclude of the agent's grant
+// and of every descendant's grant of the capability (Grant.Revoked records
+// them).
 const Version = 6
 
 // Grant is a capability held by an agent, with who granted it and when.
@@ -43,6 +47,11 @@ type Grant struct {
 	// OnBehalfOf is the grant event's claimed principal (never
 	// authenticated; see events.Event.OnBehalfOf), "" if none.
 	OnBehalfOf string `msgpack:"obo,omitempty"`
+	// Revoked lists the members taken from this grant by member-level
+	// revocations (of this agent or of an ancestor) since it was granted,
+	// sorted; each is also in Capability.Exclude. A grant replacing it
+	// starts without them.
+	Revoked []string `msgpack:"revoked,omitempty"`
 }
 
 // Agent is a dynamic agent's recipe and lineage facts.
@@ -262,12 +271,6 @@ func (r *Registry) checkGrant(path string, c events.Capability, patterns bool) e
 	if r.Def == nil {
 		return fmt.Errorf("root %s is not registered: %w", short(r.Root), events.ErrNotFound)
 	}
-	who := func() string {
-		if parent == "" {
-			return "the root"
-		}
-		return fmt.Sprintf("parent %q", parent)
-	}
 	if parent != "" {
 		if r.Agents[parent] == nil {
 			return fmt.Errorf("agent %q under root %s: %w", parent, short(r.Root), events.ErrNotFound)
@@ -275,7 +278,7 @@ func (r *Registry) checkGrant(path string, c events.Capability, patterns bool) e
 	}
 	chain, ok := r.chain(r.Def.Capabilities, parent, c.Key())
 	if !ok {
-		return fmt.Errorf("%s does not hold %s %q: %w", who(), c.Kind, c.Name, events.ErrEscalation)
+		return &events.EscalationError{Capability: c, Parent: parent}
 	}
 	e := Effective{Capability: chain[len(chain)-1], Chain: chain}
 	var denied, unproved []string
@@ -298,14 +301,10 @@ func (r *Registry) checkGrant(path string, c events.Capability, patterns bool) e
 		}
 	}
 	if len(denied) > 0 {
-		return fmt.Errorf("%s does not hold member(s) %s of %s %q: %w",
-			who(), strings.Join(denied, ", "), c.Kind, c.Name, events.ErrEscalation)
+		return &events.EscalationError{Capability: c, Parent: parent, Members: denied}
 	}
 	if len(unproved) > 0 {
-		return fmt.Errorf("%s cannot be shown to hold everything pattern(s) %q of %s %q could match "+
-			"(a pattern is accepted only under grants that include \"*\", the same pattern or a literal prefix and \"*\", "+
-			"and exclude nothing it could match that the grant does not exclude too): list the members by name instead: %w",
-			who(), unproved, c.Kind, c.Name, events.ErrEscalation)
+		return &events.EscalationError{Capability: c, Parent: parent, Members: unproved, Patterns: true}
 	}
 	return nil
 }
@@ -340,6 +339,13 @@ func (r *Registry) chain(rootCaps []events.Capability, path, key string) ([]even
 	return chain, true
 }
 
+// withMembers returns the sorted union of list and members (a new slice).
+func withMembers(list, members []string) []string {
+	out := append(slices.Clone(list), members...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // liveAgent returns the agent at path if it exists and is not retired.
 func (r *Registry) liveAgent(path string) (*Agent, error) {
 	a, err := r.Agent(path)
@@ -347,7 +353,7 @@ func (r *Registry) liveAgent(path string) (*Agent, error) {
 		return nil, err
 	}
 	if a.Retired {
-		return nil, fmt.Errorf("agent %q (retired at seq %d): %w", path, a.RetiredSeq, events.ErrRetired)
+		return nil, &events.RetiredError{Path: path, Seq: a.RetiredSeq, By: a.RetiredBy}
 	}
 	return a, nil
 }
@@ -434,11 +440,40 @@ func (r *Registry) Check(e *events.Event) error {
 		// Patterns are checked in events of schema version 2 on: histories
 		// written before (version 1) fold as they did, their patterns
 		// bounded by the resolve-time intersection.
-		return r.checkGrant(e.Path, c.Normalized(), e.Version >= 2)
+		// An escalation is reported before a missing replace.
+		if err := r.checkGrant(e.Path, c.Normalized(), e.Version >= 2); err != nil || e.Version < 3 {
+			return err
+		}
+		// From version 3 a grant never replaces silently: replacing a held
+		// capability says so.
+		if _, held := r.Agents[e.Path].Capabilities[c.Key()]; held && !e.Granted.Replace {
+			return fmt.Errorf("agent %q holds %s %q already: a grant replacing it must say so (replace): %w", e.Path, c.Kind, c.Name, events.ErrExists)
+		}
+		return nil
 	case events.CapabilityRevoked:
-		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
+		rv := e.Revoked
+		key := events.Capability{Kind: rv.Kind, Name: rv.Name}.Key()
 		if _, ok := r.Agents[e.Path].Capabilities[key]; !ok {
-			return fmt.Errorf("revoke %s %q from %q: the agent does not hold it: %w", e.Revoked.Kind, e.Revoked.Name, e.Path, events.ErrNotFound)
+			return fmt.Errorf("revoke %s %q from %q: the agent does not hold it: %w", rv.Kind, rv.Name, e.Path, events.ErrNotFound)
+		}
+		if len(rv.Members) > 0 {
+			if err := rv.Validate(); err != nil {
+				return invalid(fmt.Sprintf("revoke from %q", e.Path), err)
+			}
+			// Every grant the revocation narrows must stay within the
+			// pattern limit, or none is narrowed.
+			var err error
+			check := func(a *Agent) {
+				if g := a.Capabilities[key]; g != nil && err == nil {
+					if n := len(g.Capability.Include) + len(withMembers(g.Capability.Exclude, rv.Members)); n > events.MaxPatterns {
+						err = fmt.Errorf("%w: revoke %s %q members from %q: the grant of %q would hold %d patterns, the limit is %d",
+							events.ErrTooLarge, rv.Kind, rv.Name, e.Path, a.Path, n, events.MaxPatterns)
+					}
+				}
+			}
+			check(r.Agents[e.Path])
+			r.visitBelow(e.Path, check)
+			return err
 		}
 	case events.TaskDefined:
 		t := e.Task.Task
@@ -591,6 +626,24 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 		a.Capabilities[c.Key()] = &Grant{Capability: c, Seq: rec.Seq, Time: e.Time, Actor: istr(e.Actor), OnBehalfOf: istr(e.OnBehalfOf)}
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
+		if members := e.Revoked.Members; len(members) > 0 {
+			// Grants are shared (clones, interning): each narrowed one is
+			// replaced, never changed in place.
+			narrow := func(a *Agent) {
+				g := a.Capabilities[key]
+				if g == nil {
+					return
+				}
+				n := *g
+				n.Capability.Exclude = withMembers(g.Capability.Exclude, members)
+				n.Capability = icap(n.Capability)
+				n.Revoked = islice(withMembers(g.Revoked, members))
+				a.Capabilities[key] = &n
+			}
+			narrow(r.Agents[e.Path])
+			r.visitBelow(e.Path, narrow)
+			break
+		}
 		delete(r.Agents[e.Path].Capabilities, key)
 		r.visitBelow(e.Path, func(a *Agent) { delete(a.Capabilities, key) })
 	case events.TaskDefined:

@@ -215,7 +215,7 @@ func (env *adversaryEnv) violations(ofAgentd bool) map[uint64]string {
 		rt = env.d.Runtime()
 	}
 	out := map[uint64]string{}
-	require.NoError(env.t, rt.View(env.ctx, env.arch, func(reg *projector.Registry) error {
+	require.NoError(env.t, rt.View(env.ctx, agent.RootID(env.arch), func(reg *projector.Registry) error {
 		for _, v := range reg.Violations {
 			out[v.Seq] = v.Code
 		}
@@ -239,7 +239,7 @@ func (env *adversaryEnv) folded(seq uint64, code string) {
 func (env *adversaryEnv) lastHash(path string) string {
 	env.t.Helper()
 	var h string
-	require.NoError(env.t, env.d.Runtime().View(env.ctx, env.arch, func(reg *projector.Registry) error {
+	require.NoError(env.t, env.d.Runtime().View(env.ctx, agent.RootID(env.arch), func(reg *projector.Registry) error {
 		h = reg.LastHash(path)
 		return nil
 	}))
@@ -401,7 +401,9 @@ func adversary(t *testing.T, enforce bool) {
 		_, err := env.lib.RegisterRoot(ctx, def) // recorded: writes nothing (the reader could not)
 		require.NoError(t, err)
 	}
-	ref := func(path string) agent.TaskRef { return agent.TaskRef{Root: env.arch, Path: path, Task: "solve"} }
+	ref := func(path string) agent.TaskRef {
+		return agent.TaskRef{Root: agent.RootID(env.arch), Path: path, Task: "solve"}
+	}
 	eff, _ := env.effective(ref("solver/helper"))
 	require.Equal(t, map[string][]string{"module:math": {"sin"}}, eff)
 	clean := env.audit(true)
@@ -417,7 +419,7 @@ func adversary(t *testing.T, enforce bool) {
 		forged, err := env.wjs.PublishMsg(ctx, &nats.Msg{Subject: "agentreg." + env.arch + ".watched", Header: hdr})
 		require.NoError(t, err)
 		after := env.write("agent.grant", daemon.GrantRequest{Root: env.arch, Path: "watched",
-			Capability: math("sin", "cos")[0], Actor: "user:alice"})
+			Capability: math("sin", "cos")[0], Replace: true, Actor: "user:alice"})
 		eff, _ := env.effective(ref("watched"))
 		require.Equal(t, map[string][]string{"module:math": {"cos", "sin"}}, eff, "the grant after the forgery is seen")
 		env.folded(forged.Sequence, projector.CodeMalformed)
@@ -435,7 +437,7 @@ func adversary(t *testing.T, enforce bool) {
 		env.t = t
 		e := env.forge(events.CapabilityGranted, "solver/helper")
 		e.Actor = "user:alice"
-		e.Granted = &events.GrantedData{Capability: math("sin", "cos")[0]}
+		e.Granted = &events.GrantedData{Capability: math("sin", "cos")[0], Replace: true}
 		seq := env.attack(e)
 		eff, _ := env.effective(ref("solver/helper"))
 		var lineage daemon.LineageReply
@@ -466,7 +468,7 @@ func adversary(t *testing.T, enforce bool) {
 			// A trusted key's name with a signature that is not its own, and
 			// a valid signature by the attacker's own key.
 			bad := env.forge(events.CapabilityGranted, "solver/helper")
-			bad.Granted = &events.GrantedData{Capability: math("sin", "cos")[0]}
+			bad.Granted = &events.GrantedData{Capability: math("sin", "cos")[0], Replace: true}
 			bad.Signer = pub
 			junk := make([]byte, 64)
 			_, _ = rand.Read(junk)
@@ -475,7 +477,7 @@ func adversary(t *testing.T, enforce bool) {
 			own, err := nkeys.CreateUser()
 			require.NoError(t, err)
 			mine := env.forge(events.CapabilityGranted, "solver/helper")
-			mine.Granted = &events.GrantedData{Capability: math("sin", "cos")[0]}
+			mine.Granted = &events.GrantedData{Capability: math("sin", "cos")[0], Replace: true}
 			data, err := events.EncodeSigned(mine, own)
 			require.NoError(t, err)
 			mineSeq := env.publish(events.Subject("agentreg", env.arch, "solver/helper"), data, mine.ID).Sequence
@@ -591,7 +593,7 @@ func adversary(t *testing.T, enforce bool) {
 		require.Equal(t, "404", code, "agentd adopted no root evil: %s", msg)
 		code, msg = env.apiError("agent.create", daemon.CreateRequest{Root: evilFP, Name: "x"})
 		require.Equal(t, "404", code, "agentd writes nothing under evil: %s", msg)
-		_, err = env.lib.Resolve(ctx, agent.TaskRef{Root: evilFP, Path: "", Task: "solve"})
+		_, err = env.lib.Resolve(ctx, agent.TaskRef{Root: agent.RootID(evilFP), Path: "", Task: "solve"})
 		require.Error(t, err)
 		// Audit --signers refuses it as unsigned (its fold has the policy);
 		// without --signers its fold reports the root registered already.
@@ -718,7 +720,7 @@ func adversary(t *testing.T, enforce bool) {
 		require.NoError(t, err)
 		before, err := env.rlog.LastStreamSeq(ctx)
 		require.NoError(t, err)
-		_, err = wrt.Grant(ctx, agent.AgentRef{Root: env.arch, Path: "solver/helper"}, math("s*")[0])
+		_, err = wrt.Grant(ctx, agent.AgentRef{Root: agent.RootID(env.arch), Path: "solver/helper"}, math("s*")[0])
 		require.ErrorIs(t, err, agent.ErrEscalation)
 		after, err := env.rlog.LastStreamSeq(ctx)
 		require.NoError(t, err)
@@ -778,7 +780,7 @@ func adversary(t *testing.T, enforce bool) {
 		} else {
 			env.folded(bare, projector.CodeMalformed)
 		}
-		env.write("agent.grant", daemon.GrantRequest{Root: env.arch, Path: "solver", Capability: math("sin")[0], Actor: "user:alice"})
+		env.write("agent.grant", daemon.GrantRequest{Root: env.arch, Path: "solver", Capability: math("sin")[0], Replace: true, Actor: "user:alice"})
 		// With it: a real new release of the same name holding more.
 		wide := architect()
 		wide.Capabilities = append(wide.Capabilities, events.Capability{Kind: events.KindModule, Name: "io"})
@@ -793,13 +795,13 @@ func adversary(t *testing.T, enforce bool) {
 		require.Equal(t, []string{"unsigned"}, a.kinds(seq))
 		if enforce {
 			env.folded(seq, projector.CodeUnsigned)
-			env.write("agent.grant", daemon.GrantRequest{Root: env.arch, Path: "solver", Capability: math("sin")[0], Actor: "user:alice"})
+			env.write("agent.grant", daemon.GrantRequest{Root: env.arch, Path: "solver", Capability: math("sin")[0], Replace: true, Actor: "user:alice"})
 		} else {
 			env.folded(seq, "")
 			// Without a policy a writer of the root can still migrate it to
 			// a real release of the same name: agentd then refuses writes to
 			// the old root (what a migration means).
-			code, msg := env.apiError("agent.grant", daemon.GrantRequest{Root: env.arch, Path: "solver", Capability: math("sin")[0]})
+			code, msg := env.apiError("agent.grant", daemon.GrantRequest{Root: env.arch, Path: "solver", Capability: math("sin")[0], Replace: true})
 			t.Logf("a write after the migration: %s %s", code, msg)
 			require.NotEmpty(t, code)
 			require.Contains(t, msg, "migrated")

@@ -204,12 +204,12 @@ func forgedHeaders(t *testing.T, filler int) {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, d.Close()) })
 	var view daemon.AgentView
-	call(t, nc, "agent.describe", daemon.ReadRequest{Root: root.Root, Path: "c1"}, &view)
+	call(t, nc, "agent.describe", daemon.ReadRequest{Root: string(root.Root), Path: "c1"}, &view)
 
 	subjects := []string{
-		events.Subject("agentreg", root.Root, ""),
-		events.Subject("agentreg", root.Root, "c1"),
-		events.Subject("agentreg", root.Root, "c1/ghost"),
+		events.Subject("agentreg", string(root.Root), ""),
+		events.Subject("agentreg", string(root.Root), "c1"),
+		events.Subject("agentreg", string(root.Root), "c1/ghost"),
 	}
 	forged := map[uint64]string{}
 	for _, subj := range subjects {
@@ -328,11 +328,11 @@ func forgedHeaders(t *testing.T, filler int) {
 	require.Equal(t, "io", task.Capabilities[0].Ref.Name)
 
 	// 4. agentd, over NATS.
-	call(t, nc, "agent.describe", daemon.ReadRequest{Root: root.Root, Path: "c1", MinSeq: last}, &view)
+	call(t, nc, "agent.describe", daemon.ReadRequest{Root: string(root.Root), Path: "c1", MinSeq: last}, &view)
 	require.GreaterOrEqual(t, view.Seq, last)
 	require.Len(t, view.Effective, 1, "agentd describe: %+v", view.Effective)
 	require.Equal(t, "io", view.Effective[0].Effective.Name)
-	call(t, nc, "agent.describe", daemon.ReadRequest{Root: root.Root, Path: "c2", MinSeq: last}, &view)
+	call(t, nc, "agent.describe", daemon.ReadRequest{Root: string(root.Root), Path: "c2", MinSeq: last}, &view)
 	var res daemon.ResolveReply
 	call(t, nc, "task.resolve", daemon.ResolveRequest{Ref: ref.String(), MinSeq: last}, &res)
 	require.Len(t, res.Capabilities, 1, "agentd resolve: %+v", res.Capabilities)
@@ -350,7 +350,7 @@ func forgedHeaders(t *testing.T, filler int) {
 	require.Contains(t, logs.String(), "level=WARN msg=\"event not applied: violation\"")
 
 	// 5. replay events, registry and audit (the built binary).
-	out, code := runReplay(t, "events", "--nats-url", url, "--root", root.Root, "--json")
+	out, code := runReplay(t, "events", "--nats-url", url, "--root", string(root.Root), "--json")
 	require.Equal(t, 0, code)
 	var seen []uint64
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -365,7 +365,7 @@ func forgedHeaders(t *testing.T, filler int) {
 		require.Contains(t, seen, seq, "replay events shows seq %d", seq)
 	}
 
-	out, code = runReplay(t, "registry", "--nats-url", url, "--root", root.Root, "--json")
+	out, code = runReplay(t, "registry", "--nats-url", url, "--root", string(root.Root), "--json")
 	require.Equal(t, 0, code)
 	var reg struct {
 		Seq    uint64 `json:"seq"`
@@ -393,7 +393,7 @@ func forgedHeaders(t *testing.T, filler int) {
 	require.NoError(t, err)
 	require.Equal(t, hash, reg.Hash, "replay's registry is the runtime's")
 
-	out, code = runReplay(t, "audit", "--nats-url", url, "--root", root.Root, "--json")
+	out, code = runReplay(t, "audit", "--nats-url", url, "--root", string(root.Root), "--json")
 	require.Equal(t, 1, code, "audit is not clean")
 	var rep struct {
 		Events   int `json:"events"`

@@ -235,7 +235,7 @@ func TestRoles(t *testing.T) {
 	rt := openWriter()
 	root, err := rt.RegisterRoot(ctx, architect())
 	require.NoError(t, err, "the writer registers its root")
-	require.Equal(t, arch, root.Root)
+	require.Equal(t, arch, string(root.Root))
 	fill(t, url, directSpan)
 
 	t.Run("writer appends to its root", func(t *testing.T) {
@@ -259,11 +259,11 @@ func TestRoles(t *testing.T) {
 		fresh := openWriter()
 		_, err = fresh.RegisterRoot(ctx, architect())
 		require.NoError(t, err)
-		require.NoError(t, fresh.View(ctx, arch, func(r *projector.Registry) error {
+		require.NoError(t, fresh.View(ctx, agent.RootID(arch), func(r *projector.Registry) error {
 			_, err := r.Agent("math_solver/parser")
 			return err
 		}))
-		_, err = fresh.Resolve(ctx, agent.TaskRef{Root: arch, Path: "math_solver", Task: "solve"})
+		_, err = fresh.Resolve(ctx, agent.TaskRef{Root: agent.RootID(arch), Path: "math_solver", Task: "solve"})
 		require.NoError(t, err)
 
 		// agentd followed the writes.
@@ -274,9 +274,9 @@ func TestRoles(t *testing.T) {
 	t.Run("writer cannot append to another root", func(t *testing.T) {
 		_, err := rt.RegisterRoot(ctx, auditor())
 		require.NoError(t, err, "registering a root recorded before writes nothing")
-		_, _, err = rt.Create(short(t), agent.AgentRef{Root: aud}, agent.Spec{Name: "intruder"})
+		_, _, err = rt.Create(short(t), agent.AgentRef{Root: agent.RootID(aud)}, agent.Spec{Name: "intruder"})
 		refused(t, err, writerErrs, events.Subject("agentreg", aud, "intruder"))
-		_, _, err = rt.Create(short(t), agent.AgentRef{Root: aud, Path: "reviewer"}, agent.Spec{Name: "mole",
+		_, _, err = rt.Create(short(t), agent.AgentRef{Root: agent.RootID(aud), Path: "reviewer"}, agent.Spec{Name: "mole",
 			Capabilities: []events.Capability{{Kind: events.KindModule, Name: "math"}}})
 		refused(t, err, writerErrs, events.Subject("agentreg", aud, "reviewer/mole")) // an atomic batch
 
@@ -289,7 +289,7 @@ func TestRoles(t *testing.T) {
 		err = js.DeleteStream(short(t), "AGENTREG")
 		refused(t, err, writerErrs, "$JS.API.STREAM.DELETE.AGENTREG")
 
-		require.NoError(t, d.Runtime().View(ctx, aud, func(r *projector.Registry) error {
+		require.NoError(t, d.Runtime().View(ctx, agent.RootID(aud), func(r *projector.Registry) error {
 			require.Equal(t, []string{"reviewer"}, r.Paths(), "the auditor root holds what agentd wrote, nothing more")
 			require.Empty(t, r.Violations)
 			return nil
@@ -302,7 +302,7 @@ func TestRoles(t *testing.T) {
 
 	t.Run("agentd snapshots", func(t *testing.T) {
 		for _, r := range []string{arch, aud, arch} { // the second of arch replaces the first
-			h, err := d.Runtime().Snapshot(ctx, r)
+			h, err := d.Runtime().Snapshot(ctx, agent.RootID(r))
 			require.NoError(t, err, "agentd writes the snapshot buckets")
 			if r == arch {
 				require.Greater(t, h.Size, 2<<20, "a body beyond JetStream's flow control window")
@@ -315,8 +315,8 @@ func TestRoles(t *testing.T) {
 	require.NoError(t, d.Close())
 	d = startAgentd(t, url)
 	for _, r := range []string{arch, aud} {
-		require.NoError(t, d.Runtime().View(ctx, r, func(*projector.Registry) error { return nil }))
-		_, ok := d.Runtime().RestoredFrom(r)
+		require.NoError(t, d.Runtime().View(ctx, agent.RootID(r), func(*projector.Registry) error { return nil }))
+		_, ok := d.Runtime().RestoredFrom(agent.RootID(r))
 		require.True(t, ok, "agentd restored root %s from its snapshot", r)
 	}
 	var health map[string]any

@@ -91,16 +91,16 @@ func history(t *testing.T, rng *rand.Rand, ops int) env {
 		case op < 9 && p != "" && rng.IntN(4) == 0:
 			_, _ = rt.Retire(ctx, a, "random")
 		default:
-			testutil.PublishRaw(t, nc, events.Subject("agentreg", root.Root, p), []byte(fmt.Sprintf("garbage %d", i)), nil)
+			testutil.PublishRaw(t, nc, events.Subject("agentreg", string(root.Root), p), []byte(fmt.Sprintf("garbage %d", i)), nil)
 		}
 	}
 	var recs []events.Record
-	_, err = l.ReadRoot(ctx, root.Root, 1, func(r events.Record) error {
+	_, err = l.ReadRoot(ctx, string(root.Root), 1, func(r events.Record) error {
 		recs = append(recs, r)
 		return nil
 	})
 	require.NoError(t, err)
-	return env{log: l, snaps: s, root: root.Root, recs: recs}
+	return env{log: l, snaps: s, root: string(root.Root), recs: recs}
 }
 
 func fold(root string, recs []events.Record) *projector.Registry {

@@ -69,7 +69,7 @@ func TestPublishRaw(t *testing.T) {
 	root, err := rt.RegisterRoot(ctx, events.RootDef{Name: "r"})
 	require.NoError(t, err)
 	nc := testutil.Connect(t, srv.ClientURL())
-	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", root.Root, ""), []byte{0xc1}, nil)
+	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", string(root.Root), ""), []byte{0xc1}, nil)
 	require.NoError(t, rt.View(ctx, root.Root, func(reg *projector.Registry) error {
 		require.Len(t, reg.Violations, 1)
 		require.Equal(t, seq, reg.Violations[0].Seq)

@@ -149,7 +149,7 @@ func (b *bench) agentdFigures(ctx context.Context) error {
 		}
 		r.agents = nil // keep the generator small
 		if i == b.p.agentdRoots/2 {
-			mid = agent.TaskRef{Root: r.fp, Path: "a0/a1", Task: "t0"}
+			mid = agent.TaskRef{Root: agent.RootID(r.fp), Path: "a0/a1", Task: "t0"}
 		}
 		if len(msgs) >= window {
 			if err := flush(); err != nil {

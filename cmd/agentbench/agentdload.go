@@ -92,7 +92,7 @@ func (b *bench) agentdLoadFigures(ctx context.Context) error {
 				Tasks:        []events.TaskDef{task}}, nil); err != nil {
 				return err
 			}
-			refs = append(refs, agent.TaskRef{Root: w.Root, Path: name, Task: "solve"})
+			refs = append(refs, agent.TaskRef{Root: agent.RootID(w.Root), Path: name, Task: "solve"})
 		}
 	}
 	rt := d.Runtime()
@@ -122,7 +122,7 @@ func (b *bench) agentdLoadFigures(ctx context.Context) error {
 			return err
 		}
 		oneResolve = append(oneResolve, took)
-		if took, err = call(conns[0], "agent.create", daemon.CreateRequest{Root: ref.Root, Parent: ref.Path, Name: fmt.Sprintf("one%d", i)}, nil); err != nil {
+		if took, err = call(conns[0], "agent.create", daemon.CreateRequest{Root: string(ref.Root), Parent: ref.Path, Name: fmt.Sprintf("one%d", i)}, nil); err != nil {
 			return err
 		}
 		oneCreate = append(oneCreate, took)
@@ -171,7 +171,7 @@ func (b *bench) agentdLoadFigures(ctx context.Context) error {
 	}
 	creates, cWall, err := load("agent.create", func(c, i int) any {
 		ref := refs[(c+i)%len(refs)]
-		return daemon.CreateRequest{Root: ref.Root, Parent: ref.Path, Name: fmt.Sprintf("c%d_%d", c, i)}
+		return daemon.CreateRequest{Root: string(ref.Root), Parent: ref.Path, Name: fmt.Sprintf("c%d_%d", c, i)}
 	})
 	if err != nil {
 		return err

@@ -99,7 +99,7 @@ func (a *genAgent) createdEvent() *events.Event {
 
 func (a *genAgent) grantEvent(member string, i int) *events.Event {
 	e := a.r.event(events.CapabilityGranted, a.path)
-	e.Granted = &events.GrantedData{Capability: events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i%a.r.g.p.caps), Include: []string{"*"}}.Normalized()}
+	e.Granted = &events.GrantedData{Capability: events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i%a.r.g.p.caps), Include: []string{"*"}}.Normalized(), Replace: true}
 	_ = member
 	return e
 }
@@ -221,7 +221,7 @@ func (g *generator) refs(n int) []agent.TaskRef {
 		if r.deep == nil || len(out) == n {
 			continue
 		}
-		out = append(out, agent.TaskRef{Root: r.fp, Path: r.deep.path, Task: "t0"})
+		out = append(out, agent.TaskRef{Root: agent.RootID(r.fp), Path: r.deep.path, Task: "t0"})
 	}
 	return out
 }

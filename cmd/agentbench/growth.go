@@ -60,9 +60,9 @@ func (b *bench) newGrowthRoot(ctx context.Context, name string, n int) (*growthR
 		return nil, fmt.Errorf("write the %d-agent root: %w", n, err)
 	}
 	b.log.Info("growth root written", "agents", n, "took", time.Since(start).Round(time.Millisecond))
-	g.ref = agent.AgentRef{Root: g.gr.fp}
+	g.ref = agent.AgentRef{Root: agent.RootID(g.gr.fp)}
 	for _, a := range g.gr.agents {
-		ref := agent.AgentRef{Root: g.gr.fp, Path: a.path}
+		ref := agent.AgentRef{Root: agent.RootID(g.gr.fp), Path: a.path}
 		if a.depth == 1 {
 			g.tops = append(g.tops, ref)
 		} else {
@@ -73,7 +73,7 @@ func (b *bench) newGrowthRoot(ctx context.Context, name string, n int) (*growthR
 	step := max(1, len(g.deep)/(b.p.growthOps))
 	for i := 0; i < len(g.deep) && len(g.refs) < 2*b.p.growthOps; i += step {
 		for t := range b.p.tasks {
-			g.refs = append(g.refs, agent.TaskRef{Root: g.gr.fp, Path: g.deep[i].Path, Task: fmt.Sprintf("t%d", t)})
+			g.refs = append(g.refs, agent.TaskRef{Root: agent.RootID(g.gr.fp), Path: g.deep[i].Path, Task: fmt.Sprintf("t%d", t)})
 		}
 	}
 	if len(g.refs) == 0 || len(g.tops) == 0 {
@@ -145,7 +145,7 @@ func (b *bench) growthFigures(ctx context.Context) error {
 		}
 		start := time.Now()
 		agents := 0
-		if err := rt.View(ctx, g.gr.fp, func(r *projector.Registry) error { agents = len(r.Agents); return nil }); err != nil {
+		if err := rt.View(ctx, agent.RootID(g.gr.fp), func(r *projector.Registry) error { agents = len(r.Agents); return nil }); err != nil {
 			return err
 		}
 		g.loaded = time.Since(start)
@@ -162,7 +162,7 @@ func (b *bench) growthFigures(ctx context.Context) error {
 	for off := 0; off < ops; off += block {
 		for _, si := range order(off / block) {
 			g := sizes[si]
-			if _, err := rt.Grant(ctx, g.tops[0], events.Capability{Kind: events.KindModule, Name: "m0"}); err != nil {
+			if _, err := rt.Grant(ctx, g.tops[0], events.Capability{Kind: events.KindModule, Name: "m0"}, agent.Replace()); err != nil {
 				return err
 			}
 			for i := off; i < min(off+block, ops); i++ {
@@ -194,7 +194,7 @@ func (b *bench) growthFigures(ctx context.Context) error {
 				a = g.tops[(i*7919)%len(g.tops)]
 			}
 			start := time.Now()
-			if _, err := rt.Grant(ctx, a, events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i%b.p.caps)}); err != nil {
+			if _, err := rt.Grant(ctx, a, events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i%b.p.caps)}, agent.Replace()); err != nil {
 				return fmt.Errorf("grant at %d agents: %w", g.n, err)
 			}
 			grant[si] = append(grant[si], time.Since(start))

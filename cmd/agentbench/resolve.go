@@ -106,7 +106,7 @@ func (b *bench) coldResolve(ctx context.Context, refs []agent.TaskRef) ([]time.D
 	}
 	defer rt.Close()
 	for _, r := range refs {
-		if _, err := rt.RegisterRoot(ctx, b.gen.rootDef(r.Root)); err != nil {
+		if _, err := rt.RegisterRoot(ctx, b.gen.rootDef(string(r.Root))); err != nil {
 			return nil, err
 		}
 	}

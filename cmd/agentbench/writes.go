@@ -72,7 +72,7 @@ func (b *bench) writeFigures(ctx context.Context) error {
 	for r := range rounds {
 		start := time.Now()
 		for i := range n {
-			if _, err := rt.Grant(ctx, targets[i%agents], events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i%b.p.caps)}); err != nil {
+			if _, err := rt.Grant(ctx, targets[i%agents], events.Capability{Kind: events.KindModule, Name: fmt.Sprintf("m%d", i%b.p.caps)}, agent.Replace()); err != nil {
 				return err
 			}
 		}
@@ -267,7 +267,7 @@ func (b *bench) snapshotCrossing(ctx context.Context) error {
 		return err
 	}
 	// Load it first (not timed): the load folds the whole root.
-	if err := rt.View(ctx, big.gr.fp, func(*projector.Registry) error { return nil }); err != nil {
+	if err := rt.View(ctx, agent.RootID(big.gr.fp), func(*projector.Registry) error { return nil }); err != nil {
 		return err
 	}
 	ds, err = run(rt, ref, big.gr, "snap")

@@ -132,7 +132,7 @@ func TestRegistryAllRoots(t *testing.T) {
 	views := reencode[registryView](t, out)
 	require.Len(t, views, 2)
 	require.Equal(t, []string{"architect", "critic"}, []string{views[0].Name, views[1].Name})
-	require.Equal(t, []string{h.root.Root, critic.Root}, []string{views[0].Root, views[1].Root})
+	require.Equal(t, []string{string(h.root.Root), string(critic.Root)}, []string{views[0].Root, views[1].Root})
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(&views[0]))
 	require.Equal(t, []string{"proofreader", "scout"}, paths(&views[1]))
 	proof := views[1].Agents[0]
@@ -154,8 +154,8 @@ func TestRegistryAllRoots(t *testing.T) {
 
 	list := reencode[rootSummary](t, replayOK(t, "registry", "--nats-url", url, "--list", "--json"))
 	require.Equal(t, []rootSummary{
-		{Root: h.root.Root, Name: "architect", Seq: 3, Events: 3, Agents: 2},
-		{Root: critic.Root, Name: "critic", Seq: 6, Events: 3, Agents: 2},
+		{Root: string(h.root.Root), Name: "architect", Seq: 3, Events: 3, Agents: 2},
+		{Root: string(critic.Root), Name: "critic", Seq: 6, Events: 3, Agents: 2},
 	}, list)
 	text = replayOK(t, "registry", "--nats-url", url, "--list")
 	require.Contains(t, text, "critic               "+critic.Root+"  seq 6       events 3       agents 2      retired 0      violations 0\n")

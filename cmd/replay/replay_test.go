@@ -179,7 +179,9 @@ func (h *history) stream() jetstream.Stream {
 	return s
 }
 
-func (h *history) subject(path string) string { return events.Subject("agentreg", h.root.Root, path) }
+func (h *history) subject(path string) string {
+	return events.Subject("agentreg", string(h.root.Root), path)
+}
 
 func ref(a agent.AgentRef, taskName string) string {
 	return agent.TaskRef{Root: a.Root, Path: a.Path, Task: taskName}.String()
@@ -271,7 +273,7 @@ func TestRegistryAtSeqAroundRevocation(t *testing.T) {
 	require.Equal(t, after, vAfter.Seq)
 	require.NotEqual(t, vBefore.StateHash, vAfter.StateHash)
 	require.Equal(t, "architect", vAfter.Name)
-	require.Equal(t, h.root.Root, vAfter.Root)
+	require.Equal(t, string(h.root.Root), vAfter.Root)
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser", "writer"}, paths(vAfter))
 
 	const key = "module:math"
@@ -396,14 +398,14 @@ func TestLineage(t *testing.T) {
 	require.Empty(t, parser.Steps[1].Grants, "a grant's capability is its detail, not a creation's grants")
 
 	// The agent may be named <fingerprint>/<path>, and a point cuts the steps.
-	early := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "--seq", "4", h.root.Root+"/math_solver/equation_parser"))
+	early := decode[*node](t, replayOK(t, "lineage", "--nats-url", url, "--json", "--seq", "4", string(h.root.Root)+"/math_solver/equation_parser"))
 	require.Len(t, early.Children[0].Children, 1, "checker is created after the point")
 	require.True(t, early.Children[0].Children[0].Selected)
 	require.Len(t, early.Children[0].Children[0].Steps, 1, "bob's grant at seq 5 is after the point")
 
 	// The whole root in a diagram: one node per agent, however the names
 	// look alike.
-	dot := replayOK(t, "lineage", "--nats-url", url, "--format", "dot", h.root.Root+"/")
+	dot := replayOK(t, "lineage", "--nats-url", url, "--format", "dot", string(h.root.Root)+"/")
 	nodes := regexp.MustCompile(`(?m)^  (\w+) \[label="([^\\]*)\\n`).FindAllStringSubmatch(dot, -1)
 	ids, names := map[string]bool{}, []string{}
 	for _, m := range nodes {
@@ -690,7 +692,7 @@ func tamper(t *testing.T) (*history, tampered) {
 	h.view(func(reg *projector.Registry) { prev = reg.LastHash(h.parser.Path) })
 	require.NotEmpty(t, prev)
 	esc := &events.Event{ID: ulid.Make().String(), Type: events.CapabilityGranted, Version: events.SchemaVersion,
-		Root: h.root.Root, Path: h.parser.Path, Time: time.Now().UnixNano(), Actor: "user:mallory", Correlation: ulid.Make().String(),
+		Root: string(h.root.Root), Path: h.parser.Path, Time: time.Now().UnixNano(), Actor: "user:mallory", Correlation: ulid.Make().String(),
 		Prev: prev, Granted: &events.GrantedData{Capability: tan.Normalized()}}
 	data, err = events.Encode(esc)
 	require.NoError(t, err)
@@ -819,9 +821,9 @@ func TestAuditReplayedCopy(t *testing.T) {
 	require.Equal(t, 6, rep.Events)
 	require.Equal(t, map[string]int{"chain": 1, "duplicate_id": 1}, rep.Counts)
 	require.Equal(t, []problem{
-		{Seq: 6, Kind: "duplicate_id", Root: h.root.Root, Path: "math_solver", Subject: raw.Subject,
+		{Seq: 6, Kind: "duplicate_id", Root: string(h.root.Root), Path: "math_solver", Subject: raw.Subject,
 			Detail: "event id " + e.ID + " was already stored at seq 4: republished"},
-		{Seq: 6, Kind: "chain", Root: h.root.Root, Path: "math_solver", Subject: raw.Subject,
+		{Seq: 6, Kind: "chain", Root: string(h.root.Root), Path: "math_solver", Subject: raw.Subject,
 			Detail: "TaskDefined " + e.ID + " names seq 2 as previous, but seq 5 came after that: reordered, replayed or edited copy"},
 	}, rep.Problems)
 }
@@ -937,7 +939,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{"SeqAndTime", []string{"registry", "--nats-url", url, "--seq", "3", "--time", "2026-11-24T18:40:00Z"}, "give --seq or --time, not both"},
 		{"UnknownFlag", []string{"registry", "--nats-url", url, "--bogus"}, "flag provided but not defined: -bogus"},
-		{"RootMatchesNothing", []string{"registry", "--nats-url", url, "--root", "nope"}, `no root matches --root "nope"; roots: architect (` + h.root.Root[:12] + ")"},
+		{"RootMatchesNothing", []string{"registry", "--nats-url", url, "--root", "nope"}, `no root matches --root "nope"; roots: architect (` + string(h.root.Root[:12]) + ")"},
 		{"BadTime", []string{"registry", "--nats-url", url, "--time", "yesterday"}, `--time "yesterday" is not an RFC3339 time`},
 		{"URLAndData", []string{"registry", "--nats-url", url, "--data", t.TempDir()}, "give --nats-url or --data, not both"},
 		{"NoLog", []string{"registry", "--nats-url", ""}, "no log to read"},
@@ -1094,7 +1096,7 @@ func TestOfflineDataDir(t *testing.T) {
 
 	v := registryJSON(t, "--data", cp)
 	require.Equal(t, "architect", v.Name)
-	require.Equal(t, root.Root, v.Root)
+	require.Equal(t, string(root.Root), v.Root)
 	require.Equal(t, []string{"math_solver", "math_solver/equation_parser"}, paths(v))
 	require.Equal(t, uint64(3), v.Seq, "RootRegistered and one AgentCreated per agent")
 	require.Equal(t, capsOf([]events.Capability{mathCap("cos", "pi", "sin").Normalized()}), v.Agents[0].Granted)

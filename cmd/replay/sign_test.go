@@ -82,7 +82,7 @@ func TestAuditSignatures(t *testing.T) {
 	var created *events.Event
 	l, err := natsstore.ExistingLog(ctx, nc, natsstore.Config{})
 	require.NoError(t, err)
-	_, err = l.ReadRoot(ctx, root.Root, 1, func(r events.Record) error {
+	_, err = l.ReadRoot(ctx, string(root.Root), 1, func(r events.Record) error {
 		if e, err := events.Decode(r.Data); err == nil && e.Type == events.AgentCreated && e.Signer == alicePub {
 			created = e
 		}
@@ -96,7 +96,7 @@ func TestAuditSignatures(t *testing.T) {
 	created.Created.Capabilities[0].Include = []string{"*"}
 	edited, err := events.Encode(created) // keeps Signer and the old Sig
 	require.NoError(t, err)
-	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", root.Root, solver.Path), edited, nil)
+	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", string(root.Root), solver.Path), edited, nil)
 	out, _, err := replay(t, "audit", "--nats-url", url, "--json")
 	require.ErrorIs(t, err, errProblems)
 	rep = decode[auditReport](t, out)

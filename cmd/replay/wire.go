@@ -45,11 +45,13 @@ type wireCreated struct {
 
 type wireGranted struct {
 	Capability wireCap `json:"cap"`
+	Replace    bool    `json:"replace,omitempty"` // since v3
 }
 
 type wireRevoked struct {
-	Kind events.Kind `json:"kind"`
-	Name string      `json:"name"`
+	Kind    events.Kind `json:"kind"`
+	Name    string      `json:"name"`
+	Members []string    `json:"members,omitempty"` // since v3
 }
 
 type wireTask struct {
@@ -153,7 +155,7 @@ func eventOf(e *events.Event) *wireEvent {
 		w.Created = &wireCreated{Primer: e.Created.Primer, Capabilities: capsOf(e.Created.Capabilities), Tasks: e.Created.Tasks}
 	}
 	if e.Granted != nil {
-		w.Granted = &wireGranted{Capability: capOf(e.Granted.Capability)}
+		w.Granted = &wireGranted{Capability: capOf(e.Granted.Capability), Replace: e.Granted.Replace}
 	}
 	if e.Migration != nil {
 		w.Migration = &wireMigrated{To: e.Migration.To, Reason: e.Migration.Reason, Def: rootDefOf(e.Migration.Def)}
@@ -176,7 +178,7 @@ func (w *wireEvent) event() *events.Event {
 		e.Created = &events.CreatedData{Primer: w.Created.Primer, Capabilities: capsFrom(w.Created.Capabilities), Tasks: w.Created.Tasks}
 	}
 	if w.Granted != nil {
-		e.Granted = &events.GrantedData{Capability: w.Granted.Capability.capability()}
+		e.Granted = &events.GrantedData{Capability: w.Granted.Capability.capability(), Replace: w.Granted.Replace}
 	}
 	if w.Migration != nil {
 		e.Migration = &events.MigratedData{To: w.Migration.To, Reason: w.Migration.Reason, Def: w.Migration.Def.rootDef()}

@@ -31,7 +31,6 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
-	"github.com/agentreg/agentreg/projector"
 )
 
 func main() {
@@ -213,20 +212,30 @@ func resolve(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, refs [
 		out.results[s] = res
 		out.printf("resolved %s#%s (capabilities: %s)\n  %s(%q) = %v\n", ref.Path, ref.Task, strings.Join(caps, "; "), ref.Task, "4x + 5 = 13", res)
 	}
-	return rt.View(ctx, root.Root, func(reg *projector.Registry) error {
-		out.printf("lineage:\n  architect (root %.12s, registered at seq %d by %s)\n", reg.Root, reg.RootSeq, reg.RootActor)
-		for _, p := range reg.Paths() {
-			a := reg.Agents[p]
+	info, err := rt.Describe(ctx, root)
+	if err != nil {
+		return err
+	}
+	out.printf("lineage:\n  architect (root %.12s, registered at seq %d by %s)\n", root.Root, info.CreatedSeq, info.Creator)
+	for page := (agent.AgentPage{}); ; {
+		page, err = rt.List(ctx, root.Root, agent.ListOptions{After: page.Next})
+		if err != nil {
+			return err
+		}
+		for _, a := range page.Agents {
+			p := a.Ref.Path
 			depth := strings.Count(p, "/") + 2
 			out.printf("%s%s: created at seq %d, %s, by %s",
-				strings.Repeat("  ", depth), p[strings.LastIndexByte(p, '/')+1:], a.CreatedSeq, time.Unix(0, a.CreatedAt).UTC().Format(time.RFC3339), a.Creator)
+				strings.Repeat("  ", depth), p[strings.LastIndexByte(p, '/')+1:], a.CreatedSeq, a.CreatedAt.Format(time.RFC3339), a.Creator)
 			if a.Retired {
 				out.printf(", retired at seq %d", a.RetiredSeq)
 			}
 			out.printf("\n")
 		}
-		return nil
-	})
+		if page.Next == "" {
+			return nil
+		}
+	}
 }
 
 // respawn runs the resolve phase in a new process of this same program.

@@ -35,13 +35,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
 	"github.com/agentreg/agentreg/natsstore"
-	"github.com/agentreg/agentreg/projector"
 )
 
 // Caps is how many fn capabilities the root holds (f0..f7).
@@ -232,51 +232,37 @@ func (w op) do(ctx context.Context, rt *agent.Runtime, root agent.AgentRef) (age
 // parent holds, revoke one the agent holds, or define a task. It prints
 // the write as an intent first, and makes it with name as its key.
 func step(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, rng *rand.Rand, name string, o *out) error {
-	var w op
-	err := rt.View(ctx, root.Root, func(reg *projector.Registry) error {
-		var live []string
-		for _, p := range reg.Paths() {
-			if a := reg.Agents[p]; !a.Retired && len(events.Ancestors(p)) < 3 {
+	// The agents as they stand, through the library's value API.
+	var live []string
+	grants := map[string]map[string]bool{} // path -> capability keys held
+	for page := (agent.AgentPage{}); ; {
+		var err error
+		page, err = rt.List(ctx, root.Root, agent.ListOptions{After: page.Next})
+		if err != nil {
+			return err
+		}
+		for _, a := range page.Agents {
+			p := a.Ref.Path
+			grants[p] = map[string]bool{}
+			for _, g := range a.Granted {
+				grants[p][g.Capability.Key()] = true
+			}
+			if !a.Retired && len(events.Ancestors(p)) < 3 {
 				live = append(live, p)
 			}
 		}
-		held := func(path string, c int) bool {
-			if path == "" {
-				return true // the root holds every fn capability
-			}
-			_, ok := reg.Agents[path].Capabilities[fn(c).Key()]
-			return ok
+		if page.Next == "" {
+			break
 		}
-		if len(live) == 0 || rng.IntN(3) == 0 {
-			w = op{Op: "create", Name: name, Primer: "primer of " + name}
-			if len(live) > 0 && rng.IntN(2) == 0 {
-				w.Path = live[rng.IntN(len(live))]
-			}
-			for c := range Caps {
-				if held(w.Path, c) && rng.IntN(3) == 0 {
-					w.Caps = append(w.Caps, c)
-				}
-			}
-			if rng.IntN(2) == 0 {
-				w.Task = "t0"
-			}
-			return nil
-		}
-		path := live[rng.IntN(len(live))]
-		c := rng.IntN(Caps)
-		switch {
-		case held(path, c):
-			w = op{Op: "revoke", Path: path, Cap: c}
-		case held(events.Parent(path), c):
-			w = op{Op: "grant", Path: path, Cap: c}
-		default:
-			w = op{Op: "define", Path: path, Task: fmt.Sprintf("t%d", c)}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
+	slices.Sort(live)
+	held := func(path string, c int) bool {
+		if path == "" {
+			return true // the root holds every fn capability
+		}
+		return grants[path][fn(c).Key()]
+	}
+	w := choose(live, held, rng, name)
 	js, err := json.Marshal(w)
 	if err != nil {
 		return err
@@ -284,6 +270,36 @@ func step(ctx context.Context, rt *agent.Runtime, root agent.AgentRef, rng *rand
 	o.line("intent %s %s", name, js)
 	_, err = w.do(agent.WithIdempotencyKey(ctx, name), rt, root)
 	return err
+}
+
+// choose picks one write from the agents as they stand (live: the
+// agents not retired and less than three deep, sorted; held: whether an
+// agent holds a capability).
+func choose(live []string, held func(string, int) bool, rng *rand.Rand, name string) op {
+	if len(live) == 0 || rng.IntN(3) == 0 {
+		w := op{Op: "create", Name: name, Primer: "primer of " + name}
+		if len(live) > 0 && rng.IntN(2) == 0 {
+			w.Path = live[rng.IntN(len(live))]
+		}
+		for c := range Caps {
+			if held(w.Path, c) && rng.IntN(3) == 0 {
+				w.Caps = append(w.Caps, c)
+			}
+		}
+		if rng.IntN(2) == 0 {
+			w.Task = "t0"
+		}
+		return w
+	}
+	path := live[rng.IntN(len(live))]
+	c := rng.IntN(Caps)
+	switch {
+	case held(path, c):
+		return op{Op: "revoke", Path: path, Cap: c}
+	case held(events.Parent(path), c):
+		return op{Op: "grant", Path: path, Cap: c}
+	}
+	return op{Op: "define", Path: path, Task: fmt.Sprintf("t%d", c)}
 }
 
 func task(name string) events.TaskDef {
