@@ -1,10 +1,32 @@
 package agent_test
 
 import (
+	"go/parser"
+	"go/token"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
+
+// The README's snippet is what a program outside the module writes: it
+// imports the standard library, agent and events, nothing else (no
+// projector, natsstore or internal package).
+func TestREADMESnippetImports(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "example_test.go", nil, parser.ImportsOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range f.Imports {
+		p, _ := strconv.Unquote(im.Path.Value)
+		switch {
+		case p == "github.com/agentreg/agentreg/agent", p == "github.com/agentreg/agentreg/events":
+		case !strings.Contains(strings.SplitN(p, "/", 2)[0], "."): // the standard library
+		default:
+			t.Errorf("example_test.go imports %s: the README's program may import only agent, events and the standard library", p)
+		}
+	}
+}
 
 // The README's library snippet is the body of Example, word for word.
 func TestREADMESnippet(t *testing.T) {
