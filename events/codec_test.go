@@ -58,7 +58,8 @@ func fixedID(n uint64) string {
 }
 
 // goldenEvents returns one schema version 1 event of each type (keyed by
-// the type) and version 2 events (keyed by type + ".v2"), with fixed ids,
+// the type), version 2 events (keyed by type + ".v2") and version 3 events
+// (type + ".v3": JSON Schema, replace, members), with fixed ids,
 // times and fingerprints, keyed by the golden file's base name. The
 // version 1 vectors were written by version 1 code: they must stay byte for
 // byte what they are and keep decoding.
@@ -157,6 +158,18 @@ func goldenEvents() map[string]*events.Event {
 		OutputSchema: events.MustJSONSchema(`{"type":"array","items":{"type":"number"}}`),
 	}}
 	out["TaskDefined.v3"] = e
+
+	// Version 3: a grant replacing the one held, a member-level revoke.
+	e = env(12, events.CapabilityGranted, "math_solver", prev)
+	e.Granted = &events.GrantedData{Capability: events.Capability{
+		Kind: events.KindModule, Name: "math", Include: []string{"cos", "pi", "sin"}, Exclude: []string{"_*"},
+		Visibility: events.VisibilityMedium,
+	}, Replace: true}
+	out["CapabilityGranted.v3"] = e
+
+	e = env(13, events.CapabilityRevoked, "math_solver", prev)
+	e.Revoked = &events.RevokedData{Kind: events.KindModule, Name: "math", Members: []string{"sin", "cos"}}
+	out["CapabilityRevoked.v3"] = e
 	return out
 }
 
@@ -179,7 +192,7 @@ func rawEncode(t testing.TB, e any) []byte {
 
 func TestRoundTrip(t *testing.T) {
 	evs := goldenEvents()
-	require.Len(t, evs, 11, "one golden version 1 event per type, three version 2, one version 3")
+	require.Len(t, evs, 13, "one golden version 1 event per type, three version 2, three version 3")
 	for name, e := range evs {
 		t.Run(name, func(t *testing.T) {
 			require.Equal(t, goldenType(name), string(e.Type))

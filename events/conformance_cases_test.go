@@ -29,6 +29,58 @@ func conformanceCases() []convCase {
 		return func(b []byte) []byte { return bytes.Replace(b, []byte(old), []byte(new), 1) }
 	}
 
+	// Schema version 3: tasks carrying JSON Schema (canonical text).
+	rootV3 := convRoot()
+	rootV3.Tasks = []events.TaskDef{{
+		Name: "create_specialist", Doc: "Create a specialist agent.",
+		InputSchema: events.MustJSONSchema(`{"type": "object", "properties": {
+			"name": {"type": "string", "pattern": "^[a-z_]+$"},
+			"tasks": {"type": "array", "items": {"type": "string"}}},
+			"required": ["name"], "additionalProperties": false}`),
+		OutputSchema: events.MustJSONSchema(`{"type": "string"}`),
+	}}
+	nextV3 := rootV3
+	nextV3.Primer = "You build specialists, carefully."
+	nextV3.Capabilities = nextV3.Capabilities[:2]
+	numbers := events.MustJSONSchema(`{"type": "array", "items": {"type": "number"}}`)
+	solveV3 := events.TaskDef{
+		Name: "solve", Doc: "Solve an equation.",
+		InputSchema: events.MustJSONSchema(`{"type": "object", "properties": {"equation": {"type": "string", "minLength": 1}},
+			"required": ["equation"]}`),
+		OutputSchema: numbers,
+	}
+	resolvedV3 := solveV3
+	resolvedV3.Doc = "Solve one equation." // another contract
+	// enum, a nullable member, a $ref to $defs, bounds.
+	findRoots := events.TaskDef{
+		Name: "find_roots", Doc: "Find the real roots of a polynomial.",
+		InputSchema: events.MustJSONSchema(`{"type": "object",
+			"$defs": {"term": {"type": "object", "properties": {
+				"coef": {"type": "number"}, "power": {"type": "integer", "minimum": 0}},
+				"required": ["coef", "power"], "additionalProperties": false}},
+			"properties": {
+				"terms": {"type": "array", "items": {"$ref": "#/$defs/term"}, "minItems": 1},
+				"method": {"enum": ["newton", "bisection", "closed_form"]},
+				"tolerance": {"type": ["number", "null"], "exclusiveMinimum": 0}},
+			"required": ["terms", "method"], "additionalProperties": false}`),
+		OutputSchema: numbers,
+	}
+	schemaTask := func(name, input string) events.TaskDef {
+		return events.TaskDef{Name: name, InputSchema: events.JSONSchema(input), OutputSchema: events.MustJSONSchema(`{}`)}
+	}
+	// A schema text that is not in canonical form is refused too (malformed)
+	// but has no vector yet: its event decodes, and TestEventJSONRoundTrip
+	// (json_test.go) requires every decodable event of these files to encode
+	// to the same bytes after JSON, while the JSON form canonicalizes the
+	// schema. Once that test exempts refused definitions, add
+	// defineTask("solver", schemaTask("unsorted",
+	// `{"type":"object","additionalProperties":false}`)) to v3-tasks.
+	remoteRef := schemaTask("remote", `{"$ref":"https://example.com/args.json","type":"object"}`)
+	notObject := schemaTask("scalar", `{"type":"string"}`)
+	bothForms := schemaTask("both", `{"type":"object"}`)
+	bothForms.Input = events.Schema{Type: "object"}
+	members := func(m ...string) []string { return m }
+
 	return []convCase{
 		{
 			name: "v2-every-type",
@@ -46,6 +98,78 @@ func conformanceCases() []convCase {
 				revoke("solver", events.KindFunc, "search"),
 				retire("solver/parser", "done"),
 				migrate(next.Fingerprint(), &next),
+			},
+		},
+		{
+			name:    "v3-every-type",
+			version: 3,
+			doc: "One event of every type at schema version 3, all applied: a definition whose task carries JSON Schema " +
+				"(input_schema, output_schema: canonical JSON text), a creation carrying a JSON Schema task, a grant with " +
+				"replace, a member-level revoke, a task, a retirement and a migration carrying the target's definition. " +
+				"Each message carrying tasks gives their contract digests.",
+			steps: []step{
+				register(rootV3),
+				create("solver", "You solve equations.", []events.Capability{mathCap("sin", "cos", "sqrt"), io}, []events.TaskDef{solveV3}),
+				create("solver/parser", "You parse equations.", []events.Capability{mathCap("sin", "cos"), ioWith("read")}, nil),
+				replaceGrant("solver", mathCap("sin", "cos", "sqrt", "pi")),
+				revokeMembers("solver", events.KindModule, "math", members("cos")),
+				defineTask("solver/parser", findRoots),
+				revoke("solver", events.KindModule, "io"),
+				retire("solver/parser", "done"),
+				migrate(nextV3.Fingerprint(), &nextV3),
+			},
+		},
+		{
+			name:    "v3-tasks",
+			version: 3,
+			doc: "Task definitions in JSON Schema (version 3): a creation carrying one, a task using enum, a nullable " +
+				"member, bounds and a $ref to $defs, a redefinition (another contract digest), and refusals (malformed): a " +
+				"$ref leaving the document, an input schema whose type is not object, both forms in one definition, a " +
+				"creation carrying a refused task (refused whole), and version 2 " +
+				"events carrying input_schema (refused when decoded). A version 3 definition in the legacy form is applied " +
+				"(its contract is that of its converted schemas).",
+			steps: []step{
+				register(rootV3),
+				create("solver", "You solve equations.", []events.Capability{mathCap("sin", "cos", "sqrt")}, []events.TaskDef{solveV3}),
+				defineTask("solver", findRoots),
+				defineTask("solver", resolvedV3),
+				defineTask("solver", remoteRef),
+				defineTask("solver", notObject),
+				defineTask("solver", bothForms),
+				create("parser", "", nil, []events.TaskDef{solveV3, remoteRef}),
+				defineTask("solver", findRoots, v(2), unchecked()),
+				create("parser", "", nil, []events.TaskDef{solveV3}, v(2), unchecked()),
+				defineTask("solver", convTask("legacy")),
+			},
+		},
+		{
+			name:    "v3-capabilities",
+			version: 3,
+			doc: "Capabilities at version 3. A grant of a capability the agent holds without replace is refused (exists); " +
+				"with replace it is the agent's whole new grant; replace on a capability not held is a plain grant; a " +
+				"version 2 grant still replaces silently. A member-level revoke on a adds the members to the exclude of a's " +
+				"grant and of every descendant's (child a/b, grandchild a/b/c, child a/d); a's later re-grant with replace " +
+				"restores them to a alone (a/b and a/b/c keep them excluded), and only a replace of a descendant's own " +
+				"grant (a/d) restores them there. Refused: members or replace in a version 2 event (malformed, when " +
+				"decoded), a member revoke of a capability the agent does not hold (unknown_agent), a pattern as a member " +
+				"(malformed).",
+			steps: []step{
+				register(root),
+				create("a", "", []events.Capability{mathCap("sin", "cos", "sqrt"), io}, nil),
+				create("a/b", "", []events.Capability{mathCap("sin", "cos", "sqrt")}, nil),
+				create("a/b/c", "", []events.Capability{mathCap("sin", "cos", "sqrt")}, nil),
+				create("a/d", "", []events.Capability{mathCap("sin", "cos", "sqrt")}, nil),
+				grant("a", mathCap("sin", "cos", "sqrt", "pi")),
+				replaceGrant("a", mathCap("sin", "cos", "sqrt", "pi")),
+				replaceGrant("a", search),
+				grant("a", ioWith("read", "write"), v(2)),
+				revokeMembers("a", events.KindModule, "math", members("sqrt", "cos")),
+				replaceGrant("a", mathCap("sin", "cos", "sqrt", "pi")),
+				replaceGrant("a/d", mathCap("sin", "cos")),
+				revokeMembers("a/b", events.KindModule, "math", members("sin"), v(2), unchecked()),
+				replaceGrant("a/b", mathCap("sin"), v(2), unchecked()),
+				revokeMembers("a/b", events.KindFunc, "search", members("search")),
+				revokeMembers("a/b", events.KindModule, "math", members("s*")),
 			},
 		},
 		{

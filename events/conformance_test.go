@@ -65,6 +65,10 @@ type vecMessage struct {
 	// Definition: the fingerprint and canonical encoding of a root
 	// definition the event carries (registered.def, migrated.def).
 	Definition *vecDef `json:"definition,omitempty"`
+	// Contracts: for a decoded event carrying task definitions
+	// (registered.def.tasks, created.tasks, task.task, migrated.def.tasks),
+	// each task's contract digest (events.TaskDef.Contract) by task name.
+	Contracts map[string]string `json:"contracts,omitempty"`
 	// Result is "applied" or the code of the message's violation.
 	Result string `json:"result"`
 }
@@ -84,16 +88,20 @@ type vecRegistry struct {
 }
 
 type vecAgent struct {
-	Path       string         `json:"path"`
-	Parent     string         `json:"parent"`
-	Primer     string         `json:"primer"`
-	Caps       []any          `json:"caps"`      // own grants, normalized, by kind:name
-	Effective  []vecEffective `json:"effective"` // by kind:name
-	Tasks      []any          `json:"tasks"`     // by name
-	Retired    bool           `json:"retired"`
-	RetiredSeq uint64         `json:"retired_seq"`
-	CreatedSeq uint64         `json:"created_seq"`
-	LastHash   string         `json:"last_hash"`
+	Path      string         `json:"path"`
+	Parent    string         `json:"parent"`
+	Primer    string         `json:"primer"`
+	Caps      []any          `json:"caps"`      // own grants, normalized, by kind:name
+	Effective []vecEffective `json:"effective"` // by kind:name
+	// Revoked: for each own grant narrowed by member-level revocations
+	// (projector.Grant.Revoked), its kind:name and the members, sorted;
+	// absent when none.
+	Revoked    map[string][]string `json:"revoked,omitempty"`
+	Tasks      []any               `json:"tasks"` // by name
+	Retired    bool                `json:"retired"`
+	RetiredSeq uint64              `json:"retired_seq"`
+	CreatedSeq uint64              `json:"created_seq"`
+	LastHash   string              `json:"last_hash"`
 }
 
 type vecEffective struct {
@@ -109,12 +117,16 @@ type vecViol struct {
 }
 
 // A conformance case: a history built step by step. Steps that build an
-// event get the envelope filled (id, time, actor, corr, version 2 unless a step sets another, root,
-// and prev = the agent's last applied hash) and set only their body.
+// event get the envelope filled (id, time, actor, corr, the case's schema
+// version unless a step sets another, root, and prev = the agent's last
+// applied hash) and set only their body.
 type convCase struct {
 	name, doc string
 	trust     []nkeys.KeyPair // a trust policy of these keys; none: no policy
-	steps     []step
+	// version is the schema version of the case's events (2 when 0); a
+	// step's v(n) overrides it.
+	version uint64
+	steps   []step
 }
 
 type step struct {
@@ -195,6 +207,20 @@ func grant(path string, c events.Capability, o ...stepOpt) step {
 func revoke(path string, kind events.Kind, name string, o ...stepOpt) step {
 	return step{typ: events.CapabilityRevoked, path: path, opts: o, body: func(e *events.Event) {
 		e.Revoked = &events.RevokedData{Kind: kind, Name: name}
+	}}
+}
+
+// replaceGrant is a grant saying replace (schema version 3).
+func replaceGrant(path string, c events.Capability, o ...stepOpt) step {
+	return step{typ: events.CapabilityGranted, path: path, opts: o, body: func(e *events.Event) {
+		e.Granted = &events.GrantedData{Capability: c, Replace: true}
+	}}
+}
+
+// revokeMembers is a member-level revocation (schema version 3).
+func revokeMembers(path string, kind events.Kind, name string, members []string, o ...stepOpt) step {
+	return step{typ: events.CapabilityRevoked, path: path, opts: o, body: func(e *events.Event) {
+		e.Revoked = &events.RevokedData{Kind: kind, Name: name, Members: members}
 	}}
 }
 
@@ -330,6 +356,10 @@ func (c convCase) generate(t *testing.T) vecFile {
 		reg.SetTrust(tr)
 		slices.Sort(trusted)
 	}
+	version := c.version
+	if version == 0 {
+		version = 2
+	}
 	var msgs []vecMessage
 	for i, s := range c.steps {
 		seq := uint64(i + 1)
@@ -340,7 +370,7 @@ func (c convCase) generate(t *testing.T) vecFile {
 			m.Data = base64.StdEncoding.EncodeToString(s.raw)
 		} else {
 			e := &events.Event{
-				ID: stepID(seq), Type: s.typ, Version: 2, Root: root, Path: s.path,
+				ID: stepID(seq), Type: s.typ, Version: version, Root: root, Path: s.path,
 				Time: 1718000000000000000 + int64(seq), Actor: "user:alice", Correlation: "corr-" + strconv.FormatUint(seq, 10),
 				Prev: reg.LastHash(s.path),
 			}
@@ -427,6 +457,32 @@ func describeMessage(m *vecMessage, data []byte) {
 	if def != nil {
 		m.Definition = &vecDef{Fingerprint: def.Fingerprint(), Canonical: base64.StdEncoding.EncodeToString(canonicalDef(*def))}
 	}
+	m.Contracts = contractsOf(e)
+}
+
+// contractsOf returns the contract digest of every task definition the
+// event carries, by task name (nil when it carries none). A body naming a
+// task twice (refused by the fold) gives the last definition's digest.
+func contractsOf(e *events.Event) map[string]string {
+	var tasks []events.TaskDef
+	switch {
+	case e.Registered != nil:
+		tasks = e.Registered.Def.Tasks
+	case e.Created != nil:
+		tasks = e.Created.Tasks
+	case e.Task != nil:
+		tasks = []events.TaskDef{e.Task.Task}
+	case e.Migration != nil && e.Migration.Def != nil:
+		tasks = e.Migration.Def.Tasks
+	}
+	if len(tasks) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(tasks))
+	for _, t := range tasks {
+		out[t.Name] = t.Contract()
+	}
+	return out
 }
 
 func resultOf(vs []vecViol, seq uint64) string {
@@ -457,7 +513,14 @@ func registryView(t *testing.T, reg *projector.Registry) (vecRegistry, []vecViol
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			va.Caps = append(va.Caps, wireShape(a.Capabilities[k].Capability))
+			g := a.Capabilities[k]
+			va.Caps = append(va.Caps, wireShape(g.Capability))
+			if len(g.Revoked) > 0 {
+				if va.Revoked == nil {
+					va.Revoked = map[string][]string{}
+				}
+				va.Revoked[k] = slices.Clone(g.Revoked)
+			}
 		}
 		names := make([]string, 0, len(a.Tasks))
 		for n := range a.Tasks {
@@ -557,6 +620,7 @@ func runVector(t *testing.T, file string) {
 		require.Equal(t, want.Signature, got.Signature, "seq %d: signature", want.Seq)
 		require.Equal(t, want.SignedPayload, got.SignedPayload, "seq %d: signed payload", want.Seq)
 		require.Equal(t, want.Definition, got.Definition, "seq %d: definition", want.Seq)
+		require.Equal(t, want.Contracts, got.Contracts, "seq %d: contracts", want.Seq)
 		if got.Definition != nil {
 			c, _ := base64.StdEncoding.DecodeString(got.Definition.Canonical)
 			sum := sha256.Sum256(c)

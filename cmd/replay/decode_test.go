@@ -127,13 +127,15 @@ func TestDecodeStoredBodies(t *testing.T) {
 }
 
 // The golden vectors: version 1 of every type (an AgentCreated without
-// caps or tasks, a RootMigrated without def), version 2, and an event with
-// a claimed on-behalf-of.
+// caps or tasks, a RootMigrated without def), version 2, version 3 (a task
+// in JSON Schema, a grant with replace, a revoke with members), and an
+// event with a claimed on-behalf-of.
 func TestDecodeGoldenVectors(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob(filepath.Join("..", "..", "events", "testdata", "*", "*.msgpack"))
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(files), 11)
+	require.GreaterOrEqual(t, len(files), 14)
+	seen := map[string]bool{}
 	types := map[events.Type]bool{}
 	versions := map[uint64]bool{}
 	for _, f := range files {
@@ -147,6 +149,25 @@ func TestDecodeGoldenVectors(t *testing.T) {
 		if strings.Contains(f, "obo") {
 			require.Contains(t, out, `"obo": `)
 		}
+		seen[filepath.Base(f)] = true
+		// The version 3 bodies keep their keys, and only they carry them.
+		switch filepath.Base(f) {
+		case "CapabilityGranted.v3.msgpack":
+			require.True(t, w.Granted.Replace, f)
+			require.Contains(t, out, `"replace": true`)
+		case "CapabilityRevoked.v3.msgpack":
+			require.Equal(t, []string{"sin", "cos"}, w.Revoked.Members, "members as written, in order")
+			require.Contains(t, out, `"members": [`)
+		case "TaskDefined.v3.msgpack":
+			require.NotEmpty(t, w.Task.Task.InputSchema)
+			require.Contains(t, out, `"input_schema": {`, "a schema is shown as the JSON object it is")
+		default:
+			require.NotContains(t, out, `"replace"`, f)
+			require.NotContains(t, out, `"members"`, f)
+		}
+	}
+	for _, name := range []string{"CapabilityGranted.v3.msgpack", "CapabilityRevoked.v3.msgpack", "TaskDefined.v3.msgpack"} {
+		require.True(t, seen[name], "golden vector %s is read", name)
 	}
 	require.Len(t, types, 7, "every event type")
 	require.Equal(t, map[uint64]bool{1: true, 2: true, 3: true}, versions)
