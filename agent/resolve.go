@@ -47,7 +47,7 @@ type Task struct {
 	RootName     string
 	Seq          uint64 // the stream sequence the answer covers: every event of the agent's chain up to it was folded
 	Migrated     bool   // resolved through a RootMigrated event
-	contract     string // Def.Contract()
+	contract     string // Def.Contract(), made when the ref was pinned
 	rt           *Runtime
 }
 
@@ -55,7 +55,7 @@ type Task struct {
 // pin a ref to it with Ref.Pinned(t.Contract()).
 func (t *Task) Contract() string {
 	if t.contract == "" {
-		return t.Def.Contract()
+		return t.Def.Contract() // not kept: a Task may be shared between goroutines
 	}
 	return t.contract
 }
@@ -193,9 +193,13 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 		return nil, fmt.Errorf("agent %q has no task %q (it has: %s): %w", ref.Path, ref.Task, strings.Join(names, ", "), ErrNotFound)
 	}
 	t.Def = *td
-	t.contract = td.Contract()
-	if ref.Contract != "" && ref.Contract != t.contract {
-		return nil, &ContractChangedError{Ref: ref, Pinned: ref.Contract, Current: t.contract}
+	// The digest (canonical JSON and SHA-256 of the definition) is made
+	// only for a pinned ref, or when the caller asks for it: an unpinned
+	// warm resolve stays a lookup.
+	if ref.Contract != "" {
+		if t.contract = td.Contract(); ref.Contract != t.contract {
+			return nil, &ContractChangedError{Ref: ref, Pinned: ref.Contract, Current: t.contract}
+		}
 	}
 	eff, err := reg.EffectiveUnder(def.Capabilities, ref.Path)
 	if err != nil {
