@@ -61,9 +61,9 @@ func Example() {
 		Name:         "math_solver",
 		Primer:       "You solve equations.",
 		Capabilities: []events.Capability{{Kind: events.KindModule, Name: "math", Include: []string{"sqrt", "abs"}}},
-		Tasks: []events.TaskDef{{Name: "solve", Input: events.Schema{Type: "object",
-			Fields: []events.Field{{Name: "equation", Schema: events.Schema{Type: "string"}, Required: true}}},
-			Output: events.Schema{Type: "string"}}},
+		Tasks: []events.TaskDef{{Name: "solve", Doc: "Solve an equation for x.", // JSON Schema in and out
+			InputSchema:  events.MustJSONSchema(`{"type":"object","properties":{"equation":{"type":"string"}},"required":["equation"]}`),
+			OutputSchema: events.MustJSONSchema(`{"type":"string"}`)}},
 	})
 	if err != nil {
 		log.Fatal(err)
