@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 )
 
@@ -357,7 +358,7 @@ func (d *Daemon) registerRoot(ctx context.Context, req *RegisterRootRequest) (an
 	// The root's registration is stored (now or before): its sequence is
 	// that of the root's newest event this daemon knows.
 	var seq uint64
-	if err := d.rt.View(ctx, ref.Root, func(reg *projector.Registry) error {
+	if err := inspect.View(ctx, d.rt, string(ref.Root), func(reg *projector.Registry) error {
 		seq = reg.RootSeq
 		return nil
 	}); err != nil {
@@ -517,7 +518,7 @@ func (d *Daemon) checkRead(req *ReadRequest, needPath bool) error {
 // there): no request to the server when it is there already.
 func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.Registry) (any, error)) (any, error) {
 	var out any
-	err := d.rt.View(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), agent.RootID(req.Root), func(reg *projector.Registry) error {
+	err := inspect.View(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), d.rt, string(agent.RootID(req.Root)), func(reg *projector.Registry) error {
 		if reg.Def == nil {
 			return fmt.Errorf("root %.12s has no history: %w", req.Root, events.ErrNotFound)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 )
@@ -328,7 +329,7 @@ func (d *Daemon) watchViolations() {
 func (d *Daemon) logViolations(root string, seq uint64) {
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
 	defer cancel()
-	err := d.rt.View(agent.WithMinSeq(ctx, seq), agent.RootID(root), func(reg *projector.Registry) error {
+	err := inspect.View(agent.WithMinSeq(ctx, seq), d.rt, string(agent.RootID(root)), func(reg *projector.Registry) error {
 		after := d.violLogged[root]
 		name := "" // a root whose registration was refused has none
 		if reg.Def != nil {
