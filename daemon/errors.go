@@ -53,6 +53,7 @@ func invalid(field string, err error) error {
 //	404 no such root, agent or task
 //	409 exists, or the agent's history moved on (conflict)
 //	410 retired, migrated, or the root definition changed
+//	412 a pinned ref whose task's contract changed (the body names both digests)
 //	413 over a size limit
 //	501 a capability or executor this daemon lacks
 //	503 not reachable now, shutting down, saturated
@@ -76,6 +77,11 @@ func codeOf(err error) string {
 		return "409"
 	case errors.Is(err, events.ErrRetired), errors.Is(err, events.ErrMigrated), errors.Is(err, agent.ErrRootChanged):
 		return "410"
+	case errors.Is(err, agent.ErrContractChanged):
+		// Not 409: that is a write's conflict, which a retry can cure; a
+		// pinned contract is a precondition (HTTP's If-Match on an ETag),
+		// which only re-pinning after checking the new contract cures.
+		return "412"
 	case errors.Is(err, agent.ErrUnknownCapability), errors.Is(err, agent.ErrNoExecutor):
 		return "501"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -235,7 +241,7 @@ func (r *CreateRequest) validate() error {
 	if err := invalid("name", events.ValidateSegment(r.Name)); err != nil {
 		return err
 	}
-	if err := checkCapabilities("capabilities", r.Capabilities); err != nil {
+	if err := checkCapabilities("caps", r.Capabilities); err != nil {
 		return err
 	}
 	return checkTasks("tasks", r.Tasks)
@@ -248,7 +254,7 @@ func (r *GrantRequest) validate() error {
 	if err := checkAgent(r.Path); err != nil {
 		return err
 	}
-	return invalid("capability", r.Capability.Validate())
+	return invalid("cap", r.Capability.Validate())
 }
 
 func (r *RevokeRequest) validate() error {
@@ -263,7 +269,54 @@ func (r *RevokeRequest) validate() error {
 	default:
 		return invalid("kind", fmt.Errorf("%q is not one of module, fn, type", r.Kind))
 	}
-	return invalid("name", events.Capability{Kind: r.Kind, Name: r.Name}.Validate())
+	if err := invalid("name", events.Capability{Kind: r.Kind, Name: r.Name}.Validate()); err != nil {
+		return err
+	}
+	return checkMembers(r)
+}
+
+// checkMembers checks a member-level revoke's list: present means at
+// least one member, each a literal name, none twice, at most
+// events.MaxPatterns.
+func checkMembers(r *RevokeRequest) error {
+	if r.Members == nil {
+		return nil
+	}
+	if len(r.Members) == 0 {
+		return invalid("members", errors.New("an empty list revokes nothing: name at least one member, or omit members to revoke the whole capability"))
+	}
+	seen := make(map[string]bool, len(r.Members))
+	for i, m := range r.Members {
+		f := fmt.Sprintf("members[%d]", i)
+		if err := (events.RevokedData{Kind: r.Kind, Name: r.Name, Members: []string{m}}).Validate(); err != nil {
+			return invalid(f, err)
+		}
+		if seen[m] {
+			return invalid(f, fmt.Errorf("member %q appears twice", m))
+		}
+		seen[m] = true
+	}
+	return invalid("members", events.RevokedData{Kind: r.Kind, Name: r.Name, Members: r.Members}.Validate())
+}
+
+func (r *MigrateRequest) validate() error {
+	if err := invalid("from", events.ValidateFingerprint(r.From)); err != nil {
+		return err
+	}
+	if err := invalid("to", events.ValidateFingerprint(r.To)); err != nil {
+		return err
+	}
+	if r.From == r.To {
+		return invalid("to", fmt.Errorf("%.12s is the root migrated from: name the new root's fingerprint (what root.register answered for it)", r.To))
+	}
+	return nil
+}
+
+func (r *ToolsRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	return checkPath("path", r.Path)
 }
 
 func (r *DefineTaskRequest) validate() error {

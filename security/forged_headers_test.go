@@ -242,7 +242,7 @@ func forgedHeaders(t *testing.T, filler int) {
 	var wrote struct {
 		Seq uint64 `json:"seq"`
 	}
-	call(t, nc, "agent.grant", map[string]any{"root": root.Root, "path": "c2", "capability": events.Capability{Kind: events.KindModule, Name: "math", Include: []string{"pi"}}}, &wrote)
+	call(t, nc, "agent.grant", map[string]any{"root": root.Root, "path": "c2", "cap": events.Capability{Kind: events.KindModule, Name: "math", Include: []string{"pi"}}}, &wrote)
 	require.Greater(t, wrote.Seq, last)
 	legit = append(legit, wrote.Seq)
 	last = wrote.Seq
