@@ -214,7 +214,9 @@ func TestAgentTools(t *testing.T) {
 
 func TestPinnedRefs(t *testing.T) {
 	srv := testutil.RunServer(t)
-	rec := agent.ExecutorFunc(func(_ context.Context, call *agent.Call) (any, error) { return "painted " + call.Args["color"].(string), nil })
+	rec := agent.ExecutorFunc(func(_ context.Context, call *agent.Call) (any, error) {
+		return "painted " + call.Args["color"].(string), nil
+	})
 	d := startDaemon(t, srv, func(cfg *daemon.Config) { cfg.Executor = rec })
 	c := newClient(t, d.URL())
 	root := c.registerRoot(architect(), "")
