@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/agentreg/agentreg/agent"
@@ -118,6 +119,10 @@ func decode(data []byte, v any) error {
 		case errors.As(err, &te):
 			return badRequest("field %q: want JSON %s, got JSON %s", te.Field, jsonType(te.Type), te.Value)
 		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			if at, fields, ok := unknownFieldAt(data, reflect.TypeOf(v), err.Error()); ok && at != "" {
+				// encoding/json names the key, not the object it is in.
+				return badRequest("%s is not a field of %s (its fields: %s)", strings.TrimPrefix(err.Error(), "json: "), at, fields)
+			}
 			return badRequest("%s is not a field of this request (its fields: %s)", strings.TrimPrefix(err.Error(), "json: "), fieldList(v))
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return badRequest("malformed JSON: the body ends inside a value")
@@ -152,6 +157,92 @@ func fieldList(v any) string {
 		names = append(names, name)
 	}
 	return strings.Join(names, ", ")
+}
+
+// unknownFieldAt finds the object of a request body holding the unknown
+// key encoding/json's error names: the object's path ("" for the request
+// itself, "def", "caps[0]") and the fields of the struct it decodes into.
+// A type that decodes itself (json.Unmarshaler) is not looked into.
+func unknownFieldAt(data []byte, t reflect.Type, jsonErr string) (at, fields string, ok bool) {
+	key, err := strconv.Unquote(strings.TrimPrefix(jsonErr, "json: unknown field "))
+	if err != nil {
+		return "", "", false
+	}
+	var v any
+	if json.Unmarshal(data, &v) != nil {
+		return "", "", false
+	}
+	return unknownIn(v, t, "", key)
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+func unknownIn(v any, t reflect.Type, at, key string) (string, string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return "", "", false
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, isObj := v.(map[string]any)
+		if !isObj {
+			return "", "", false
+		}
+		byName := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" || !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			byName[strings.ToLower(name)] = f.Type // encoding/json matches keys without case
+		}
+		for _, k := range sortedKeys(obj) {
+			ft, known := byName[strings.ToLower(k)]
+			if !known {
+				if k == key {
+					return at, fieldList(reflect.New(t).Interface()), true
+				}
+				continue
+			}
+			if a, f, found := unknownIn(obj[k], ft, join(at, k), key); found {
+				return a, f, true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		arr, isArr := v.([]any)
+		if !isArr {
+			return "", "", false
+		}
+		for i, e := range arr {
+			if a, f, found := unknownIn(e, t.Elem(), fmt.Sprintf("%s[%d]", at, i), key); found {
+				return a, f, true
+			}
+		}
+	case reflect.Map:
+		obj, isObj := v.(map[string]any)
+		if !isObj {
+			return "", "", false
+		}
+		for _, k := range sortedKeys(obj) {
+			if a, f, found := unknownIn(obj[k], t.Elem(), join(at, k), key); found {
+				return a, f, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+func join(at, key string) string {
+	if at == "" {
+		return key
+	}
+	return at + "." + key
 }
 
 // jsonType names the JSON type a Go type decodes from.

@@ -300,13 +300,19 @@ func TestWireNames(t *testing.T) {
 	require.Contains(t, string(msg.Data), `"vis":"low"`)
 	require.NotContains(t, string(msg.Data), `"visibility"`)
 
-	for _, tc := range []struct{ endpoint, body, field string }{
-		{"agent.create", `{"root":"` + root.Root + `","name":"b","capabilities":[]}`, "capabilities"},
-		{"agent.grant", `{"root":"` + root.Root + `","path":"a","capability":{"kind":"module","name":"math"}}`, "capability"},
-		{"agent.grant", `{"root":"` + root.Root + `","path":"a","cap":{"kind":"module","name":"math","visibility":"low"},"replace":true}`, "visibility"},
+	// The old names are unknown fields, named with the object they are in.
+	for _, tc := range []struct{ endpoint, body, desc string }{
+		{"agent.create", `{"root":"` + root.Root + `","name":"b","capabilities":[]}`,
+			`unknown field "capabilities" is not a field of this request (its fields: root, parent, name, primer, caps, tasks, actor, idempotency_key)`},
+		{"agent.grant", `{"root":"` + root.Root + `","path":"a","capability":{"kind":"module","name":"math"}}`, `unknown field "capability" is not a field of this request`},
+		{"agent.grant", `{"root":"` + root.Root + `","path":"a","cap":{"kind":"module","name":"math","visibility":"low"},"replace":true}`,
+			`unknown field "visibility" is not a field of cap (its fields: kind, name, include, exclude, vis)`},
+		{"root.register", `{"def":{"name":"x","primer":"","capabilities":[]}}`, `unknown field "capabilities" is not a field of def (its fields: name, primer, caps, tasks)`},
+		{"agent.create", `{"root":"` + root.Root + `","name":"b","caps":[{"kind":"module","name":"math"},{"kind":"module","name":"io","visibility":"low"}]}`,
+			`unknown field "visibility" is not a field of caps[1] (its fields: kind, name, include, exclude, vis)`},
 	} {
 		code, desc := c.fail(tc.endpoint, tc.body)
 		require.Equal(t, "400", code, desc)
-		require.Contains(t, desc, `unknown field "`+tc.field+`"`)
+		require.Contains(t, desc, tc.desc)
 	}
 }

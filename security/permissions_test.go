@@ -400,6 +400,9 @@ func TestRoles(t *testing.T) {
 		viewer, viewerErrs := dial(t, url, "viewer")
 		var list map[string]any
 		call(t, viewer, "agent.list", map[string]any{"root": aud}, &list)
+		var tools map[string]any
+		call(t, viewer, "agent.tools", map[string]any{"root": aud, "path": "reviewer"}, &tools)
+		require.Contains(t, tools, "tools")
 		// The architect root's list (12 primers of 256 KiB) is larger than
 		// a NATS message may be: agentd says so instead of staying silent.
 		msg, err := viewer.Request("agentd.agent.list", []byte(`{"root":"`+arch+`"}`), 15*time.Second)
