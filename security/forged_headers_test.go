@@ -374,7 +374,7 @@ func forgedHeaders(t *testing.T, filler int) {
 		Agents []struct {
 			Path      string `json:"path"`
 			Effective []struct {
-				Capability events.Capability `json:"capability"`
+				Capability events.Capability `json:"effective"`
 			} `json:"effective"`
 		} `json:"agents"`
 		Violations []projector.Violation `json:"violations"`
