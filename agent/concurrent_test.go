@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 )
@@ -68,7 +69,7 @@ func TestConcurrentChangeBetweenCheckAndAppend(t *testing.T) {
 		require.ErrorAs(t, err, &esc, "a write refused by the fold still carries the facts")
 		require.Equal(t, tr.solver.Path, esc.Parent)
 		require.Empty(t, esc.Members, "the parent lost the whole capability")
-		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+		require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 			require.Empty(t, reg.Agents[tr.parser.Path].Capabilities)
 			return nil
 		}))
@@ -87,7 +88,7 @@ func TestConcurrentChangeBetweenCheckAndAppend(t *testing.T) {
 		require.ErrorAs(t, err, &ret)
 		require.Equal(t, tr.solver.Path, ret.Path)
 		require.NotZero(t, ret.Seq)
-		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+		require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 			require.NotContains(t, reg.Agents, "math_solver/kid")
 			return nil
 		}))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 )
 
@@ -60,7 +61,7 @@ func TestEmbeddedMode(t *testing.T) {
 	hash, _, err := rt.StateHash(ctx, root.Root)
 	require.NoError(t, err)
 	require.Equal(t, wantHash, hash, "registering the root again after a restart wrote something")
-	require.NoError(t, rt.View(ctx, root.Root, func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt, string(root.Root), func(reg *projector.Registry) error {
 		require.Equal(t, []string{"math_solver"}, reg.Paths())
 		return nil
 	}))

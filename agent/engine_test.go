@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
@@ -139,7 +140,7 @@ func testCreateRefusedWhole(t *testing.T, follow bool) {
 	require.ErrorIs(t, err, agent.ErrConflict)
 	require.ErrorIs(t, err, agent.ErrEscalation)
 	require.NotZero(t, rc.Seq, "the refused event is stored; its sequence is reported")
-	require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		require.NotContains(t, reg.Agents, "math_solver/trig", "nothing of the agent is created")
 		return nil
 	}))
@@ -175,7 +176,7 @@ func testGrantRacing(t *testing.T, follow bool) {
 	tr := buildTree(t, other, root)
 	rt, hl := openHooked(t, w, agent.WithFollow(follow))
 	// Load the root in this runtime before the race.
-	require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(*projector.Registry) error { return nil }))
+	require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(*projector.Registry) error { return nil }))
 
 	hl.before = func() { require.NoError(t, errOf(other.Revoke(ctx, tr.solver, events.KindModule, "math"))) }
 	_, err := rt.Grant(ctx, tr.parser, mathCap("sin"), agent.Replace())
@@ -204,7 +205,7 @@ func TestReadYourWritesAcrossRuntimesOnCluster(t *testing.T) {
 	root := agent.AgentRef{Root: agent.RootID(architectDef().Fingerprint())}
 	solver, _, err := writer.Create(ctx, root, agent.Spec{Name: "solver", Capabilities: []events.Capability{mathCap("sin")}})
 	require.NoError(t, err)
-	require.NoError(t, warm.View(ctx, root.Root, func(*projector.Registry) error { return nil }))
+	require.NoError(t, inspect.View(ctx, warm, string(root.Root), func(*projector.Registry) error { return nil }))
 
 	for i := range 40 {
 		td := solveTask()
@@ -241,7 +242,7 @@ func TestKeyedWriteRacingItsRetry(t *testing.T) {
 			_, err = rt.RegisterRoot(ctx, w.def)
 			require.NoError(t, err)
 			if follow {
-				require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(*projector.Registry) error { return nil }))
+				require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(*projector.Registry) error { return nil }))
 			}
 			key := agent.WithIdempotencyKey(ctx, "grant-cos")
 			var first agent.Receipt
@@ -263,7 +264,7 @@ func TestKeyedWriteRacingItsRetry(t *testing.T) {
 			}
 			next, err := rt.Grant(ctx, tr.parser, mathCap("sin"), agent.Replace())
 			require.NoError(t, err)
-			require.NoError(t, other.View(agent.WithMinSeq(ctx, next.Seq), agent.RootID(w.fp), func(reg *projector.Registry) error {
+			require.NoError(t, inspect.View(agent.WithMinSeq(ctx, next.Seq), other, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 				require.Empty(t, reg.Violations, "the next write through the second process is applied everywhere")
 				return nil
 			}))
@@ -294,7 +295,7 @@ func TestLoadRightAfterWriteOnCluster(t *testing.T) {
 		reader := open(srvs[1+i%2].ClientURL())
 		// No minimum sequence: the load alone must hold every write the
 		// stream had when it started.
-		require.NoError(t, reader.View(agent.WithMinSeq(ctx, 0), root.Root, func(reg *projector.Registry) error {
+		require.NoError(t, inspect.View(agent.WithMinSeq(ctx, 0), reader, string(root.Root), func(reg *projector.Registry) error {
 			require.Contains(t, reg.Agents, a.Path, "load %d on node %d", i, 1+i%2)
 			require.Len(t, reg.Agents, i+1)
 			return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
 )
@@ -78,7 +79,7 @@ func TestForgedHugePrimer(t *testing.T) {
 	require.NoError(t, err)
 	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", w.fp, "huge"), b, nil)
 
-	require.NoError(t, rt.View(agent.WithMinSeq(ctx, seq), agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(agent.WithMinSeq(ctx, seq), rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		require.NotEmpty(t, reg.Violations)
 		v := reg.Violations[len(reg.Violations)-1]
 		assert.Equal(t, seq, v.Seq)
@@ -90,7 +91,7 @@ func TestForgedHugePrimer(t *testing.T) {
 	ref, rc, err := rt.Create(ctx, root, agent.Spec{Name: "huge", Primer: "small"})
 	require.NoError(t, err)
 	require.Greater(t, rc.Seq, seq)
-	require.NoError(t, rt.View(agent.WithMinSeq(ctx, rc.Seq), agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(agent.WithMinSeq(ctx, rc.Seq), rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		require.Contains(t, reg.Agents, ref.Path)
 		assert.Equal(t, "small", reg.Agents[ref.Path].Primer)
 		return nil
@@ -115,12 +116,12 @@ func TestViolationsBoundedOnStream(t *testing.T) {
 		assert.Equal(t, uint64(n-projector.MaxViolations), reg.ViolationsDropped)
 		assert.Equal(t, last, reg.Violations[len(reg.Violations)-1].Seq)
 	}
-	require.NoError(t, rt.View(agent.WithMinSeq(ctx, last), agent.RootID(w.fp), func(reg *projector.Registry) error { check(reg); return nil }))
+	require.NoError(t, inspect.View(agent.WithMinSeq(ctx, last), rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error { check(reg); return nil }))
 	// A fresh process (a full replay) agrees, and a later write applies.
 	other := w.open()
 	_, err := other.RegisterRoot(ctx, w.def)
 	require.NoError(t, err)
-	require.NoError(t, other.View(agent.WithMinSeq(ctx, last), agent.RootID(w.fp), func(reg *projector.Registry) error { check(reg); return nil }))
+	require.NoError(t, inspect.View(agent.WithMinSeq(ctx, last), other, string(agent.RootID(w.fp)), func(reg *projector.Registry) error { check(reg); return nil }))
 	_, _, err = rt.Create(ctx, root, agent.Spec{Name: "after"})
 	require.NoError(t, err)
 }

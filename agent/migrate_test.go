@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 )
 
@@ -87,7 +88,7 @@ func TestRootChangedAndMigration(t *testing.T) {
 
 	l := w.log()
 	seq := lastRootSeq(t, l, w.fp)
-	require.NoError(t, rt1.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt1, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		require.Equal(t, v2fp, reg.MigratedTo)
 		require.Equal(t, seq, reg.MigratedSeq)
 		require.Empty(t, reg.Violations)

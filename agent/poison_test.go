@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
 )
@@ -28,7 +29,7 @@ func TestPoisonMessages(t *testing.T) {
 	nc := testutil.Connect(t, w.url)
 	subj := func(path string) string { return events.Subject("agentreg", w.fp, path) }
 	lastHash := func(path string) (h string) {
-		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error { h = reg.LastHash(path); return nil }))
+		require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error { h = reg.LastHash(path); return nil }))
 		return h
 	}
 	raw := func(e *events.Event) []byte {
@@ -83,7 +84,7 @@ func TestPoisonMessages(t *testing.T) {
 	fresh := w.open()
 	_, err := fresh.RegisterRoot(ctx, w.def)
 	require.NoError(t, err)
-	require.NoError(t, fresh.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, fresh, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		got := map[uint64]string{}
 		for _, v := range reg.Violations {
 			got[v.Seq] = v.Code

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 )
 
@@ -174,7 +175,7 @@ func TestRevokeAndRetireCascade(t *testing.T) {
 			require.Empty(t, solve.Capabilities)
 		})
 	}
-	err = rt2.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	err = inspect.View(ctx, rt2, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		require.Empty(t, reg.Agents["math_solver/equation_parser"].Capabilities)
 		require.Empty(t, reg.Violations)
 		return nil

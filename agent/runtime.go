@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/snapshot"
@@ -412,13 +413,14 @@ func (rt *Runtime) RestoredFrom(id RootID) (snapshot.Header, bool) {
 	return *st.restored, true
 }
 
-// View calls fn with a root's registry (see view).
-//
-// Deprecated: View hands over the projector's mutable internals. Use
-// Describe, List and Lineage (values that own their data), StateHash or
-// Snapshot instead.
-func (rt *Runtime) View(ctx context.Context, root RootID, fn func(*projector.Registry) error) error {
-	return rt.view(ctx, string(root), fn)
+func init() {
+	inspect.Register(func(ctx context.Context, rt any, root string, fn func(*projector.Registry) error) error {
+		r, ok := rt.(*Runtime)
+		if !ok {
+			return fmt.Errorf("inspect: %T is not an *agent.Runtime", rt)
+		}
+		return r.view(ctx, root, fn)
+	})
 }
 
 // view calls fn with a root's registry (loading it first if this process

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
 )
@@ -318,7 +319,7 @@ func TestLegacyTaskEventResolves(t *testing.T) {
 		str(true, "text"), {Name: "limit", Schema: events.Schema{Type: "integer"}, Doc: "at most"},
 	}}, Output: events.Schema{Type: "integer"}}
 	var e *events.Event
-	require.NoError(t, rt1.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt1, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		e = &events.Event{ID: "01JLEGACY0000000000000000V", Type: events.TaskDefined, Version: 2,
 			Root: w.fp, Path: tr.parser.Path, Time: 1, Actor: "v2-writer", Correlation: "x",
 			Prev: reg.LastHash(tr.parser.Path), Task: &events.TaskData{Task: legacy}}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
 )
@@ -39,7 +40,7 @@ func TestTrustedSignersInTheRuntime(t *testing.T) {
 	// parent holds, beyond what it holds), correctly chained, unsigned,
 	// published raw.
 	var last *events.Event
-	require.NoError(t, writer.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, writer, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		last = &events.Event{ID: "01JFORGED00000000000000000", Type: events.CapabilityGranted, Version: events.SchemaVersion,
 			Root: w.fp, Path: tr.parser.Path, Time: 1, Actor: "user:alice", Correlation: "x",
 			Prev: reg.LastHash(tr.parser.Path), Granted: &events.GrantedData{Capability: mathCap("cos", "sin", "sqrt")}}
@@ -54,7 +55,7 @@ func TestTrustedSignersInTheRuntime(t *testing.T) {
 	_, err = fresh.RegisterRoot(ctx, w.def)
 	require.NoError(t, err)
 	for name, rt := range map[string]*agent.Runtime{"writer": writer, "fresh": fresh} {
-		require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+		require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 			g := reg.Agents[tr.parser.Path].Capabilities[mathCap().Key()]
 			require.NotNil(t, g, name)
 			require.NotContains(t, g.Capability.Include, "cos", "%s: the forged grant took effect", name)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
@@ -74,7 +75,7 @@ func TestEscalationRefusedBeforeWrite(t *testing.T) {
 			require.ErrorContains(t, err, tc.names)
 			require.Equal(t, seq, lastRootSeq(t, l, w.fp), "the refused write moved the root's stream")
 			if tc.created != "" {
-				require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+				require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 					require.NotContains(t, reg.Agents, tc.created)
 					return nil
 				}))
@@ -258,7 +259,7 @@ func TestCreateRace(t *testing.T) {
 
 			// Every runtime agrees on the winner and sees no violation.
 			for i, rt := range rts {
-				require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+				require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 					a := reg.Agents[tc.spec.Name]
 					require.NotNil(t, a, "runtime %d", i)
 					require.Equal(t, "racer-"+string(rune('a'+won)), a.Creator, "runtime %d", i)
@@ -321,7 +322,7 @@ func TestRetriedAppendStoredOnce(t *testing.T) {
 	require.Equal(t, 5, n)
 
 	rt, _ := w.openRegistered()
-	require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		require.Equal(t, []string{"batched", "no_expect", "with_expect"}, reg.Paths())
 		require.Empty(t, reg.Violations)
 		require.Equal(t, uint64(5), reg.Count)
@@ -361,7 +362,7 @@ func TestUndecodableBytesOnRootSubjects(t *testing.T) {
 				require.NoError(t, err, "%s", ref)
 				require.Equal(t, ref, task.Ref)
 			}
-			require.NoError(t, rt.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+			require.NoError(t, inspect.View(ctx, rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 				got := map[uint64]string{}
 				for _, v := range reg.Violations {
 					require.Equal(t, projector.CodeMalformed, v.Code, "violation at seq %d: %s", v.Seq, v.Reason)
@@ -389,7 +390,7 @@ func TestUndecodableBytesOnRootSubjects(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, errOf(rt2.MigrateRoot(ctx, agent.RootID(w.fp), agent.RootID(v2fp), "after garbage")))
 
-	require.NoError(t, rt1.View(ctx, agent.RootID(w.fp), func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt1, string(agent.RootID(w.fp)), func(reg *projector.Registry) error {
 		require.Equal(t, v2fp, reg.MigratedTo)
 		require.Len(t, reg.Violations, len(garbage), "a write after the garbage was not applied")
 		require.Contains(t, reg.Agents["math_solver"].Tasks, "parse_equation")

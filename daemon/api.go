@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 )
 
@@ -31,6 +32,8 @@ const (
 	epAgentList     = "agent_list"
 	epAgentLineage  = "agent_lineage"
 	epTaskInvoke    = "task_invoke"
+	epRootMigrate   = "root_migrate"
+	epAgentTools    = "agent_tools"
 	epHealth        = "health"
 )
 
@@ -48,7 +51,7 @@ type (
 		Parent         string              `json:"parent,omitempty"`
 		Name           string              `json:"name"`
 		Primer         string              `json:"primer,omitempty"`
-		Capabilities   []events.Capability `json:"capabilities,omitempty"`
+		Capabilities   []events.Capability `json:"caps,omitempty"`
 		Tasks          []events.TaskDef    `json:"tasks,omitempty"`
 		Actor          string              `json:"actor,omitempty"`
 		IdempotencyKey string              `json:"idempotency_key,omitempty"`
@@ -57,19 +60,42 @@ type (
 	GrantRequest struct {
 		Root           string            `json:"root"`
 		Path           string            `json:"path"`
-		Capability     events.Capability `json:"capability"`
+		Capability     events.Capability `json:"cap"`
 		Replace        bool              `json:"replace,omitempty"` // replaces a grant the agent holds (else 409)
 		Actor          string            `json:"actor,omitempty"`
 		IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	}
-	// RevokeRequest revokes a capability from an agent and its subtree.
+	// RevokeRequest revokes a capability from an agent and its subtree:
+	// the whole capability, or with Members only those members (literal
+	// names; they join the exclude of the agent's grant and of every
+	// descendant's grant of it, docs/capabilities.md). An empty list is
+	// refused: omit members to revoke the whole capability.
 	RevokeRequest struct {
 		Root           string      `json:"root"`
 		Path           string      `json:"path"`
 		Kind           events.Kind `json:"kind"`
 		Name           string      `json:"name"`
+		Members        []string    `json:"members,omitzero"` // omitzero: an empty list is sent, and refused
 		Actor          string      `json:"actor,omitempty"`
 		IdempotencyKey string      `json:"idempotency_key,omitempty"`
+	}
+	// MigrateRequest records that refs made under root From resolve from
+	// now on through root To, a new definition of the same root (same
+	// name) registered before (root.register). From takes no further
+	// writes.
+	MigrateRequest struct {
+		From           string `json:"from"`
+		To             string `json:"to"`
+		Reason         string `json:"reason,omitempty"`
+		Actor          string `json:"actor,omitempty"`
+		IdempotencyKey string `json:"idempotency_key,omitempty"`
+	}
+	// ToolsRequest asks for an agent's tasks ("" path: the root's) as
+	// tool definitions for a model.
+	ToolsRequest struct {
+		Root   string `json:"root"`
+		Path   string `json:"path,omitempty"`
+		MinSeq uint64 `json:"min_seq,omitempty"`
 	}
 	// DefineTaskRequest defines a task on an agent.
 	DefineTaskRequest struct {
@@ -100,7 +126,8 @@ type (
 		After  string `json:"after,omitempty"`
 		Limit  int    `json:"limit,omitempty"`
 	}
-	// ResolveRequest resolves a task ref (text form).
+	// ResolveRequest resolves a task ref (text form), pinned
+	// (<root>/<path>#<task>@<contract>) or not.
 	ResolveRequest struct {
 		Ref    string `json:"ref"`
 		MinSeq uint64 `json:"min_seq,omitempty"`
@@ -126,15 +153,15 @@ type (
 		// before; Seq is the original's.
 		Replayed bool `json:"replayed,omitempty"`
 	}
-	// Grant is a capability as the API writes it: every field present,
-	// an empty include or exclude as [] (an absent exclude would read as
-	// the default "_*").
+	// Grant is a capability as the API writes it, under the wire's keys:
+	// every field present, an empty include or exclude as [] (an absent
+	// exclude would read as the default "_*").
 	Grant struct {
 		Kind       events.Kind       `json:"kind"`
 		Name       string            `json:"name"`
 		Include    []string          `json:"include"`
 		Exclude    []string          `json:"exclude"`
-		Visibility events.Visibility `json:"visibility"`
+		Visibility events.Visibility `json:"vis"`
 	}
 	// CapabilityView is what an agent may use of one capability.
 	// Effective is the one grant the chain comes to (includes
@@ -173,16 +200,43 @@ type (
 		// unchecked (see Step).
 		CreatorOnBehalfOfClaimed string `json:"creator_on_behalf_of_claimed,omitempty"`
 	}
-	// ResolveReply is what a task ref resolves to.
+	// ResolveReply is what a task ref resolves to. Contract is the task's
+	// contract digest now; PinnedRef is the ref pinned to it, for a client
+	// to store: it resolves only while the task keeps that contract (else
+	// 412 naming both digests).
 	ResolveReply struct {
 		Ref          string           `json:"ref"`
 		RootName     string           `json:"root_name"`
 		Path         string           `json:"path"`
 		Primer       string           `json:"primer"`
-		Capabilities []CapabilityView `json:"capabilities"`
+		Capabilities []CapabilityView `json:"caps"`
 		Task         events.TaskDef   `json:"task"`
+		Contract     string           `json:"contract"`
+		PinnedRef    string           `json:"pinned_ref"`
 		Migrated     bool             `json:"migrated,omitempty"`
 		Seq          uint64           `json:"seq"`
+	}
+	// ToolsReply lists an agent's tasks as MCP-shaped tool definitions
+	// (name, description, inputSchema, outputSchema), sorted by name, as
+	// agent.Runtime.Tools returns them: a framework hands Tools to its
+	// model as they are. Contracts and PinnedRefs key each tool's contract
+	// digest and its task's ref pinned to it by the tool's name (kept
+	// beside the tools, not in them, so the tools stay MCP's shape).
+	ToolsReply struct {
+		Root       string            `json:"root"`
+		Path       string            `json:"path"`
+		Tools      []agent.Tool      `json:"tools"`
+		Contracts  map[string]string `json:"contracts"`
+		PinnedRefs map[string]string `json:"pinned_refs"`
+	}
+	// ContractChangedReply is the body of the 412 answering a pinned ref
+	// whose task has another contract now: the facts of the error, so a
+	// client re-pins without parsing the description.
+	ContractChangedReply struct {
+		Ref       string `json:"ref"`        // the pinned ref asked for
+		Pinned    string `json:"pinned"`     // the digest it is pinned to
+		Current   string `json:"current"`    // the task's contract now
+		PinnedRef string `json:"pinned_ref"` // the ref pinned to the current contract
 	}
 	// Step is one event in an agent's lineage.
 	Step struct {
@@ -300,7 +354,7 @@ func serve[Req any](d *Daemon, ctx context.Context, rp *replier, data []byte, fn
 			err = fmt.Errorf("agentd is shutting down: send the request again: %w", err)
 		}
 		d.log.Debug("request failed", keyEndpoint, name, keyCode, code, keyErr, err)
-		if !rp.send(code, err.Error(), nil) {
+		if !rp.send(code, err.Error(), errorBody(err)) {
 			d.log.Warn("request finished after its deadline; the caller was answered 504", keyEndpoint, name, keyCode, code, "took", time.Since(rp.start).Round(time.Millisecond), keyErr, err)
 		}
 		return
@@ -311,6 +365,20 @@ func serve[Req any](d *Daemon, ctx context.Context, rp *replier, data []byte, fn
 	if !rp.send("", "", body) {
 		d.log.Warn("request finished after its deadline; the caller was answered 504", keyEndpoint, name, "took", time.Since(rp.start).Round(time.Millisecond))
 	}
+}
+
+// errorBody is the body of an error reply: the facts of an error a
+// client acts on (a changed contract's digests), else none.
+func errorBody(err error) []byte {
+	var cc *agent.ContractChangedError
+	if !errors.As(err, &cc) {
+		return nil
+	}
+	b, mErr := json.Marshal(ContractChangedReply{Ref: cc.Ref.String(), Pinned: cc.Pinned, Current: cc.Current, PinnedRef: cc.Ref.Pinned(cc.Current).String()})
+	if mErr != nil {
+		return nil
+	}
+	return b
 }
 
 // call runs an endpoint's function; a panic in it (an executor's, say)
@@ -357,7 +425,7 @@ func (d *Daemon) registerRoot(ctx context.Context, req *RegisterRootRequest) (an
 	// The root's registration is stored (now or before): its sequence is
 	// that of the root's newest event this daemon knows.
 	var seq uint64
-	if err := d.rt.View(ctx, ref.Root, func(reg *projector.Registry) error {
+	if err := inspect.View(ctx, d.rt, string(ref.Root), func(reg *projector.Registry) error {
 		seq = reg.RootSeq
 		return nil
 	}); err != nil {
@@ -393,7 +461,15 @@ func (d *Daemon) grant(ctx context.Context, req *GrantRequest) (any, error) {
 }
 
 func (d *Daemon) revoke(ctx context.Context, req *RevokeRequest) (any, error) {
-	rc, err := d.rt.Revoke(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Path}, req.Kind, req.Name)
+	ctx = d.actorCtx(ctx, req.Actor, req.IdempotencyKey)
+	a := agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Path}
+	var rc agent.Receipt
+	var err error
+	if req.Members != nil {
+		rc, err = d.rt.RevokeMembers(ctx, a, req.Kind, req.Name, req.Members...)
+	} else {
+		rc, err = d.rt.Revoke(ctx, a, req.Kind, req.Name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -414,6 +490,30 @@ func (d *Daemon) retire(ctx context.Context, req *RetireRequest) (any, error) {
 		return nil, err
 	}
 	return reply(req.Root, req.Path, "", rc), nil
+}
+
+func (d *Daemon) migrate(ctx context.Context, req *MigrateRequest) (any, error) {
+	rc, err := d.rt.MigrateRoot(d.actorCtx(ctx, req.Actor, req.IdempotencyKey), agent.RootID(req.From), agent.RootID(req.To), req.Reason)
+	if err != nil {
+		return nil, err
+	}
+	// The event is on the old root's own subject.
+	return reply(req.From, "", "", rc), nil
+}
+
+func (d *Daemon) tools(ctx context.Context, req *ToolsRequest) (any, error) {
+	a := agent.AgentRef{Root: agent.RootID(req.Root), Path: req.Path}
+	tools, err := d.rt.Tools(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), a)
+	if err != nil {
+		return nil, err
+	}
+	out := &ToolsReply{Root: req.Root, Path: req.Path, Tools: tools, Contracts: make(map[string]string, len(tools)), PinnedRefs: make(map[string]string, len(tools))}
+	for _, t := range tools {
+		c := t.Digest()
+		out.Contracts[t.Name] = c
+		out.PinnedRefs[t.Name] = a.Task(t.Name).Pinned(c).String()
+	}
+	return out, nil
 }
 
 func grantOf(c events.Capability) Grant {
@@ -490,7 +590,8 @@ func (d *Daemon) resolve(ctx context.Context, req *ResolveRequest) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	out := &ResolveReply{Ref: ref.String(), RootName: t.RootName, Path: ref.Path, Primer: t.Primer, Task: t.Def, Migrated: t.Migrated, Seq: t.Seq}
+	out := &ResolveReply{Ref: ref.String(), RootName: t.RootName, Path: ref.Path, Primer: t.Primer, Task: t.Def,
+		Contract: t.Contract(), PinnedRef: ref.Pinned(t.Contract()).String(), Migrated: t.Migrated, Seq: t.Seq}
 	for _, c := range t.Capabilities {
 		out.Capabilities = append(out.Capabilities, d.capabilityView(projector.Effective{Capability: c.Ref, Chain: c.Chain}))
 	}
@@ -517,7 +618,7 @@ func (d *Daemon) checkRead(req *ReadRequest, needPath bool) error {
 // there): no request to the server when it is there already.
 func (d *Daemon) view(ctx context.Context, req *ReadRequest, fn func(*projector.Registry) (any, error)) (any, error) {
 	var out any
-	err := d.rt.View(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), agent.RootID(req.Root), func(reg *projector.Registry) error {
+	err := inspect.View(agent.WithMinSeq(ctx, minSeq(req.MinSeq)), d.rt, string(agent.RootID(req.Root)), func(reg *projector.Registry) error {
 		if reg.Def == nil {
 			return fmt.Errorf("root %.12s has no history: %w", req.Root, events.ErrNotFound)
 		}
@@ -653,7 +754,7 @@ func (d *Daemon) invoke(ctx context.Context, req *InvokeRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"ref": ref.String(), "result": res}, nil
+	return map[string]any{"ref": ref.String(), "contract": t.Contract(), "result": res}, nil
 }
 
 // maxListPage is the most agents one agent.list reply holds.

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 )
@@ -328,7 +329,7 @@ func (d *Daemon) watchViolations() {
 func (d *Daemon) logViolations(root string, seq uint64) {
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RequestTimeout)
 	defer cancel()
-	err := d.rt.View(agent.WithMinSeq(ctx, seq), agent.RootID(root), func(reg *projector.Registry) error {
+	err := inspect.View(agent.WithMinSeq(ctx, seq), d.rt, string(agent.RootID(root)), func(reg *projector.Registry) error {
 		after := d.violLogged[root]
 		name := "" // a root whose registration was refused has none
 		if reg.Def != nil {
@@ -511,15 +512,17 @@ func (d *Daemon) startService() error {
 		h                   micro.Handler
 	}{
 		{epRootRegister, "root.register", "register a root from its recipe: {def}", handle(d, epRootRegister, d.registerRoot)},
-		{epAgentCreate, "agent.create", "create an agent: {root, parent, name, primer, capabilities, tasks, actor}", handle(d, epAgentCreate, d.create)},
-		{epAgentGrant, "agent.grant", "grant a capability: {root, path, capability, actor}", handle(d, epAgentGrant, d.grant)},
-		{epAgentRevoke, "agent.revoke", "revoke a capability from an agent and its subtree: {root, path, kind, name, actor}", handle(d, epAgentRevoke, d.revoke)},
+		{epAgentCreate, "agent.create", "create an agent: {root, parent, name, primer, caps, tasks, actor, idempotency_key}", handle(d, epAgentCreate, d.create)},
+		{epAgentGrant, "agent.grant", "grant a capability: {root, path, cap, replace, actor, idempotency_key}", handle(d, epAgentGrant, d.grant)},
+		{epAgentRevoke, "agent.revoke", "revoke a capability, or some of its members, from an agent and its subtree: {root, path, kind, name, members?, actor, idempotency_key}", handle(d, epAgentRevoke, d.revoke)},
+		{epRootMigrate, "root.migrate", "refs of root from resolve through root to (registered, same name) from now on: {from, to, reason, actor, idempotency_key}", handle(d, epRootMigrate, d.migrate)},
 		{epTaskDefine, "task.define", "define a task: {root, path, task, actor}", handle(d, epTaskDefine, d.defineTask)},
 		{epAgentRetire, "agent.retire", "retire an agent and its subtree: {root, path, reason, actor}", handle(d, epAgentRetire, d.retire)},
-		{epTaskResolve, "task.resolve", "resolve a task ref: {ref, min_seq}", handle(d, epTaskResolve, d.resolve)},
+		{epTaskResolve, "task.resolve", "resolve a task ref, pinned (@contract) or not: {ref, min_seq}", handle(d, epTaskResolve, d.resolve)},
 		{epAgentDescribe, "agent.describe", "describe an agent: {root, path, min_seq}", handle(d, epAgentDescribe, d.describe)},
 		{epAgentList, "agent.list", "list a root's agents, a page at a time: {root, path?, min_seq, after?, limit?}", handle(d, epAgentList, d.list)},
 		{epAgentLineage, "agent.lineage", "ancestors and descendants with actor and time: {root, path, min_seq}", handle(d, epAgentLineage, d.lineage)},
+		{epAgentTools, "agent.tools", "an agent's tasks as MCP-shaped tool definitions: {root, path?, min_seq}", handle(d, epAgentTools, d.tools)},
 		{epHealth, "health", "readiness: the stream is reachable", handle(d, epHealth, d.health)},
 	}
 	if d.cfg.Executor != nil {

@@ -656,7 +656,7 @@ func TestCloseLetsRequestsFinish(t *testing.T) {
 	close(release)
 	msg := <-replies
 	require.Empty(t, msg.Header.Get(micro.ErrorCodeHeader), "%s", msg.Header.Get(micro.ErrorHeader))
-	require.JSONEq(t, `{"ref":"`+root.Root+`/slow#solve","result":"finished"}`, string(msg.Data))
+	require.JSONEq(t, `{"ref":"`+root.Root+`/slow#solve","contract":"`+solveTask("solve").Contract()+`","result":"finished"}`, string(msg.Data))
 	require.NoError(t, <-closed)
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/agentreg/agentreg/agent"
@@ -53,6 +54,7 @@ func invalid(field string, err error) error {
 //	404 no such root, agent or task
 //	409 exists, or the agent's history moved on (conflict)
 //	410 retired, migrated, or the root definition changed
+//	412 a pinned ref whose task's contract changed (the body names both digests)
 //	413 over a size limit
 //	501 a capability or executor this daemon lacks
 //	503 not reachable now, shutting down, saturated
@@ -76,6 +78,11 @@ func codeOf(err error) string {
 		return "409"
 	case errors.Is(err, events.ErrRetired), errors.Is(err, events.ErrMigrated), errors.Is(err, agent.ErrRootChanged):
 		return "410"
+	case errors.Is(err, agent.ErrContractChanged):
+		// Not 409: that is a write's conflict, which a retry can cure; a
+		// pinned contract is a precondition (HTTP's If-Match on an ETag),
+		// which only re-pinning after checking the new contract cures.
+		return "412"
 	case errors.Is(err, agent.ErrUnknownCapability), errors.Is(err, agent.ErrNoExecutor):
 		return "501"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -112,6 +119,10 @@ func decode(data []byte, v any) error {
 		case errors.As(err, &te):
 			return badRequest("field %q: want JSON %s, got JSON %s", te.Field, jsonType(te.Type), te.Value)
 		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			if at, fields, ok := unknownFieldAt(data, reflect.TypeOf(v), err.Error()); ok && at != "" {
+				// encoding/json names the key, not the object it is in.
+				return badRequest("%s is not a field of %s (its fields: %s)", strings.TrimPrefix(err.Error(), "json: "), at, fields)
+			}
 			return badRequest("%s is not a field of this request (its fields: %s)", strings.TrimPrefix(err.Error(), "json: "), fieldList(v))
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return badRequest("malformed JSON: the body ends inside a value")
@@ -146,6 +157,92 @@ func fieldList(v any) string {
 		names = append(names, name)
 	}
 	return strings.Join(names, ", ")
+}
+
+// unknownFieldAt finds the object of a request body holding the unknown
+// key encoding/json's error names: the object's path ("" for the request
+// itself, "def", "caps[0]") and the fields of the struct it decodes into.
+// A type that decodes itself (json.Unmarshaler) is not looked into.
+func unknownFieldAt(data []byte, t reflect.Type, jsonErr string) (at, fields string, ok bool) {
+	key, err := strconv.Unquote(strings.TrimPrefix(jsonErr, "json: unknown field "))
+	if err != nil {
+		return "", "", false
+	}
+	var v any
+	if json.Unmarshal(data, &v) != nil {
+		return "", "", false
+	}
+	return unknownIn(v, t, "", key)
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+func unknownIn(v any, t reflect.Type, at, key string) (string, string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return "", "", false
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, isObj := v.(map[string]any)
+		if !isObj {
+			return "", "", false
+		}
+		byName := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" || !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			byName[strings.ToLower(name)] = f.Type // encoding/json matches keys without case
+		}
+		for _, k := range sortedKeys(obj) {
+			ft, known := byName[strings.ToLower(k)]
+			if !known {
+				if k == key {
+					return at, fieldList(reflect.New(t).Interface()), true
+				}
+				continue
+			}
+			if a, f, found := unknownIn(obj[k], ft, join(at, k), key); found {
+				return a, f, true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		arr, isArr := v.([]any)
+		if !isArr {
+			return "", "", false
+		}
+		for i, e := range arr {
+			if a, f, found := unknownIn(e, t.Elem(), fmt.Sprintf("%s[%d]", at, i), key); found {
+				return a, f, true
+			}
+		}
+	case reflect.Map:
+		obj, isObj := v.(map[string]any)
+		if !isObj {
+			return "", "", false
+		}
+		for _, k := range sortedKeys(obj) {
+			if a, f, found := unknownIn(obj[k], t.Elem(), join(at, k), key); found {
+				return a, f, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+func join(at, key string) string {
+	if at == "" {
+		return key
+	}
+	return at + "." + key
 }
 
 // jsonType names the JSON type a Go type decodes from.
@@ -235,7 +332,7 @@ func (r *CreateRequest) validate() error {
 	if err := invalid("name", events.ValidateSegment(r.Name)); err != nil {
 		return err
 	}
-	if err := checkCapabilities("capabilities", r.Capabilities); err != nil {
+	if err := checkCapabilities("caps", r.Capabilities); err != nil {
 		return err
 	}
 	return checkTasks("tasks", r.Tasks)
@@ -248,7 +345,7 @@ func (r *GrantRequest) validate() error {
 	if err := checkAgent(r.Path); err != nil {
 		return err
 	}
-	return invalid("capability", r.Capability.Validate())
+	return invalid("cap", r.Capability.Validate())
 }
 
 func (r *RevokeRequest) validate() error {
@@ -263,7 +360,54 @@ func (r *RevokeRequest) validate() error {
 	default:
 		return invalid("kind", fmt.Errorf("%q is not one of module, fn, type", r.Kind))
 	}
-	return invalid("name", events.Capability{Kind: r.Kind, Name: r.Name}.Validate())
+	if err := invalid("name", events.Capability{Kind: r.Kind, Name: r.Name}.Validate()); err != nil {
+		return err
+	}
+	return checkMembers(r)
+}
+
+// checkMembers checks a member-level revoke's list: present means at
+// least one member, each a literal name, none twice, at most
+// events.MaxPatterns.
+func checkMembers(r *RevokeRequest) error {
+	if r.Members == nil {
+		return nil
+	}
+	if len(r.Members) == 0 {
+		return invalid("members", errors.New("an empty list revokes nothing: name at least one member, or omit members to revoke the whole capability"))
+	}
+	seen := make(map[string]bool, len(r.Members))
+	for i, m := range r.Members {
+		f := fmt.Sprintf("members[%d]", i)
+		if err := (events.RevokedData{Kind: r.Kind, Name: r.Name, Members: []string{m}}).Validate(); err != nil {
+			return invalid(f, err)
+		}
+		if seen[m] {
+			return invalid(f, fmt.Errorf("member %q appears twice", m))
+		}
+		seen[m] = true
+	}
+	return invalid("members", events.RevokedData{Kind: r.Kind, Name: r.Name, Members: r.Members}.Validate())
+}
+
+func (r *MigrateRequest) validate() error {
+	if err := invalid("from", events.ValidateFingerprint(r.From)); err != nil {
+		return err
+	}
+	if err := invalid("to", events.ValidateFingerprint(r.To)); err != nil {
+		return err
+	}
+	if r.From == r.To {
+		return invalid("to", fmt.Errorf("%.12s is the root migrated from: name the new root's fingerprint (what root.register answered for it)", r.To))
+	}
+	return nil
+}
+
+func (r *ToolsRequest) validate() error {
+	if err := checkRoot(r.Root); err != nil {
+		return err
+	}
+	return checkPath("path", r.Path)
 }
 
 func (r *DefineTaskRequest) validate() error {

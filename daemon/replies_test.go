@@ -41,17 +41,17 @@ func TestBadInput400(t *testing.T) {
 		{"CreateBadTaskSchema", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Tasks: []events.TaskDef{badSchema}}, "tasks[0]: "},
 		{"CreateBadOutputSchema", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Tasks: []events.TaskDef{badOutput}}, "tasks[0]: "},
 		{"CreateTaskTwice", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Tasks: []events.TaskDef{solveTask("s"), solveTask("s")}}, `tasks[1]: task "s" appears twice`},
-		{"CreateBadCapability", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Capabilities: []events.Capability{badCap}}, "capabilities[0]: "},
-		{"CreateCapabilityKind", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Capabilities: []events.Capability{{Kind: "package", Name: "math"}}}, "capabilities[0]: "},
-		{"CreateCapabilityTwice", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Capabilities: []events.Capability{mathModule, mathModule}}, "capabilities[1]: "},
+		{"CreateBadCapability", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Capabilities: []events.Capability{badCap}}, "caps[0]: "},
+		{"CreateCapabilityKind", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Capabilities: []events.Capability{{Kind: "package", Name: "math"}}}, "caps[0]: "},
+		{"CreateCapabilityTwice", "agent.create", daemon.CreateRequest{Root: root.Root, Name: "b", Capabilities: []events.Capability{mathModule, mathModule}}, "caps[1]: "},
 		{"CreateBadName", "agent.create", daemon.CreateRequest{Root: root.Root, Name: ""}, "name: "},
 		{"CreateBadRoot", "agent.create", daemon.CreateRequest{Root: "x", Name: "b"}, "root: "},
 		{"DefineBadSchema", "task.define", daemon.DefineTaskRequest{Root: root.Root, Path: "a", Task: badSchema}, "task: "},
 		{"DefineBadPath", "task.define", daemon.DefineTaskRequest{Root: root.Root, Path: "a//b", Task: solveTask("s")}, "path: "},
 		{"RegisterBadDef", "root.register", daemon.RegisterRootRequest{Def: badDef}, "def: "},
 		{"RegisterNoName", "root.register", daemon.RegisterRootRequest{}, "def: "},
-		{"GrantBadCapability", "agent.grant", daemon.GrantRequest{Root: root.Root, Path: "a", Capability: badCap}, "capability: "},
-		{"GrantNoKind", "agent.grant", daemon.GrantRequest{Root: root.Root, Path: "a", Capability: events.Capability{Name: "math"}}, "capability: "},
+		{"GrantBadCapability", "agent.grant", daemon.GrantRequest{Root: root.Root, Path: "a", Capability: badCap}, "cap: "},
+		{"GrantNoKind", "agent.grant", daemon.GrantRequest{Root: root.Root, Path: "a", Capability: events.Capability{Name: "math"}}, "cap: "},
 		{"RevokeBadKind", "agent.revoke", daemon.RevokeRequest{Root: root.Root, Path: "a", Kind: "package", Name: "math"}, "kind: "},
 		{"RevokeBadName", "agent.revoke", daemon.RevokeRequest{Root: root.Root, Path: "a", Kind: "module", Name: ""}, "name: "},
 		{"RetireBadPath", "agent.retire", daemon.RetireRequest{Root: root.Root, Path: "a/"}, "path: "},
@@ -65,10 +65,10 @@ func TestBadInput400(t *testing.T) {
 		{"ResolveBadRef", "task.resolve", daemon.ResolveRequest{Ref: "nope"}, "ref: "},
 		{"InvokeBadRef", "task.invoke", daemon.InvokeRequest{Ref: root.Root + "/a"}, "ref: "},
 		{"ListArrayBody", "agent.list", "[]", "body must be a JSON object with fields root, path, min_seq, after, limit, got JSON array"},
-		{"CreateStringBody", "agent.create", `"x"`, "body must be a JSON object with fields root, parent, name, primer, capabilities, tasks, actor, idempotency_key, got JSON string"},
+		{"CreateStringBody", "agent.create", `"x"`, "body must be a JSON object with fields root, parent, name, primer, caps, tasks, actor, idempotency_key, got JSON string"},
 		{"ResolveNumberBody", "task.resolve", `7`, "body must be a JSON object with fields ref, min_seq, got JSON number"},
-		{"NestedWrongType", "agent.create", `{"root":"` + root.Root + `","name":"b","capabilities":{}}`, `field "capabilities": want JSON array, got JSON object`},
-		{"DeepWrongType", "agent.grant", `{"root":"` + root.Root + `","path":"a","capability":{"kind":"module","name":"math","include":"sqrt"}}`, `field "capability.include": want JSON array, got JSON string`},
+		{"NestedWrongType", "agent.create", `{"root":"` + root.Root + `","name":"b","caps":{}}`, `field "caps": want JSON array, got JSON object`},
+		{"DeepWrongType", "agent.grant", `{"root":"` + root.Root + `","path":"a","cap":{"kind":"module","name":"math","include":"sqrt"}}`, `field "cap.include": want JSON array, got JSON string`},
 		{"NegativeMinSeq", "agent.describe", `{"root":"` + root.Root + `","path":"a","min_seq":-1}`, `field "min_seq": want JSON non-negative integer`},
 		{"UnknownField", "agent.list", `{"root":"` + root.Root + `","limt":3}`, `unknown field "limt" is not a field of this request (its fields: root, path, min_seq, after, limit)`},
 	} {
@@ -202,12 +202,12 @@ func TestEffectiveCapability(t *testing.T) {
 		c.call("root.register", map[string]any{"def": map[string]any{"name": "calc", "primer": "You calculate.",
 			"caps": []any{grant("*")}}}, &root)
 		var w daemon.WriteReply
-		c.call("agent.create", map[string]any{"root": root.Root, "name": "p", "capabilities": []any{grant("sqrt", "sin", "abs")}}, &w)
-		c.call("agent.create", map[string]any{"root": root.Root, "parent": "p", "name": "c", "capabilities": []any{grant("sqrt", "sin")},
+		c.call("agent.create", map[string]any{"root": root.Root, "name": "p", "caps": []any{grant("sqrt", "sin", "abs")}}, &w)
+		c.call("agent.create", map[string]any{"root": root.Root, "parent": "p", "name": "c", "caps": []any{grant("sqrt", "sin")},
 			"tasks": []events.TaskDef{solveTask("solve")}}, &w)
-		// The parent's grant narrowed after the child's: the child's own
-		// grant still names sin, which it can no longer use.
-		c.call("agent.grant", map[string]any{"root": root.Root, "path": "p", "capability": grant("sqrt", "abs")}, &w)
+		// The parent's grant narrowed (replaced) after the child's: the
+		// child's own grant still names sin, which it can no longer use.
+		c.call("agent.grant", map[string]any{"root": root.Root, "path": "p", "cap": grant("sqrt", "abs"), "replace": true}, &w)
 		return root.Root
 	}
 	check := func(t *testing.T, v daemon.CapabilityView, members []string, from string) {
@@ -226,7 +226,7 @@ func TestEffectiveCapability(t *testing.T) {
 		c := newClient(t, d.URL())
 		root := setup(c)
 		msg := c.request("agent.describe", daemon.ReadRequest{Root: root, Path: "p/c"})
-		require.Contains(t, string(msg.Data), `"effective":{"kind":"module","name":"math","include":["sqrt"],"exclude":[],"visibility":"high"}`)
+		require.Contains(t, string(msg.Data), `"effective":{"kind":"module","name":"math","include":["sqrt"],"exclude":[],"vis":"high"}`)
 		var v daemon.AgentView
 		require.NoError(t, json.Unmarshal(msg.Data, &v))
 		require.Len(t, v.Effective, 1)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
@@ -56,7 +57,7 @@ func TestStreamFull(t *testing.T) {
 		before, err := lg.StreamState(ctx)
 		require.NoError(t, err)
 		var do func(context.Context) error
-		require.NoError(t, rt.View(ctx, root.Root, func(reg *projector.Registry) error {
+		require.NoError(t, inspect.View(ctx, rt, string(root.Root), func(reg *projector.Registry) error {
 			_, _, do = chooseWrite(reg, rt, root, l.rng, fmt.Sprintf("after_full_%d", i))
 			return nil
 		}))
@@ -70,7 +71,7 @@ func TestStreamFull(t *testing.T) {
 
 	// Reads go on: the registry, a resolve, and a fresh runtime's load.
 	var ref agent.TaskRef
-	require.NoError(t, rt.View(ctx, root.Root, func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt, string(root.Root), func(reg *projector.Registry) error {
 		for _, p := range reg.Paths() {
 			if _, ok := reg.Agents[p].Tasks["t0"]; ok && !reg.Agents[p].Retired {
 				ref = agent.TaskRef{Root: root.Root, Path: p, Task: "t0"}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
@@ -289,7 +290,7 @@ func (l *load) step(ctx context.Context) bool {
 	var what string
 	var n int
 	var do func(ctx context.Context) error
-	err := l.rt.View(ctx, l.root.Root, func(reg *projector.Registry) error {
+	err := inspect.View(ctx, l.rt, string(l.root.Root), func(reg *projector.Registry) error {
 		what, n, do = chooseWrite(reg, l.rt, l.root, l.rng, name)
 		return nil
 	})

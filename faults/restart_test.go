@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentreg/agentreg/daemon"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
@@ -44,7 +45,7 @@ func TestServerRestarts(t *testing.T) {
 	d, err := daemon.Start(dctx, daemon.Config{Conn: natsstore.ConnectOptions{URL: url}, Logger: testLogger(t), RequestTimeout: 2 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
-	require.NoError(t, d.Runtime().View(dctx, root.Root, func(*projector.Registry) error { return nil }))
+	require.NoError(t, inspect.View(dctx, d.Runtime(), string(root.Root), func(*projector.Registry) error { return nil }))
 
 	lctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup

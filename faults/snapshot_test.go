@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentreg/agentreg/agent"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/snapshot"
@@ -82,7 +83,7 @@ func TestSnapshotCorruption(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, full.reg.Seq, seq)
 		require.Equal(t, want, hash, "a fresh runtime's state differs from the full replay's")
-		require.NoError(t, rt.View(ctx, root.Root, func(reg *projector.Registry) error {
+		require.NoError(t, inspect.View(ctx, rt, string(root.Root), func(reg *projector.Registry) error {
 			require.Empty(t, reg.Violations)
 			return nil
 		}))

@@ -27,6 +27,7 @@ import (
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/daemon"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 )
@@ -215,7 +216,7 @@ func (env *adversaryEnv) violations(ofAgentd bool) map[uint64]string {
 		rt = env.d.Runtime()
 	}
 	out := map[uint64]string{}
-	require.NoError(env.t, rt.View(env.ctx, agent.RootID(env.arch), func(reg *projector.Registry) error {
+	require.NoError(env.t, inspect.View(env.ctx, rt, string(agent.RootID(env.arch)), func(reg *projector.Registry) error {
 		for _, v := range reg.Violations {
 			out[v.Seq] = v.Code
 		}
@@ -239,7 +240,7 @@ func (env *adversaryEnv) folded(seq uint64, code string) {
 func (env *adversaryEnv) lastHash(path string) string {
 	env.t.Helper()
 	var h string
-	require.NoError(env.t, env.d.Runtime().View(env.ctx, agent.RootID(env.arch), func(reg *projector.Registry) error {
+	require.NoError(env.t, inspect.View(env.ctx, env.d.Runtime(), string(agent.RootID(env.arch)), func(reg *projector.Registry) error {
 		h = reg.LastHash(path)
 		return nil
 	}))

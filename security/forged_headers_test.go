@@ -23,6 +23,7 @@ import (
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/daemon"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
@@ -241,7 +242,7 @@ func forgedHeaders(t *testing.T, filler int) {
 	var wrote struct {
 		Seq uint64 `json:"seq"`
 	}
-	call(t, nc, "agent.grant", map[string]any{"root": root.Root, "path": "c2", "capability": events.Capability{Kind: events.KindModule, Name: "math", Include: []string{"pi"}}}, &wrote)
+	call(t, nc, "agent.grant", map[string]any{"root": root.Root, "path": "c2", "cap": events.Capability{Kind: events.KindModule, Name: "math", Include: []string{"pi"}}}, &wrote)
 	require.Greater(t, wrote.Seq, last)
 	legit = append(legit, wrote.Seq)
 	last = wrote.Seq
@@ -279,7 +280,7 @@ func forgedHeaders(t *testing.T, filler int) {
 	}
 
 	// 1. The writing runtime (loaded before, kept current by its follower).
-	require.NoError(t, rt.View(ctx, root.Root, func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt, string(root.Root), func(reg *projector.Registry) error {
 		checkRegistry("writer", reg)
 		return nil
 	}))
@@ -290,7 +291,7 @@ func forgedHeaders(t *testing.T, filler int) {
 	rt2, err := agent.Open(ctx, agent.WithNATSURL(url), agent.WithLogger(testLogger(t)), agent.WithCatalog(agent.SymbolicCatalog()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rt2.Close() })
-	require.NoError(t, rt2.View(ctx, root.Root, func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt2, string(root.Root), func(reg *projector.Registry) error {
 		checkRegistry("fresh runtime", reg)
 		return nil
 	}))
@@ -302,7 +303,7 @@ func forgedHeaders(t *testing.T, filler int) {
 	rt3, err := agent.Open(ctx, agent.WithNATSURL(url), agent.WithFollow(false), agent.WithLogger(testLogger(t)), agent.WithCatalog(agent.SymbolicCatalog()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rt3.Close() })
-	require.NoError(t, rt3.View(ctx, root.Root, func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt3, string(root.Root), func(reg *projector.Registry) error {
 		checkRegistry("runtime without follower", reg)
 		return nil
 	}))
@@ -373,7 +374,7 @@ func forgedHeaders(t *testing.T, filler int) {
 		Agents []struct {
 			Path      string `json:"path"`
 			Effective []struct {
-				Capability events.Capability `json:"capability"`
+				Capability events.Capability `json:"effective"`
 			} `json:"effective"`
 		} `json:"agents"`
 		Violations []projector.Violation `json:"violations"`

@@ -22,6 +22,7 @@ import (
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/daemon"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/snapshot"
@@ -259,7 +260,7 @@ func TestRoles(t *testing.T) {
 		fresh := openWriter()
 		_, err = fresh.RegisterRoot(ctx, architect())
 		require.NoError(t, err)
-		require.NoError(t, fresh.View(ctx, agent.RootID(arch), func(r *projector.Registry) error {
+		require.NoError(t, inspect.View(ctx, fresh, string(agent.RootID(arch)), func(r *projector.Registry) error {
 			_, err := r.Agent("math_solver/parser")
 			return err
 		}))
@@ -289,7 +290,7 @@ func TestRoles(t *testing.T) {
 		err = js.DeleteStream(short(t), "AGENTREG")
 		refused(t, err, writerErrs, "$JS.API.STREAM.DELETE.AGENTREG")
 
-		require.NoError(t, d.Runtime().View(ctx, agent.RootID(aud), func(r *projector.Registry) error {
+		require.NoError(t, inspect.View(ctx, d.Runtime(), string(agent.RootID(aud)), func(r *projector.Registry) error {
 			require.Equal(t, []string{"reviewer"}, r.Paths(), "the auditor root holds what agentd wrote, nothing more")
 			require.Empty(t, r.Violations)
 			return nil
@@ -315,7 +316,7 @@ func TestRoles(t *testing.T) {
 	require.NoError(t, d.Close())
 	d = startAgentd(t, url)
 	for _, r := range []string{arch, aud} {
-		require.NoError(t, d.Runtime().View(ctx, agent.RootID(r), func(*projector.Registry) error { return nil }))
+		require.NoError(t, inspect.View(ctx, d.Runtime(), string(agent.RootID(r)), func(*projector.Registry) error { return nil }))
 		_, ok := d.Runtime().RestoredFrom(agent.RootID(r))
 		require.True(t, ok, "agentd restored root %s from its snapshot", r)
 	}
@@ -399,6 +400,9 @@ func TestRoles(t *testing.T) {
 		viewer, viewerErrs := dial(t, url, "viewer")
 		var list map[string]any
 		call(t, viewer, "agent.list", map[string]any{"root": aud}, &list)
+		var tools map[string]any
+		call(t, viewer, "agent.tools", map[string]any{"root": aud, "path": "reviewer"}, &tools)
+		require.Contains(t, tools, "tools")
 		// The architect root's list (12 primers of 256 KiB) is larger than
 		// a NATS message may be: agentd says so instead of staying silent.
 		msg, err := viewer.Request("agentd.agent.list", []byte(`{"root":"`+arch+`"}`), 15*time.Second)

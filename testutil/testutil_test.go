@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/testutil"
 )
@@ -70,7 +71,7 @@ func TestPublishRaw(t *testing.T) {
 	require.NoError(t, err)
 	nc := testutil.Connect(t, srv.ClientURL())
 	seq := testutil.PublishRaw(t, nc, events.Subject("agentreg", string(root.Root), ""), []byte{0xc1}, nil)
-	require.NoError(t, rt.View(ctx, root.Root, func(reg *projector.Registry) error {
+	require.NoError(t, inspect.View(ctx, rt, string(root.Root), func(reg *projector.Registry) error {
 		require.Len(t, reg.Violations, 1)
 		require.Equal(t, seq, reg.Violations[0].Seq)
 		return nil

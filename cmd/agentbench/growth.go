@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/projector"
 )
 
@@ -145,7 +146,7 @@ func (b *bench) growthFigures(ctx context.Context) error {
 		}
 		start := time.Now()
 		agents := 0
-		if err := rt.View(ctx, agent.RootID(g.gr.fp), func(r *projector.Registry) error { agents = len(r.Agents); return nil }); err != nil {
+		if err := inspect.View(ctx, rt, string(agent.RootID(g.gr.fp)), func(r *projector.Registry) error { agents = len(r.Agents); return nil }); err != nil {
 			return err
 		}
 		g.loaded = time.Since(start)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 )
@@ -267,7 +268,7 @@ func (b *bench) snapshotCrossing(ctx context.Context) error {
 		return err
 	}
 	// Load it first (not timed): the load folds the whole root.
-	if err := rt.View(ctx, agent.RootID(big.gr.fp), func(*projector.Registry) error { return nil }); err != nil {
+	if err := inspect.View(ctx, rt, string(agent.RootID(big.gr.fp)), func(*projector.Registry) error { return nil }); err != nil {
 		return err
 	}
 	ds, err = run(rt, ref, big.gr, "snap")

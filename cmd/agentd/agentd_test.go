@@ -338,13 +338,13 @@ func createHierarchy(t *testing.T, c *api) *hierarchy {
 	h.refs = append(h.refs, h.root+"/#design")
 
 	ack(c.call("agent.create", map[string]any{"root": h.root, "name": "math_solver", "primer": "You solve equations.",
-		"capabilities": []any{map[string]any{"kind": "module", "name": "math", "include": []string{"sqrt", "abs"}}},
-		"tasks":        []any{task("solve", "equation")}, "actor": "user:alice"}))
+		"caps":  []any{map[string]any{"kind": "module", "name": "math", "include": []string{"sqrt", "abs"}}},
+		"tasks": []any{task("solve", "equation")}, "actor": "user:alice"}))
 	h.refs = append(h.refs, h.root+"/math_solver#solve")
 
 	ack(c.call("agent.create", map[string]any{"root": h.root, "parent": "math_solver", "name": "equation_parser", "primer": "You parse equations.",
-		"capabilities": []any{map[string]any{"kind": "module", "name": "math", "include": []string{"sqrt"}}},
-		"tasks":        []any{task("parse", "text")}, "actor": "user:bob"}))
+		"caps":  []any{map[string]any{"kind": "module", "name": "math", "include": []string{"sqrt"}}},
+		"tasks": []any{task("parse", "text")}, "actor": "user:bob"}))
 	h.refs = append(h.refs, h.root+"/math_solver/equation_parser#parse")
 
 	w = ack(c.call("task.define", map[string]any{"root": h.root, "path": "math_solver/equation_parser", "task": task("tokenize", "text"), "actor": "user:bob"}))
@@ -446,7 +446,7 @@ func TestAgentdProcess(t *testing.T) {
 
 	t.Run("SIGKILLKeepsAcknowledgedWrites", func(t *testing.T) {
 		w := c.call("agent.grant", map[string]any{"root": h.root, "path": "math_solver",
-			"capability": map[string]any{"kind": "module", "name": "io"}, "actor": "user:carol"})
+			"cap": map[string]any{"kind": "module", "name": "io"}, "actor": "user:carol"})
 		require.Greater(t, seqOf(t, w), h.acked)
 		h.acked = seqOf(t, w)
 		h.grants["math_solver"] = "io"
@@ -476,9 +476,9 @@ func TestAgentdProcess(t *testing.T) {
 			{"InvalidPath", "agent.create", map[string]any{"root": h.root, "name": "a.b"}, "400", `"a.b"`},
 			{"InvalidParent", "agent.describe", map[string]any{"root": h.root, "path": "math_solver//x"}, "400", `"math_solver//x"`},
 			{"Escalation", "agent.grant", map[string]any{"root": h.root, "path": "math_solver/equation_parser",
-				"capability": map[string]any{"kind": "module", "name": "os"}}, "403", `module "os"`},
+				"cap": map[string]any{"kind": "module", "name": "os"}}, "403", `module "os"`},
 			{"EscalationBeyondParent", "agent.grant", map[string]any{"root": h.root, "path": "math_solver/equation_parser",
-				"capability": map[string]any{"kind": "module", "name": "math", "include": []string{"pow"}}}, "403", `pow`},
+				"cap": map[string]any{"kind": "module", "name": "math", "include": []string{"pow"}}}, "403", `pow`},
 			{"UnknownField", "task.resolve", map[string]any{"ref": h.refs[1], "limit": 3}, "400", `"limit"`},
 			{"BadTaskRef", "task.resolve", map[string]any{"ref": "math_solver#solve"}, "400", `"math_solver#solve"`},
 			{"MissingTask", "task.resolve", map[string]any{"ref": h.root + "/math_solver#integrate"}, "404", `"integrate"`},
@@ -610,7 +610,7 @@ func TestCluster(t *testing.T) {
 	grant := func(c *api, path, capName string, timeout time.Duration) {
 		t.Helper()
 		w := c.eventually("agent.grant", map[string]any{"root": h.root, "path": path,
-			"capability": map[string]any{"kind": "module", "name": capName}, "actor": "user:carol"}, timeout)
+			"cap": map[string]any{"kind": "module", "name": capName}, "actor": "user:carol"}, timeout)
 		require.Greater(t, seqOf(t, w), h.acked)
 		h.acked = seqOf(t, w)
 		h.grants[path] = capName

@@ -76,7 +76,7 @@ func TestSigningAgentd(t *testing.T) {
 	seq := testutil.PublishRaw(t, c.nc, subject, data, nil)
 
 	r := c.call("task.resolve", map[string]any{"ref": h.root + "/math_solver/equation_parser#parse", "min_seq": seq})
-	caps := r["capabilities"].([]any)
+	caps := r["caps"].([]any)
 	require.Len(t, caps, 1)
 	chain := caps[0].(map[string]any)["chain"].([]any) // root first, the agent's own grant last
 	own := chain[len(chain)-1].(map[string]any)

@@ -102,7 +102,7 @@ var walkthroughChecks = map[string]func(out string) error{
 	},
 	"restarted":  func(out string) error { return wantAll(out, `"path":"math_solver"`, `"primer":"You solve equations."`) },
 	"micro":      func(out string) error { return wantAll(out, "agentreg", "agent_create", "Requests", "root_register") },
-	"http":       func(out string) error { return wantAll(out, "ok\n", "agentreg_events_followed_total 2") },
+	"http":       func(out string) error { return wantAll(out, `"status":"ok"`, "agentreg_events_followed_total 2") },
 	"backup":     func(out string) error { return wantAll(out, "OK: ", "2 messages") },
 	"audit-data": func(out string) error { return wantAll(out, "clean: every hash chain intact") },
 	"restore": func(out string) error {

@@ -38,7 +38,7 @@ type agentView struct {
 type effectiveView struct {
 	// Capability is the chain as one grant (projector.Effective.Intersected):
 	// includes intersected, excludes united.
-	Capability wireCap `json:"capability"`
+	Capability wireCap `json:"effective"` // agentd's CapabilityView names it so too
 	// Exact is false when two include patterns along the chain have no
 	// single-glob intersection: Capability then leaves that part out (it is
 	// never wider than the chain).
@@ -413,7 +413,7 @@ type resolution struct {
 	Migrated      bool            `json:"migrated"`
 	Path          string          `json:"path"`
 	Primer        string          `json:"primer"`
-	Capabilities  []effectiveView `json:"capabilities"`
+	Capabilities  []effectiveView `json:"caps"`
 	Task          events.TaskDef  `json:"task"`
 	Seq           uint64          `json:"seq"`
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
+	"github.com/agentreg/agentreg/internal/inspect"
 	"github.com/agentreg/agentreg/natsstore"
 	"github.com/agentreg/agentreg/projector"
 	"github.com/agentreg/agentreg/snapshot"
@@ -164,7 +165,7 @@ func (h *history) seq() uint64 {
 // view calls fn with the runtime's registry of the root.
 func (h *history) view(fn func(reg *projector.Registry)) {
 	h.t.Helper()
-	require.NoError(h.t, h.rt.View(h.ctx, h.root.Root, func(reg *projector.Registry) error {
+	require.NoError(h.t, inspect.View(h.ctx, h.rt, string(h.root.Root), func(reg *projector.Registry) error {
 		fn(reg)
 		return nil
 	}))
