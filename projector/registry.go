@@ -35,7 +35,8 @@ import (
 // grant on a capability the agent holds must say replace (else exists); a
 // revocation may name members, added to the Exclude of the agent's grant
 // and of every descendant's grant of the capability (Grant.Revoked records
-// them).
+// them); only the agent's own grant is held to events.MaxPatterns, so a
+// descendant's may hold more.
 const Version = 6
 
 // Grant is a capability held by an agent, with who granted it and when.
@@ -50,7 +51,9 @@ type Grant struct {
 	// Revoked lists the members taken from this grant by member-level
 	// revocations (of this agent or of an ancestor) since it was granted,
 	// sorted; each is also in Capability.Exclude. A grant replacing it
-	// starts without them.
+	// starts without them. A revocation of an ancestor is never refused
+	// for this grant's size, so Capability may then hold more than
+	// events.MaxPatterns patterns (and would not validate as an event's).
 	Revoked []string `msgpack:"revoked,omitempty"`
 }
 
@@ -460,20 +463,16 @@ func (r *Registry) Check(e *events.Event) error {
 			if err := rv.Validate(); err != nil {
 				return invalid(fmt.Sprintf("revoke from %q", e.Path), err)
 			}
-			// Every grant the revocation narrows must stay within the
-			// pattern limit, or none is narrowed.
-			var err error
-			check := func(a *Agent) {
-				if g := a.Capabilities[key]; g != nil && err == nil {
-					if n := len(g.Capability.Include) + len(withMembers(g.Capability.Exclude, rv.Members)); n > events.MaxPatterns {
-						err = fmt.Errorf("%w: revoke %s %q members from %q: the grant of %q would hold %d patterns, the limit is %d",
-							events.ErrTooLarge, rv.Kind, rv.Name, e.Path, a.Path, n, events.MaxPatterns)
-					}
-				}
+			// Only the agent's own grant is held to the pattern limit.
+			// Whether a revocation applies must depend on the agent and
+			// its ancestors alone: a reader that folds only an agent's
+			// chain (agent.readChain) never sees its siblings or
+			// descendants, and a descendant must never be able to block
+			// a revocation from above. Descendants' grants take the
+			// members whatever their size.
+			if err := checkRevokeLimit(e.Path, r.Agents[e.Path].Capabilities[key], rv); err != nil {
+				return err
 			}
-			check(r.Agents[e.Path])
-			r.visitBelow(e.Path, check)
-			return err
 		}
 	case events.TaskDefined:
 		t := e.Task.Task
@@ -484,6 +483,23 @@ func (r *Registry) Check(e *events.Event) error {
 			return fmt.Errorf("%w: agent %q holds %d tasks, the limit is %d: task %q would be one more",
 				events.ErrTooLarge, e.Path, len(a.Tasks), events.MaxTasks, t.Name)
 		}
+	}
+	return nil
+}
+
+// checkRevokeLimit refuses a member revocation that would grow the target's
+// own grant g past events.MaxPatterns include plus exclude patterns. A
+// revocation adding nothing to g (every member excluded already) is not
+// refused, even if g holds more than the limit through revocations of an
+// ancestor: it may still narrow a descendant. Each member revocation thus
+// adds at most MaxPatterns members to the grants below it between two
+// replacements of the target's grant.
+func checkRevokeLimit(path string, g *Grant, rv *events.RevokedData) error {
+	before := len(g.Capability.Include) + len(g.Capability.Exclude)
+	n := len(g.Capability.Include) + len(withMembers(g.Capability.Exclude, rv.Members))
+	if n > events.MaxPatterns && n > before {
+		return fmt.Errorf("%w: revoke %s %q members from %q: its grant would hold %d patterns, the limit is %d: replace the grant with a narrower one instead",
+			events.ErrTooLarge, rv.Kind, rv.Name, path, n, events.MaxPatterns)
 	}
 	return nil
 }
