@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/agentreg/agentreg/agent"
 	"github.com/agentreg/agentreg/events"
@@ -116,4 +117,31 @@ func exportedSentinels(t *testing.T, pkg string) []string {
 		}
 	}
 	return out
+}
+
+// TestClipDesc: an error description is cut on a rune boundary to
+// maxErrorDesc bytes plus a note of what was cut, on one line.
+func TestClipDesc(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		cut      bool
+	}{
+		{"Short", "agent \"a\": not found", false},
+		{"Lines", "line one\r\nline two\nthree", false},
+		{"Long", strings.Repeat("é", maxErrorDesc), true}, // 2 bytes a rune: the limit falls inside none
+		{"LongOdd", "x" + strings.Repeat("é", maxErrorDesc), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := clipDesc(tc.in)
+			if !utf8.ValidString(got) || strings.ContainsAny(got, "\r\n") {
+				t.Fatalf("clipDesc(%.40q…) = %.80q…: want valid UTF-8 on one line", tc.in, got)
+			}
+			if cut := strings.Contains(got, "more bytes cut"); cut != tc.cut {
+				t.Fatalf("cut = %v, want %v", cut, tc.cut)
+			}
+			if tc.cut && len(got) > maxErrorDesc+200 {
+				t.Fatalf("len = %d, want at most %d", len(got), maxErrorDesc+200)
+			}
+		})
+	}
 }
