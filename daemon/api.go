@@ -278,24 +278,41 @@ func handle[Req any](d *Daemon, name string, fn func(context.Context, *Req) (any
 			return
 		}
 		data := r.Data()
-		ctx, cancel := context.WithDeadline(d.ctx, start.Add(d.cfg.RequestTimeout))
+		deadline := start.Add(d.cfg.RequestTimeout)
+		ctx, cancel := context.WithDeadline(d.ctx, deadline)
 		ctx = withCaller(ctx, d.callerOf(r))
-		work := func() {
-			defer d.inflight.Done()
-			defer cancel()
-			serve(d, ctx, rp, data, fn)
-		}
+		j := &job{rp: rp, subject: r.Subject(), deadline: deadline, minSeq: peekMinSeq[Req](data),
+			work:    func() { serve(d, ctx, rp, data, fn) },
+			release: func() { cancel(); d.inflight.Done() }}
 		if name == epHealth {
-			work()
+			j.take()
+			j.run()
 			return
 		}
-		if !d.pool.submit(work) {
-			cancel()
-			d.inflight.Done()
-			d.metrics.saturatedReq(name)
-			rp.send("503", d.saturated(r.Subject()), nil)
-		}
+		d.admit(j)
 	}
+}
+
+// minSeqRequest is a request that may carry a min_seq (a read).
+type minSeqRequest interface{ minSeq() uint64 }
+
+func (r *ResolveRequest) minSeq() uint64 { return minSeq(r.MinSeq) }
+func (r *ReadRequest) minSeq() uint64    { return minSeq(r.MinSeq) }
+func (r *ToolsRequest) minSeq() uint64   { return minSeq(r.MinSeq) }
+
+// peekMinSeq reads the min_seq of a read's body before it is admitted (0
+// for another request, or a body that does not decode: its worker answers
+// why), so that the request waits for it outside the pool (minseq.go).
+func peekMinSeq[Req any](data []byte) uint64 {
+	var req Req
+	ms, ok := any(&req).(minSeqRequest)
+	if !ok || len(data) > MaxRequestBytes {
+		return 0
+	}
+	if json.Unmarshal(data, &req) != nil {
+		return 0
+	}
+	return ms.minSeq()
 }
 
 // serve runs one request on a worker: decode, check, run with the
@@ -309,6 +326,7 @@ func serve[Req any](d *Daemon, ctx context.Context, rp *replier, data []byte, fn
 		return
 	}
 	if ctx.Err() != nil {
+		// Taken by a worker just as its queue timer fired (enqueue).
 		rp.send(codeOf(ctx.Err()), fmt.Sprintf("%s: waited for a worker past the request deadline of %s (all %d workers busy): %v", name, d.cfg.RequestTimeout, d.pool.workers, ctx.Err()), nil)
 		return
 	}
@@ -784,5 +802,5 @@ func (d *Daemon) health(ctx context.Context, _ *healthReq) (any, error) {
 	}
 	followed := d.rt.FollowPosition()
 	return map[string]any{"status": "ok", "stream": d.store.Config().Stream, "last_seq": last, "followed_seq": followed,
-		"lag": last - min(last, followed), "workers": d.pool.workers, "running": d.pool.running.Load(), "queued": d.pool.queued.Load()}, nil
+		"lag": last - min(last, followed), "workers": d.pool.workers, "running": d.pool.running.Load(), "queued": d.pool.queued.Load(), "waiting": d.waiting.len()}, nil
 }

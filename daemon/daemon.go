@@ -83,6 +83,10 @@ type Config struct {
 	// 503; default 16 per worker. The health probe runs outside the pool.
 	Workers   int
 	QueueSize int
+	// MinSeqWaiters reads may wait, outside the pool, for the follower
+	// to reach their min_seq (minseq.go) before more are answered 503;
+	// default QueueSize.
+	MinSeqWaiters int
 	// MetricsTopRoots > 0 adds per-root series (label root and name) for
 	// that many loaded roots with the most events; default 0: no root
 	// label, every metric's label set bounded.
@@ -131,6 +135,9 @@ func (c Config) withDefaults() Config {
 	if c.QueueSize <= 0 {
 		c.QueueSize = 16 * c.Workers
 	}
+	if c.MinSeqWaiters <= 0 {
+		c.MinSeqWaiters = c.QueueSize
+	}
 	if c.FollowerLagThreshold == 0 {
 		c.FollowerLagThreshold = 10_000
 	}
@@ -168,6 +175,7 @@ type Daemon struct {
 	httpLn  net.Listener
 	metrics *metrics
 	pool    *pool
+	waiting *waiters // reads waiting for their min_seq
 	wg      sync.WaitGroup
 	errc    chan error
 
@@ -191,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("API prefix %q lies under the event prefix %q: the stream would capture API requests; pick another", cfg.APIPrefix, cfg.Stream.Prefix)
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agentd"), metrics: newMetrics(), errc: make(chan error, 4),
-		pool: newPool(cfg.Workers, cfg.QueueSize)}
+		pool: newPool(cfg.Workers, cfg.QueueSize), waiting: &waiters{max: cfg.MinSeqWaiters}}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -234,6 +242,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 			d.metrics.eventsSeen.Inc()
 			d.metrics.lag.Set(float64(pending))
 			d.followed(seq)
+			d.releaseWaiters(seq)
 		})}
 	if cfg.Executor != nil {
 		opts = append(opts, agent.WithExecutor(cfg.Executor))
@@ -254,6 +263,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.rt.StartFollowing(ctx); err != nil {
 		return nil, err
 	}
+	d.releaseWaiters(d.rt.FollowPosition()) // where it started: the hook tells only what follows
 	d.pool.start(d.ctx, &d.wg)
 	if err := d.startService(); err != nil {
 		return nil, err
@@ -551,6 +561,9 @@ func (d *Daemon) Close() error {
 	d.gate.Lock()
 	d.closing = true
 	d.gate.Unlock()
+	for _, j := range d.waiting.all() {
+		j.answer("503", "agentd is shutting down: send the request again (another daemon of the queue group, or this one restarted, takes it)")
+	}
 	done := make(chan struct{})
 	go func() {
 		d.inflight.Wait()

@@ -16,7 +16,8 @@
 //
 // Requests run concurrently on a bounded pool (Config.Workers, QueueSize;
 // a full queue answers 503), each with a deadline from its arrival
-// (Config.RequestTimeout, 504); pool.go says how. Statuses are decided in
+// (Config.RequestTimeout, 504); pool.go says how. A read waiting for a
+// min_seq the stream has not reached waits outside the pool (minseq.go). Statuses are decided in
 // one place (codeOf, errors.go), after every field is checked (400 naming
 // the field).
 //

@@ -56,10 +56,18 @@ func invalid(field string, err error) error {
 //	410 retired, migrated, or the root definition changed
 //	412 a pinned ref whose task's contract changed (the body names both digests)
 //	413 over a size limit
-//	501 a capability or executor this daemon lacks
+//	501 a capability, member or executor this daemon lacks, or an event newer than its code
 //	503 not reachable now, shutting down, saturated
 //	504 the request's deadline passed (a min_seq the stream has not reached)
-//	500 anything else: a bug or an infrastructure failure
+//	507 the stream's limits or the server's storage are reached
+//	500 anything else: a bug or an infrastructure failure. By design:
+//	    a broken hash chain or an event on the wrong subject (the log is
+//	    damaged), this daemon's own signing refused by its own trust
+//	    policy (its configuration is wrong), a store directory another
+//	    process holds (only at start); no client can cure those
+//
+// Every exported sentinel of agent and events has its status here on
+// purpose; TestStatusOfEverySentinel fails when one is added without.
 func codeOf(err error) string {
 	var ae *apiError
 	var fe *fieldError
@@ -68,13 +76,17 @@ func codeOf(err error) string {
 		return ae.code
 	case errors.Is(err, events.ErrTooLarge):
 		return "413"
-	case errors.As(err, &fe), errors.Is(err, events.ErrInvalidName), errors.Is(err, events.ErrMalformed), errors.Is(err, agent.ErrInvalidArgs):
+	case errors.As(err, &fe), errors.Is(err, events.ErrInvalidName), errors.Is(err, events.ErrMalformed), errors.Is(err, agent.ErrInvalidArgs),
+		errors.Is(err, events.ErrSchemaRef):
 		return "400"
 	case errors.Is(err, events.ErrEscalation):
 		return "403"
 	case errors.Is(err, events.ErrNotFound), errors.Is(err, agent.ErrRootNotRegistered):
 		return "404"
-	case errors.Is(err, events.ErrExists), errors.Is(err, events.ErrConflict):
+	case errors.Is(err, events.ErrExists), errors.Is(err, events.ErrConflict),
+		// The write's event was refused before (its id is in the log):
+		// the history the write was made against moved on.
+		errors.Is(err, events.ErrReplayed):
 		return "409"
 	case errors.Is(err, events.ErrRetired), errors.Is(err, events.ErrMigrated), errors.Is(err, agent.ErrRootChanged):
 		return "410"
@@ -83,8 +95,21 @@ func codeOf(err error) string {
 		// pinned contract is a precondition (HTTP's If-Match on an ETag),
 		// which only re-pinning after checking the new contract cures.
 		return "412"
-	case errors.Is(err, agent.ErrUnknownCapability), errors.Is(err, agent.ErrNoExecutor):
+	case errors.Is(err, agent.ErrUnknownCapability), errors.Is(err, agent.ErrNoExecutor),
+		// A member the recipe names and this daemon's module lacks, or one
+		// the task's code takes as another type: like a capability it
+		// lacks, what this daemon offers does not implement the task
+		// (another daemon of the queue group may). Not 424: no earlier
+		// request of the caller failed; not 400: the caller's input is
+		// fine; not 500: the daemon works as built, for another recipe.
+		errors.Is(err, agent.ErrUnknownMember), errors.Is(err, agent.ErrMemberType),
+		// An event this daemon's code cannot read: a newer agentd can.
+		errors.Is(err, events.ErrFutureVersion), errors.Is(err, events.ErrUnknownType):
 		return "501"
+	case errors.Is(err, agent.ErrFull):
+		// HTTP's Insufficient Storage: retrying does not help until an
+		// operator raises the stream's limits or frees storage.
+		return "507"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "504"
 	case errors.Is(err, context.Canceled):
@@ -126,6 +151,12 @@ func decode(data []byte, v any) error {
 			return badRequest("%s is not a field of this request (its fields: %s)", strings.TrimPrefix(err.Error(), "json: "), fieldList(v))
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return badRequest("malformed JSON: the body ends inside a value")
+		}
+		if codeOf(err) != "500" {
+			// A type that decodes itself refused its value for a reason
+			// with a status of its own (a schema nesting over its limit:
+			// 413): keep it.
+			return fmt.Errorf("request body: %w", err)
 		}
 		return badRequest("malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
