@@ -89,6 +89,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.HTTPAddr, "http", env("AGENTD_HTTP", ""), "serve /healthz and /metrics on this address, e.g. 127.0.0.1:8222 (env AGENTD_HTTP)")
 	fs.IntVar(&cfg.MaxLoadedRoots, "max-loaded-roots", envInt("AGENTD_MAX_LOADED_ROOTS", 10_000), "registries kept in memory; the least recently used beyond it are reloaded when needed (env AGENTD_MAX_LOADED_ROOTS)")
 	fs.IntVar(&cfg.Workers, "workers", envInt("AGENTD_WORKERS", 64), "API requests handled at once; more wait in a queue of 16 per worker, beyond it they are answered 503 (env AGENTD_WORKERS)")
+	fs.IntVar(&cfg.MinSeqWaiters, "min-seq-waiters", envInt("AGENTD_MIN_SEQ_WAITERS", 0), "reads waiting for a min_seq the follower has not reached, held outside the workers; beyond it the one waiting for the furthest sequence is answered 503 (0: the queue size; env AGENTD_MIN_SEQ_WAITERS)")
 	snapEvery := fs.Uint64("snapshot-every", 1000, "take a snapshot of a root after this many of its events")
 	seedFile := fs.String("signing-seed", "", "file holding an nkeys seed: agentd signs every event it writes (or the seed itself in env AGENTREG_SIGNING_SEED)")
 	signersFile := fs.String("signers", env("AGENTREG_SIGNERS_FILE", ""), "file of trusted signers' nkey public keys, one a line: events not signed by one are violations, not applied (env AGENTREG_SIGNERS_FILE)")
