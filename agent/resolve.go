@@ -74,7 +74,7 @@ func (t *Task) Capability(kind events.Kind, name string) (Capability, bool) {
 // to the runtime's Executor. args is any Go value that encodes to a JSON
 // object (a map, a struct, nil for no arguments); a mismatch is an error
 // wrapping ErrInvalidArgs whose text is the validator's, naming each
-// failing location and keyword.
+// failing location and keyword (at most events.MaxSchemaErrorBytes of it).
 func (t *Task) Call(ctx context.Context, args any) (any, error) {
 	raw, err := json.Marshal(args)
 	if err != nil {
@@ -85,7 +85,9 @@ func (t *Task) Call(ctx context.Context, args any) (any, error) {
 	}
 	in := events.JSONSchema(t.Def.InputJSONSchema())
 	if err := in.ValidateJSON(raw); err != nil {
-		return nil, fmt.Errorf("call %s: arguments do not match the input schema: %w: %w", t.Ref, ErrInvalidArgs, err)
+		// The validator's text is bounded (events.SchemaErrorText): a
+		// schema of many branches lists failures by the thousand.
+		return nil, fmt.Errorf("call %s: arguments do not match the input schema: %w: %s", t.Ref, ErrInvalidArgs, events.SchemaErrorText(err))
 	}
 	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {

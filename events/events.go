@@ -279,6 +279,27 @@ func (e *Event) Validate() error {
 			return fmt.Errorf("%w: event %s: a version %d event defines task %q with JSON Schema (since version 3 only)",
 				ErrMalformed, e.ID, e.Version, name)
 		}
+	} else {
+		for _, t := range e.tasks() {
+			if err := t.CheckUTF8(); err != nil {
+				return fmt.Errorf("event %s: %w", e.ID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// tasks returns the task definitions the event's body carries.
+func (e *Event) tasks() []TaskDef {
+	switch {
+	case e.Task != nil:
+		return []TaskDef{e.Task.Task}
+	case e.Created != nil:
+		return e.Created.Tasks
+	case e.Registered != nil:
+		return e.Registered.Def.Tasks
+	case e.Migration != nil && e.Migration.Def != nil:
+		return e.Migration.Def.Tasks
 	}
 	return nil
 }
@@ -286,18 +307,7 @@ func (e *Event) Validate() error {
 // jsonSchemaTask returns the name of the first task definition in the
 // event's body that carries JSON Schema.
 func (e *Event) jsonSchemaTask() (string, bool) {
-	var tasks []TaskDef
-	switch {
-	case e.Task != nil:
-		tasks = []TaskDef{e.Task.Task}
-	case e.Created != nil:
-		tasks = e.Created.Tasks
-	case e.Registered != nil:
-		tasks = e.Registered.Def.Tasks
-	case e.Migration != nil && e.Migration.Def != nil:
-		tasks = e.Migration.Def.Tasks
-	}
-	for _, t := range tasks {
+	for _, t := range e.tasks() {
 		if t.HasJSONSchema() {
 			return t.Name, true
 		}

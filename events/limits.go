@@ -39,6 +39,40 @@ const (
 	// JSON Schema document nest (a property's schema is two levels below
 	// its object's: "properties", then the name).
 	MaxJSONSchemaDepth = 32
+	// MaxSchemaEvaluations bounds how many (sub)schemas one JSON Schema
+	// document can evaluate at one instance location: the root plus, through
+	// the in-place applicators (allOf, anyOf, oneOf, not, if/then/else,
+	// dependentSchemas, $ref, $dynamicRef), every schema they reach, counted
+	// once per path (JSONSchema.Validate; docs/wire.md). Ordinary schemas
+	// count a few per location (an Optional field as pydantic writes it,
+	// {"anyOf":[{"$ref":...},{"type":"null"}]}, counts 4 or 5); a ten-way
+	// anyOf of $refs to ten-way anyOfs counts 121. The review's chain of
+	// two-way anyOfs counts 4 * 2^n: 10,000 lets 11 links pass (8,191, a
+	// few ms of validation) and refuses 12; 16 cost 180 ms and 189 MB.
+	MaxSchemaEvaluations = 10_000
+	// MaxInstanceEvaluations bounds the subschema evaluations one
+	// validation of a value may take (JSONSchema.ValidateJSON, agent
+	// Task.Call): counts per location multiply from one level of a value to
+	// the next ({"allOf":[A,A]} with A applying the root to property "x"
+	// evaluates 2^d schemas at depth d, 1.4 s at d = 18), which no bound on
+	// the schema alone can refuse without refusing recursive unions.
+	// Counted before validating, it is at most about 100 ms of validation;
+	// arguments of a thousand values under a schema of a few branches per
+	// location take a few thousand.
+	MaxInstanceEvaluations = 100_000
+	// MaxRegexpInsts bounds the compiled program (Go regexp/syntax
+	// instructions, after simplification) of one "pattern" or
+	// "patternProperties" regular expression. A counted repeat is expanded:
+	// "[a-z]{1,63}" costs 127, a UUID or e-mail pattern a few hundred;
+	// "\p{L}{1000}", which made one compilation cost 200 KB, costs 1,002.
+	MaxRegexpInsts = 1000
+	// MaxSchemaRegexpInsts bounds the regular expressions of one JSON Schema
+	// document together (each counted once however often it appears): with
+	// MaxRegexpInsts it keeps a 64 KiB document's patterns to a few MB.
+	MaxSchemaRegexpInsts = 10_000
+	// MaxSchemaErrorBytes bounds the text of a validation error given to a
+	// caller (agent Task.Call): the first failures, then a marker.
+	MaxSchemaErrorBytes = 4 << 10
 	// MaxCapabilities bounds the capabilities of a root and of a creation;
 	// an agent holds only capabilities its root holds, so no more.
 	MaxCapabilities = 256

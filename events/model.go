@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -289,8 +290,59 @@ func (t TaskDef) Validate() error {
 	return nil
 }
 
+// CheckUTF8 refuses (ErrMalformed) a definition whose name, doc, legacy
+// field names or docs, or schema texts are not valid UTF-8. The contract
+// digest is made of JSON, where such bytes all become U+FFFD: "pay \xff"
+// and "pay \xfe" would share a contract. Every definition in the JSON
+// Schema form is checked (Validate); events of schema version 3 check
+// every definition they carry (Event.Validate), so the library writes none.
+// Definitions in events of versions 1 and 2 are not checked: those
+// histories fold as they always did.
+func (t TaskDef) CheckUTF8() error {
+	bad := func(what string) error {
+		return fmt.Errorf("task %q: %s is not valid UTF-8: %w", strings.ToValidUTF8(t.Name, "\uFFFD"), what, ErrMalformed)
+	}
+	switch {
+	case !utf8.ValidString(t.Name):
+		return bad("the name")
+	case !utf8.ValidString(t.Doc):
+		return bad("the doc")
+	case !utf8.ValidString(string(t.InputSchema)):
+		return bad("input_schema")
+	case !utf8.ValidString(string(t.OutputSchema)):
+		return bad("output_schema")
+	}
+	if f, ok := t.Input.invalidUTF8(); ok {
+		return bad("the input field " + f)
+	}
+	if f, ok := t.Output.invalidUTF8(); ok {
+		return bad("the output field " + f)
+	}
+	return nil
+}
+
+// invalidUTF8 returns the first field (its position) whose name or doc is
+// not valid UTF-8.
+func (s Schema) invalidUTF8() (string, bool) {
+	for i, f := range s.Fields {
+		if !utf8.ValidString(f.Name) || !utf8.ValidString(f.Doc) {
+			return fmt.Sprintf("#%d", i), true
+		}
+		if at, ok := f.Schema.invalidUTF8(); ok {
+			return fmt.Sprintf("#%d/%s", i, at), true
+		}
+	}
+	if s.Items != nil {
+		return s.Items.invalidUTF8()
+	}
+	return "", false
+}
+
 // validateJSONSchemas checks a definition in the JSON Schema form.
 func (t TaskDef) validateJSONSchemas() error {
+	if err := t.CheckUTF8(); err != nil {
+		return err
+	}
 	if !t.Input.IsZero() || !t.Output.IsZero() {
 		return fmt.Errorf("task %q carries both JSON Schema (input_schema, output_schema) and legacy schemas (input, output): give one form: %w",
 			t.Name, ErrMalformed)
