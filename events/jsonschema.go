@@ -331,10 +331,10 @@ func checkLocalRefs(v any, at string) error {
 }
 
 // checkJSONDepth refuses JSON text whose arrays and objects nest deeper
-// than max. It only counts brackets outside strings; the parser checks the
-// syntax.
+// than max, or number more than MaxJSONSchemaValues. It only counts
+// brackets outside strings; the parser checks the syntax.
 func checkJSONDepth(b []byte, max int) error {
-	depth, in, esc := 0, false, false
+	depth, values, in, esc := 0, 0, false, false
 	for _, c := range b {
 		switch {
 		case in:
@@ -351,6 +351,9 @@ func checkJSONDepth(b []byte, max int) error {
 		case c == '{' || c == '[':
 			if depth++; depth > max {
 				return fmt.Errorf("%w: the JSON Schema nests objects and arrays more than %d deep", ErrTooLarge, max)
+			}
+			if values++; values > MaxJSONSchemaValues {
+				return fmt.Errorf("%w: the JSON Schema holds more than %d objects and arrays, the limit is %d", ErrTooLarge, MaxJSONSchemaValues, MaxJSONSchemaValues)
 			}
 		case c == '}' || c == ']':
 			depth--

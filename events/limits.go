@@ -39,6 +39,14 @@ const (
 	// JSON Schema document nest (a property's schema is two levels below
 	// its object's: "properties", then the name).
 	MaxJSONSchemaDepth = 32
+	// MaxJSONSchemaValues bounds the objects and arrays of one JSON Schema
+	// document. The validator's compile time grows faster than linearly
+	// with them (measured: 1,024 empty properties 27 ms, 2,048 69 ms, 4,096
+	// 210 ms; a generated schema of 50 models with 12 fields each, 2,354
+	// values in 55 KB, 83 ms), and every reader compiles every definition
+	// it folds: the bound keeps a writer's 64 KiB of tiny subschemas near
+	// the cost of a real schema of that size.
+	MaxJSONSchemaValues = 4096
 	// MaxSchemaEvaluations bounds how many (sub)schemas one JSON Schema
 	// document can evaluate at one instance location: the root plus, through
 	// the in-place applicators (allOf, anyOf, oneOf, not, if/then/else,
