@@ -50,8 +50,8 @@ type GrantInfo struct {
 	Actor      string
 	OnBehalfOf string // claimed, never checked
 	// Revoked are the members taken from this grant by member-level
-	// revocations since it was granted (Runtime.RevokeMembers), sorted;
-	// each is also in Capability.Exclude.
+	// revocations of the agent or of an ancestor made since it was granted
+	// (Runtime.RevokeMembers), sorted; each is also in Capability.Exclude.
 	Revoked []string
 }
 
@@ -287,7 +287,7 @@ func (rt *Runtime) agentInfo(reg *projector.Registry, path string) (AgentInfo, e
 			info.RetiredAt = unixTime(a.RetiredAt)
 		}
 		for _, k := range sortedKeys(a.Capabilities) {
-			g := a.Capabilities[k]
+			g, _ := reg.Grant(path, k) // as narrowed by the revocations made after it
 			info.Granted = append(info.Granted, GrantInfo{Capability: cloneCap(g.Capability), Seq: g.Seq, Time: unixTime(g.Time),
 				Actor: g.Actor, OnBehalfOf: g.OnBehalfOf, Revoked: slices.Clone(g.Revoked)})
 		}

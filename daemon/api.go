@@ -652,7 +652,8 @@ func (d *Daemon) agentView(reg *projector.Registry, a *projector.Agent) (*AgentV
 		CreatedAt: time.Unix(0, a.CreatedAt).UTC(), Retired: a.Retired, RetiredSeq: a.RetiredSeq,
 		Granted: []Grant{}, Tasks: []events.TaskDef{}, Seq: reg.Seq}
 	for _, k := range sortedKeys(a.Capabilities) {
-		v.Granted = append(v.Granted, grantOf(a.Capabilities[k].Capability))
+		g, _ := reg.Grant(a.Path, k) // as it stands: narrowed by the member revocations made after it
+		v.Granted = append(v.Granted, grantOf(g.Capability))
 	}
 	for _, k := range sortedKeys(a.Tasks) {
 		v.Tasks = append(v.Tasks, *a.Tasks[k])

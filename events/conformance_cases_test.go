@@ -171,6 +171,36 @@ func conformanceCases() []convCase {
 			},
 		},
 		{
+			name:    "v3-revoke-replace",
+			version: 3,
+			doc: "Member revokes and replacements below them. A member revoke (sqrt, cos) on a takes them from the " +
+				"grants of a and of every descendant made before it (a/b, a/b/c, a/d, a/e); a/b's replace naming cos " +
+				"is an escalation (a's grant lost it) and one naming sin alone is applied, with nothing revoked. A " +
+				"revoke of sin on a/b leaves a/b/c nothing, and a/b/c's replace naming sin is an escalation. a's " +
+				"replace restores a alone (a/e keeps cos and sqrt revoked); then a/b's replace naming sin and cos is " +
+				"applied, and a/b/c's naming cos. A whole revoke of math on a/d drops its grant and its own member " +
+				"revoke (sin); its new grant of math starts with nothing revoked.",
+			steps: []step{
+				register(root),
+				create("a", "", []events.Capability{mathCap("sin", "cos", "sqrt", "pi")}, nil),
+				create("a/b", "", []events.Capability{mathCap("sin", "cos", "sqrt")}, nil),
+				create("a/b/c", "", []events.Capability{mathCap("sin", "cos", "sqrt")}, nil),
+				create("a/d", "", []events.Capability{mathCap("sin", "cos")}, nil),
+				create("a/e", "", []events.Capability{mathCap("sin", "cos", "sqrt")}, nil),
+				revokeMembers("a", events.KindModule, "math", members("sqrt", "cos")),
+				replaceGrant("a/b", mathCap("sin", "cos")),
+				replaceGrant("a/b", mathCap("sin")),
+				revokeMembers("a/b", events.KindModule, "math", members("sin")),
+				replaceGrant("a/b/c", mathCap("sin")),
+				replaceGrant("a", mathCap("sin", "cos", "sqrt", "pi")),
+				replaceGrant("a/b", mathCap("sin", "cos")),
+				replaceGrant("a/b/c", mathCap("cos")),
+				revokeMembers("a/d", events.KindModule, "math", members("sin")),
+				revoke("a/d", events.KindModule, "math"),
+				grant("a/d", mathCap("sin", "pi")),
+			},
+		},
+		{
 			name: "v1-every-type",
 			doc: "One event of every type at schema version 1 (histories written before version 2), all applied: a " +
 				"creation without grants, grants (a glob pattern is not checked in version 1: it is bounded by the " +

@@ -91,7 +91,7 @@ type vecAgent struct {
 	Path      string         `json:"path"`
 	Parent    string         `json:"parent"`
 	Primer    string         `json:"primer"`
-	Caps      []any          `json:"caps"`      // own grants, normalized, by kind:name
+	Caps      []any          `json:"caps"`      // own grants as they stand (projector.Registry.Grant), normalized, by kind:name
 	Effective []vecEffective `json:"effective"` // by kind:name
 	// Revoked: for each own grant narrowed by member-level revocations
 	// (projector.Grant.Revoked), its kind:name and the members, sorted;
@@ -513,7 +513,7 @@ func registryView(t *testing.T, reg *projector.Registry) (vecRegistry, []vecViol
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			g := a.Capabilities[k]
+			g, _ := reg.Grant(p, k) // as it stands: narrowed by the revocations after it
 			va.Caps = append(va.Caps, wireShape(g.Capability))
 			if len(g.Revoked) > 0 {
 				if va.Revoked == nil {

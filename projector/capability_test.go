@@ -24,6 +24,15 @@ func allows(t *testing.T, f *fold, path, member string) bool {
 	return false
 }
 
+// mathGrant returns the agent's grant of module math as it stands
+// (Registry.Grant: narrowed by the revocations made after it).
+func mathGrant(t testing.TB, reg *projector.Registry, path string) projector.Grant {
+	t.Helper()
+	g, ok := reg.Grant(path, "module:math")
+	require.True(t, ok, "agent %q holds module math", path)
+	return g
+}
+
 // TestGrantReplace: from schema version 3 a grant on a held capability
 // says replace or is refused; version
 // 2 grants replace silently, as before. Replace on a capability not held is
@@ -72,13 +81,17 @@ func TestRevokeMembers(t *testing.T) {
 
 	before := f.reg.Clone()
 	ok(t, f.revokeMembers("a/b", events.KindModule, "math", "sqrt"))
-	assert.Equal(t, []string{"_*"}, before.Agents["a/b/c"].Capabilities["module:math"].Capability.Exclude, "a clone is not narrowed with the original")
+	assert.Equal(t, []string{"_*"}, mathGrant(t, before, "a/b/c").Capability.Exclude, "a clone is not narrowed with the original")
+	assert.Empty(t, before.Agents["a/b"].Revocations)
 	for _, p := range []string{"a/b", "a/b/c"} {
-		g := f.reg.Agents[p].Capabilities["module:math"]
+		g := mathGrant(t, f.reg, p)
 		assert.Equal(t, []string{"_*", "sqrt"}, g.Capability.Exclude, p)
 		assert.Equal(t, []string{"sqrt"}, g.Revoked, p)
+		assert.Equal(t, []string{"_*"}, f.reg.Agents[p].Capabilities["module:math"].Capability.Exclude, "%s: the stored grant is as granted", p)
 		assert.False(t, allows(t, f, p, "sqrt"), p)
 	}
+	assert.Empty(t, f.reg.Agents["a/b/c"].Revocations, "stored once, at the agent it targets")
+	assert.Len(t, f.reg.Agents["a/b"].Revocations["module:math"], 1)
 	assert.True(t, allows(t, f, "a/b/c", "cos"))
 	assert.True(t, allows(t, f, "a", "sqrt"), "the revocation does not reach up")
 	assert.Empty(t, f.reg.Agents["a/d"].Capabilities)
@@ -93,7 +106,7 @@ func TestRevokeMembers(t *testing.T) {
 	// alone: the child keeps its exclusion until it is replaced too.
 	ok(t, f.replace("a/b", mathCap([]string{"sqrt", "cos"}, nil)))
 	assert.True(t, allows(t, f, "a/b", "sqrt"))
-	assert.Empty(t, f.reg.Agents["a/b"].Capabilities["module:math"].Revoked)
+	assert.Empty(t, mathGrant(t, f.reg, "a/b").Revoked)
 	assert.False(t, allows(t, f, "a/b/c", "sqrt"))
 
 	t.Run("snapshot", func(t *testing.T) {
@@ -101,7 +114,8 @@ func TestRevokeMembers(t *testing.T) {
 		require.NoError(t, err)
 		back, err := projector.Unmarshal(b)
 		require.NoError(t, err)
-		assert.Equal(t, []string{"sqrt"}, back.Agents["a/b/c"].Capabilities["module:math"].Revoked)
+		assert.Equal(t, []string{"sqrt"}, mathGrant(t, back, "a/b/c").Revoked)
+		assert.Equal(t, f.reg.Agents["a/b"].Revocations, back.Agents["a/b"].Revocations)
 		want, err := f.reg.StateHash()
 		require.NoError(t, err)
 		got, err := back.StateHash()
@@ -115,12 +129,17 @@ func TestRevokeMembers(t *testing.T) {
 		e.Revoked = &events.RevokedData{Kind: events.KindModule, Name: "math", Members: []string{"s*"}}
 		v := violation(t, f.publish(f.subject("a"), rawEncode(t, e)), projector.CodeMalformed)
 		assert.Contains(t, v.Reason, `"s*"`)
-		many := make([]string, events.MaxPatterns)
+		many := make([]string, events.MaxPatterns+1)
 		for i := range many {
 			many[i] = "m" + string(rune('A'+i%26)) + string(rune('a'+i/26))
 		}
 		violation(t, f.revokeMembers("a", events.KindModule, "math", many...), projector.CodeTooLarge)
 		assert.True(t, allows(t, f, "a", "mAa"), "a refused revocation narrows nothing")
+		// The limit is on the event alone: a's grant holds two patterns and
+		// takes 64 members, which stay out of the grant itself.
+		ok(t, f.revokeMembers("a", events.KindModule, "math", many[:events.MaxPatterns]...))
+		assert.False(t, allows(t, f, "a", "mAa"))
+		assert.Len(t, f.reg.Agents["a"].Capabilities["module:math"].Capability.Exclude, 1)
 	})
 
 	t.Run("version 2 carries no members", func(t *testing.T) {

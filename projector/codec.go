@@ -31,26 +31,41 @@ type wireRegistry struct {
 	Count       uint64          `msgpack:"count"`
 	Violations  []Violation     `msgpack:"violations"`
 	VDropped    uint64          `msgpack:"vdropped,omitempty"`
-	IDs         []string        `msgpack:"ids"` // the event ids folded, sorted
+	IDs         []wireIDs       `msgpack:"ids"` // the ids of refused events, by subject path
+}
+
+// wireIDs are the ids of the events refused on one subject (Path "" is the
+// root's), sorted; the entries are sorted by path.
+type wireIDs struct {
+	Path string   `msgpack:"p"`
+	IDs  []string `msgpack:"ids"`
+}
+
+// wireRevocations are an agent's member revocations of one capability
+// (Key, events.Capability.Key), oldest first; the entries are sorted by key.
+type wireRevocations struct {
+	Key  string       `msgpack:"key"`
+	Revs []Revocation `msgpack:"revs"`
 }
 
 type wireAgent struct {
-	Path         string           `msgpack:"path"`
-	Primer       string           `msgpack:"primer"`
-	Capabilities []Grant          `msgpack:"caps"`
-	Tasks        []events.TaskDef `msgpack:"tasks"`
-	Creator      string           `msgpack:"creator"`
-	Correlation  string           `msgpack:"corr"`
-	CreatedSeq   uint64           `msgpack:"cseq"`
-	CreatedAt    int64            `msgpack:"ctime"`
-	Retired      bool             `msgpack:"retired"`
-	RetiredSeq   uint64           `msgpack:"rseq"`
-	RetiredBy    string           `msgpack:"rby"`
-	RetiredAt    int64            `msgpack:"rtime"`
-	CreatorOBO   string           `msgpack:"cobo,omitempty"`
-	RetiredOBO   string           `msgpack:"robo,omitempty"`
-	LastHash     string           `msgpack:"hash"`
-	LastSeq      uint64           `msgpack:"lseq"`
+	Path         string            `msgpack:"path"`
+	Primer       string            `msgpack:"primer"`
+	Capabilities []Grant           `msgpack:"caps"`
+	Tasks        []events.TaskDef  `msgpack:"tasks"`
+	Creator      string            `msgpack:"creator"`
+	Correlation  string            `msgpack:"corr"`
+	CreatedSeq   uint64            `msgpack:"cseq"`
+	CreatedAt    int64             `msgpack:"ctime"`
+	Retired      bool              `msgpack:"retired"`
+	RetiredSeq   uint64            `msgpack:"rseq"`
+	RetiredBy    string            `msgpack:"rby"`
+	RetiredAt    int64             `msgpack:"rtime"`
+	CreatorOBO   string            `msgpack:"cobo,omitempty"`
+	RetiredOBO   string            `msgpack:"robo,omitempty"`
+	LastHash     string            `msgpack:"hash"`
+	LastSeq      uint64            `msgpack:"lseq"`
+	Revocations  []wireRevocations `msgpack:"revs,omitempty"`
 }
 
 type wireSubject struct {
@@ -90,12 +105,18 @@ func (r *Registry) wire() *wireRegistry {
 		for _, k := range sortedKeys(a.Tasks) {
 			wa.Tasks = append(wa.Tasks, *a.Tasks[k])
 		}
+		for _, k := range sortedKeys(a.Revocations) {
+			wa.Revocations = append(wa.Revocations, wireRevocations{Key: k, Revs: a.Revocations[k]})
+		}
 		w.Agents = append(w.Agents, wa)
 	}
 	for _, p := range sortedKeys(r.SubjectSeq) {
 		w.SubjectSeq = append(w.SubjectSeq, wireSubject{Path: p, Seq: r.SubjectSeq[p]})
 	}
-	w.IDs = r.ids.sorted()
+	w.IDs = make([]wireIDs, 0, len(r.ids))
+	for _, p := range sortedKeys(r.ids) {
+		w.IDs = append(w.IDs, wireIDs{Path: p, IDs: r.ids[p].sorted()})
+	}
 	return w
 }
 
@@ -119,8 +140,24 @@ func (w *wireRegistry) registry() (*Registry, error) {
 		}
 		for _, g := range wa.Capabilities {
 			g.Capability, g.Actor, g.OnBehalfOf = icap(g.Capability), istr(g.Actor), istr(g.OnBehalfOf)
-			g.Revoked = islice(g.Revoked)
 			a.Capabilities[g.Capability.Key()] = &g
+		}
+		for _, wr := range wa.Revocations {
+			if err := checkRevocations(wa.Path, wr); err != nil {
+				return nil, err
+			}
+			if a.Revocations == nil {
+				a.Revocations = make(map[string][]Revocation, len(wa.Revocations))
+			}
+			if _, dup := a.Revocations[wr.Key]; dup {
+				return nil, fmt.Errorf("%w: registry: agent %q: revocations of %q repeated", events.ErrMalformed, wa.Path, wr.Key)
+			}
+			for _, rv := range wr.Revs {
+				for i, m := range rv.Members {
+					rv.Members[i] = istr(m) // not islice: sets of revoked names are rarely shared
+				}
+			}
+			a.Revocations[istr(wr.Key)] = wr.Revs
 		}
 		for _, t := range wa.Tasks {
 			a.Tasks[t.Name] = r.itask(t)
@@ -130,11 +167,32 @@ func (w *wireRegistry) registry() (*Registry, error) {
 	for _, s := range w.SubjectSeq {
 		r.SubjectSeq[s.Path] = s.Seq
 	}
-	for _, id := range w.IDs {
-		r.ids.add(id)
+	for _, s := range w.IDs {
+		if _, dup := r.ids[s.Path]; dup || (s.Path != "" && events.ValidatePath(s.Path) != nil) {
+			return nil, fmt.Errorf("%w: registry: refused ids of subject path %q invalid or repeated", events.ErrMalformed, s.Path)
+		}
+		for _, id := range s.IDs {
+			r.ids.add(s.Path, id)
+		}
 	}
 	r.rebuildIndex()
 	return r, nil
+}
+
+// checkRevocations refuses a list the fold could not have made: one that is
+// empty, not oldest first, or with a revocation naming no member or
+// unsorted ones (the read stops at the first revocation older than a grant).
+func checkRevocations(path string, wr wireRevocations) error {
+	bad := len(wr.Revs) == 0
+	for i, rv := range wr.Revs {
+		if len(rv.Members) == 0 || !slices.IsSorted(rv.Members) || (i > 0 && wr.Revs[i-1].Seq >= rv.Seq) {
+			bad = true
+		}
+	}
+	if bad {
+		return fmt.Errorf("%w: registry: agent %q: revocations of %q are empty or out of order", events.ErrMalformed, path, wr.Key)
+	}
+	return nil
 }
 
 // Marshal returns the canonical msgpack encoding of the registry: every

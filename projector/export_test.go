@@ -12,6 +12,6 @@ func WithoutIndex(r *Registry) *Registry {
 // WithoutIDs returns a shallow copy of r that remembers no event id.
 func WithoutIDs(r *Registry) *Registry {
 	c := *r
-	c.ids = idSet{}
+	c.ids = nil
 	return &c
 }

@@ -33,10 +33,11 @@ import (
 // 6: events of schema version 3 are applied (projector 5 recorded them as
 // future_version violations): task definitions carrying JSON Schema; a
 // grant on a capability the agent holds must say replace (else exists); a
-// revocation may name members, added to the Exclude of the agent's grant
-// and of every descendant's grant of the capability (Grant.Revoked records
-// them); only the agent's own grant is held to events.MaxPatterns, so a
-// descendant's may hold more.
+// revocation may name members (at most events.MaxPatterns), stored once at
+// the agent it targets (Agent.Revocations) and applied when a grant is read:
+// a grant loses the members of every revocation of its agent or of an
+// ancestor made after it (Registry.Grant, Effective). The ids of refused
+// events are remembered per subject.
 const Version = 6
 
 // Grant is a capability held by an agent, with who granted it and when.
@@ -49,19 +50,27 @@ type Grant struct {
 	// authenticated; see events.Event.OnBehalfOf), "" if none.
 	OnBehalfOf string `msgpack:"obo,omitempty"`
 	// Revoked lists the members taken from this grant by member-level
-	// revocations (of this agent or of an ancestor) since it was granted,
-	// sorted; each is also in Capability.Exclude. A grant replacing it
-	// starts without them. A revocation of an ancestor is never refused
-	// for this grant's size, so Capability may then hold more than
-	// events.MaxPatterns patterns (and would not validate as an event's).
-	Revoked []string `msgpack:"revoked,omitempty"`
+	// revocations of its agent or of an ancestor made after it, sorted;
+	// each is also in Capability.Exclude. It is set only on the grants
+	// Registry.Grant returns: a stored grant (Agent.Capabilities) holds
+	// the capability as granted, and is never narrowed in place.
+	Revoked []string `msgpack:"-"`
+}
+
+// Revocation is one member-level revocation of a capability at an agent:
+// the stream sequence of its event and the members it names (sorted). It
+// takes the members from every grant of the capability, at the agent and
+// below it, made before Seq.
+type Revocation struct {
+	Seq     uint64   `msgpack:"seq"`
+	Members []string `msgpack:"members"`
 }
 
 // Agent is a dynamic agent's recipe and lineage facts.
 type Agent struct {
 	Path         string                     `msgpack:"path"`
 	Primer       string                     `msgpack:"primer"`
-	Capabilities map[string]*Grant          `msgpack:"caps"`  // own grants, by Capability.Key (shared: never change in place)
+	Capabilities map[string]*Grant          `msgpack:"caps"`  // own grants as granted, by Capability.Key (shared: never change in place)
 	Tasks        map[string]*events.TaskDef `msgpack:"tasks"` // by task name (interned: never change in place)
 	Creator      string                     `msgpack:"creator"`
 	Correlation  string                     `msgpack:"corr"`
@@ -77,6 +86,13 @@ type Agent struct {
 	RetiredOnBehalfOf string `msgpack:"robo,omitempty"`
 	LastHash          string `msgpack:"hash"` // hash of the last applied event
 	LastSeq           uint64 `msgpack:"lseq"`
+	// Revocations are the member-level revocations made at this agent, by
+	// Capability.Key, oldest first: each is stored here once and applied
+	// when a grant of this agent or of a descendant is read (Registry.Grant,
+	// Registry.Effective), never copied into the grants. A whole revocation
+	// of the capability here drops them with the grants they narrowed.
+	// Shared between clones: appended to, never changed in place.
+	Revocations map[string][]Revocation `msgpack:"revs,omitempty"`
 }
 
 // Parent returns the agent's parent path ("" is the root).
@@ -123,9 +139,9 @@ type Registry struct {
 	tasks map[string]*events.TaskDef // interned task definitions (see itask)
 	trust *Trust                     // nil: no trust policy
 	// ids holds the id of every event the registry refused past the trust
-	// check: a second event with one of them (a replayed copy) is a
-	// violation (HasID, IDCount).
-	ids  idSet
+	// check, by the path of its subject: a second event with one of them on
+	// the same subject (a replayed copy) is a violation (HasID, IDCount).
+	ids  refusedIDs
 	tree tree // the child index (see tree.go)
 }
 
@@ -193,64 +209,6 @@ func (r *Registry) Effective(path string) ([]Effective, error) {
 	return r.EffectiveUnder(r.Def.Capabilities, path)
 }
 
-// EffectiveUnder is Effective with the root's capabilities given by the
-// caller: a migrated registry resolves under the new root's definition.
-func (r *Registry) EffectiveUnder(rootCaps []events.Capability, path string) ([]Effective, error) {
-	chainOf := func(key string) ([]events.Capability, bool) {
-		var chain []events.Capability
-		found := false
-		for _, c := range rootCaps {
-			if c.Key() == key {
-				chain = append(chain, c.Normalized())
-				found = true
-			}
-		}
-		if !found {
-			return nil, false
-		}
-		for _, anc := range events.Ancestors(path) {
-			a := r.Agents[anc]
-			if a == nil {
-				return nil, false
-			}
-			g, ok := a.Capabilities[key]
-			if !ok {
-				return nil, false
-			}
-			chain = append(chain, g.Capability)
-		}
-		return chain, true
-	}
-	if path == "" {
-		out := make([]Effective, 0, len(rootCaps))
-		for _, c := range rootCaps {
-			c = c.Normalized()
-			out = append(out, Effective{Capability: c, Chain: []events.Capability{c}})
-		}
-		slices.SortFunc(out, func(a, b Effective) int { return strings.Compare(a.Capability.Key(), b.Capability.Key()) })
-		return out, nil
-	}
-	a, err := r.Agent(path)
-	if err != nil {
-		return nil, err
-	}
-	keys := make([]string, 0, len(a.Capabilities))
-	for k := range a.Capabilities {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var out []Effective
-	for _, k := range keys {
-		chain, ok := chainOf(k)
-		if !ok {
-			continue
-		}
-		own := a.Capabilities[k].Capability
-		out = append(out, Effective{Capability: own, Chain: append(chain, own)})
-	}
-	return out, nil
-}
-
 // CheckGrant reports whether granting c to the agent at path would be an
 // escalation, judged against the parent's effective capabilities only (the
 // agent itself need not exist yet: creation checks its grants with it).
@@ -312,8 +270,59 @@ func (r *Registry) checkGrant(path string, c events.Capability, patterns bool) e
 	return nil
 }
 
+// EffectiveUnder is Effective with the root's capabilities given by the
+// caller: a migrated registry resolves under the new root's definition.
+func (r *Registry) EffectiveUnder(rootCaps []events.Capability, path string) ([]Effective, error) {
+	if path == "" {
+		out := make([]Effective, 0, len(rootCaps))
+		for _, c := range rootCaps {
+			c = c.Normalized()
+			out = append(out, Effective{Capability: c, Chain: []events.Capability{c}})
+		}
+		slices.SortFunc(out, func(a, b Effective) int { return strings.Compare(a.Capability.Key(), b.Capability.Key()) })
+		return out, nil
+	}
+	a, err := r.Agent(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []Effective
+	for _, k := range sortedKeys(a.Capabilities) {
+		chain, ok := r.chain(rootCaps, path, k)
+		if !ok {
+			continue
+		}
+		out = append(out, Effective{Capability: chain[len(chain)-1], Chain: chain})
+	}
+	return out, nil
+}
+
+// Grant returns the agent's grant of capability key (events.Capability.Key)
+// as it stands: its Capability's Exclude holds, besides what was granted,
+// every member a revocation of the agent or of an ancestor took from it
+// after it was granted (listed in Revoked). False if the agent or the grant
+// does not exist. The result shares nothing the registry changes.
+func (r *Registry) Grant(path, key string) (Grant, bool) {
+	a := r.Agents[path]
+	if a == nil || a.Capabilities[key] == nil {
+		return Grant{}, false
+	}
+	var revs [][]Revocation
+	for _, p := range append(events.Ancestors(path), path) {
+		if anc := r.Agents[p]; anc != nil && len(anc.Revocations[key]) > 0 {
+			revs = append(revs, anc.Revocations[key])
+		}
+	}
+	g := *a.Capabilities[key]
+	g.Capability, g.Revoked = narrowed(&g, revs)
+	return g, true
+}
+
 // chain returns the grants of capability key from the root down to the
-// agent at path (included), false if the root or any of them lacks it.
+// agent at path (included), each narrowed by the revocations above it
+// (narrowed); false if the root or any of them lacks it. It is the one walk
+// of an agent's ancestors that every read of a grant goes through:
+// Effective, the escalation checks of grants and creations.
 func (r *Registry) chain(rootCaps []events.Capability, path, key string) ([]events.Capability, bool) {
 	var chain []events.Capability
 	for _, c := range rootCaps {
@@ -328,6 +337,7 @@ func (r *Registry) chain(rootCaps []events.Capability, path, key string) ([]even
 	if path == "" {
 		return chain, true
 	}
+	var revs [][]Revocation // of the agents above and at the level read, root first
 	for _, p := range append(events.Ancestors(path), path) {
 		a := r.Agents[p]
 		if a == nil {
@@ -337,9 +347,34 @@ func (r *Registry) chain(rootCaps []events.Capability, path, key string) ([]even
 		if !ok {
 			return nil, false
 		}
-		chain = append(chain, g.Capability)
+		if len(a.Revocations[key]) > 0 {
+			revs = append(revs, a.Revocations[key])
+		}
+		c, _ := narrowed(g, revs)
+		chain = append(chain, c)
 	}
 	return chain, true
+}
+
+// narrowed returns g's capability with the members of every revocation in
+// revs made after g (Seq greater than g.Seq) added to its Exclude, and those
+// members, sorted (nil, and g's own capability unchanged, if none). Each
+// list in revs is oldest first, so only its tail newer than g is read.
+func narrowed(g *Grant, revs [][]Revocation) (events.Capability, []string) {
+	var members []string
+	for _, list := range revs {
+		for i := len(list) - 1; i >= 0 && list[i].Seq > g.Seq; i-- {
+			members = append(members, list[i].Members...)
+		}
+	}
+	if len(members) == 0 {
+		return g.Capability, nil
+	}
+	slices.Sort(members)
+	members = slices.Compact(members)
+	c := g.Capability
+	c.Exclude = withMembers(c.Exclude, members)
+	return c, members
 }
 
 // withMembers returns the sorted union of list and members (a new slice).
@@ -463,16 +498,11 @@ func (r *Registry) Check(e *events.Event) error {
 			if err := rv.Validate(); err != nil {
 				return invalid(fmt.Sprintf("revoke from %q", e.Path), err)
 			}
-			// Only the agent's own grant is held to the pattern limit.
-			// Whether a revocation applies must depend on the agent and
-			// its ancestors alone: a reader that folds only an agent's
-			// chain (agent.readChain) never sees its siblings or
-			// descendants, and a descendant must never be able to block
-			// a revocation from above. Descendants' grants take the
-			// members whatever their size.
-			if err := checkRevokeLimit(e.Path, r.Agents[e.Path].Capabilities[key], rv); err != nil {
-				return err
-			}
+			// Nothing else bounds it: the revocation is stored once, at
+			// the agent (Agent.Revocations), and a grant it narrows is
+			// never rewritten, so no grant grows past events.MaxPatterns
+			// and whether it applies depends on the agent alone, as a
+			// reader folding only a chain (agent.readChain) sees it.
 		}
 	case events.TaskDefined:
 		t := e.Task.Task
@@ -483,23 +513,6 @@ func (r *Registry) Check(e *events.Event) error {
 			return fmt.Errorf("%w: agent %q holds %d tasks, the limit is %d: task %q would be one more",
 				events.ErrTooLarge, e.Path, len(a.Tasks), events.MaxTasks, t.Name)
 		}
-	}
-	return nil
-}
-
-// checkRevokeLimit refuses a member revocation that would grow the target's
-// own grant g past events.MaxPatterns include plus exclude patterns. A
-// revocation adding nothing to g (every member excluded already) is not
-// refused, even if g holds more than the limit through revocations of an
-// ancestor: it may still narrow a descendant. Each member revocation thus
-// adds at most MaxPatterns members to the grants below it between two
-// replacements of the target's grant.
-func checkRevokeLimit(path string, g *Grant, rv *events.RevokedData) error {
-	before := len(g.Capability.Include) + len(g.Capability.Exclude)
-	n := len(g.Capability.Include) + len(withMembers(g.Capability.Exclude, rv.Members))
-	if n > events.MaxPatterns && n > before {
-		return fmt.Errorf("%w: revoke %s %q members from %q: its grant would hold %d patterns, the limit is %d: replace the grant with a narrower one instead",
-			events.ErrTooLarge, rv.Kind, rv.Name, path, n, events.MaxPatterns)
 	}
 	return nil
 }
@@ -584,23 +597,24 @@ func (r *Registry) Apply(rec events.Record) {
 	}
 	// A copy of a refused event, published again later, could pass the
 	// checks it failed then (the parent has since been granted what it
-	// lacked): the ids of refused events are remembered. A copy of an
+	// lacked): the ids of refused events are remembered, by subject (a
+	// copy on another subject fails the hash chain there). A copy of an
 	// applied event cannot pass: its Prev names what came before the
 	// original, which is no longer the agent's last hash (or, for a
 	// creation, the agent exists). Only events past the trust check take
 	// an id, so a forgery cannot claim the id of a write yet to come.
-	if r.ids.has(e.ID) {
+	if r.ids.has(path, e.ID) {
 		r.violate(rec, e, fmt.Errorf("event %s was refused before: a copy published again: %w", e.ID, events.ErrReplayed))
 		return
 	}
 	if want := r.LastHash(path); e.Prev != want && !(e.Type == events.AgentCreated && r.Agents[path] == nil && e.Prev == "") {
-		r.ids.add(e.ID)
+		r.ids.add(path, e.ID)
 		r.violate(rec, e, fmt.Errorf("event %s names previous hash %s, the agent's last applied event hashes to %s: %w",
 			e.ID, shortHash(e.Prev), shortHash(want), events.ErrChain))
 		return
 	}
 	if err := r.Check(e); err != nil {
-		r.ids.add(e.ID)
+		r.ids.add(path, e.ID)
 		r.violate(rec, e, err)
 		return
 	}
@@ -643,25 +657,32 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 	case events.CapabilityRevoked:
 		key := events.Capability{Kind: e.Revoked.Kind, Name: e.Revoked.Name}.Key()
 		if members := e.Revoked.Members; len(members) > 0 {
-			// Grants are shared (clones, interning): each narrowed one is
-			// replaced, never changed in place.
-			narrow := func(a *Agent) {
-				g := a.Capabilities[key]
-				if g == nil {
-					return
-				}
-				n := *g
-				n.Capability.Exclude = withMembers(g.Capability.Exclude, members)
-				n.Capability = icap(n.Capability)
-				n.Revoked = islice(withMembers(g.Revoked, members))
-				a.Capabilities[key] = &n
+			// Stored once, here; read by chain and Grant. The list may
+			// be shared with a clone (clipped there): append only.
+			a := r.Agents[e.Path]
+			if a.Revocations == nil {
+				a.Revocations = map[string][]Revocation{}
 			}
-			narrow(r.Agents[e.Path])
-			r.visitBelow(e.Path, narrow)
+			ms := make([]string, len(members))
+			for i, m := range members {
+				ms[i] = istr(m)
+			}
+			slices.Sort(ms)
+			a.Revocations[key] = append(a.Revocations[key], Revocation{Seq: rec.Seq, Members: ms})
 			break
 		}
-		delete(r.Agents[e.Path].Capabilities, key)
-		r.visitBelow(e.Path, func(a *Agent) { delete(a.Capabilities, key) })
+		// The grants go, and with them every member revocation at or
+		// below the agent: each narrowed only grants made before it,
+		// all of them removed now.
+		drop := func(a *Agent) {
+			delete(a.Capabilities, key)
+			delete(a.Revocations, key)
+			if len(a.Revocations) == 0 {
+				a.Revocations = nil
+			}
+		}
+		drop(r.Agents[e.Path])
+		r.visitBelow(e.Path, drop)
 	case events.TaskDefined:
 		t := r.itask(e.Task.Task)
 		a := r.Agents[e.Path]

@@ -1,11 +1,13 @@
 package projector_test
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -131,17 +133,19 @@ func TestRevokeMembersChainOnly(t *testing.T) {
 		})
 	}
 
-	t.Run("a descendant past the limit", func(t *testing.T) {
+	t.Run("a descendant at the limit", func(t *testing.T) {
 		f := newFold(t)
 		ok(t, f.register())
 		for _, s := range []step{createA, grantA, createX, grantXs, revoke} {
 			ok(t, s.do(f))
 		}
-		g := f.reg.Agents["a/x"].Capabilities["module:math"]
+		stored := f.reg.Agents["a/x"].Capabilities["module:math"]
+		assert.Len(t, stored.Capability.Exclude, events.MaxPatterns-1, "the stored grant is as granted")
+		assert.NoError(t, stored.Capability.Validate())
+		assert.Empty(t, f.reg.Agents["a/x"].Revocations)
+		g := mathGrant(t, f.reg, "a/x")
 		assert.Equal(t, []string{"sqrt"}, g.Revoked)
-		assert.Len(t, g.Capability.Include, 1)
-		assert.Len(t, g.Capability.Exclude, events.MaxPatterns, "63 excludes and sqrt: past the limit of a grant event")
-		assert.ErrorIs(t, g.Capability.Validate(), events.ErrTooLarge)
+		assert.Len(t, g.Capability.Exclude, events.MaxPatterns, "as read: 63 excludes and sqrt")
 		// Widening a restores nothing below it.
 		ok(t, f.replace("a", mathCap(nil, nil)))
 		assert.True(t, allows(t, f, "a", "sqrt"))
@@ -151,11 +155,12 @@ func TestRevokeMembersChainOnly(t *testing.T) {
 	})
 }
 
-// TestRevokeMembersOwnLimit: the agent's own grant is held to the pattern
-// limit; a revocation adding nothing to it is applied even when an
-// ancestor's revocations took it past the limit, and still narrows the
-// grants below.
-func TestRevokeMembersOwnLimit(t *testing.T) {
+// TestRevokeMembersNoGrantLimit: a member revocation is bounded by its event
+// alone (events.MaxPatterns members), not by the size of any grant: it is
+// stored at the agent, never in a grant, so an agent whose own grant is at
+// the pattern limit still revokes, and what it revokes reaches the grants
+// below it made before it; a replaced grant starts without it.
+func TestRevokeMembersNoGrantLimit(t *testing.T) {
 	f := newFold(t)
 	ok(t, f.register())
 	ok(t, f.create("a", ""))
@@ -165,28 +170,96 @@ func TestRevokeMembersOwnLimit(t *testing.T) {
 	ok(t, f.create("a/b/c", ""))
 	ok(t, f.grant("a/b/c", mathCap([]string{"sqrt", "cos", "tan"}, nil)))
 
-	// a/b's own grant: 64 patterns. A new member is refused there.
-	v := violation(t, f.revokeMembers("a/b", events.KindModule, "math", "sqrt"), projector.CodeTooLarge)
-	assert.Contains(t, v.Reason, "replace the grant with a narrower one")
-	assert.True(t, allows(t, f, "a/b/c", "sqrt"), "a refused revocation narrows nothing")
+	// a/b's own grant holds 64 patterns: the revocation applies all the same.
+	ok(t, f.revokeMembers("a/b", events.KindModule, "math", "sqrt"))
+	assert.False(t, allows(t, f, "a/b", "sqrt"))
+	assert.False(t, allows(t, f, "a/b/c", "sqrt"))
+	assert.Len(t, f.reg.Agents["a/b"].Capabilities["module:math"].Capability.Exclude, events.MaxPatterns-3, "the grant is not rewritten")
 
-	// From a, whose grant is small, it applies to a/b past the limit.
-	ok(t, f.revokeMembers("a", events.KindModule, "math", "sqrt"))
-	assert.Len(t, f.reg.Agents["a/b"].Capabilities["module:math"].Capability.Exclude, events.MaxPatterns-2)
 	// a's replacement restores nothing below; a/b/c's grant is replaced,
 	// without its revoked members.
+	ok(t, f.revokeMembers("a", events.KindModule, "math", "tan"))
 	ok(t, f.replace("a", mathCap(nil, nil)))
-	assert.False(t, allows(t, f, "a/b", "sqrt"))
-	ok(t, f.replace("a/b/c", mathCap([]string{"cos", "tan"}, nil)))
-	assert.Empty(t, f.reg.Agents["a/b/c"].Capabilities["module:math"].Revoked)
-	// a/b revokes sqrt again: nothing new for its own grant (65 patterns
-	// with sqrt), so it applies, and a/b/c's replaced grant takes it.
-	ok(t, f.revokeMembers("a/b", events.KindModule, "math", "sqrt"))
-	assert.Equal(t, []string{"sqrt"}, f.reg.Agents["a/b/c"].Capabilities["module:math"].Revoked)
-	// Anything new is refused at a/b.
-	violation(t, f.revokeMembers("a/b", events.KindModule, "math", "sqrt", "cos"), projector.CodeTooLarge)
+	assert.True(t, allows(t, f, "a", "tan"))
+	assert.False(t, allows(t, f, "a/b", "tan"))
+	violation(t, f.replace("a/b/c", mathCap([]string{"cos", "tan"}, nil)), projector.CodeEscalation) // a/b lost tan
+	ok(t, f.replace("a/b/c", mathCap([]string{"cos"}, nil)))
+	assert.Empty(t, mathGrant(t, f.reg, "a/b/c").Revoked)
 	assert.True(t, allows(t, f, "a/b/c", "cos"))
-	requireChainsAgree(t, f, "own limit")
+	// A later revocation reaches the replaced grant; a grant made after it
+	// is not narrowed, only checked against its parent's.
+	ok(t, f.revokeMembers("a/b", events.KindModule, "math", "cos"))
+	assert.Equal(t, []string{"cos"}, mathGrant(t, f.reg, "a/b/c").Revoked)
+	ok(t, f.create("a/b/c/d", ""))
+	violation(t, f.grant("a/b/c/d", mathCap([]string{"cos"}, nil)), projector.CodeEscalation)
+	requireChainsAgree(t, f, "no grant limit")
+	requireSnapshotLoads(t, f.reg)
+
+	// A whole revocation drops the grants and the member revocations at and
+	// below the agent.
+	ok(t, f.revoke("a/b", events.KindModule, "math"))
+	assert.Empty(t, f.reg.Agents["a/b"].Revocations)
+	assert.NotEmpty(t, f.reg.Agents["a"].Revocations)
+	requireChainsAgree(t, f, "whole revocation")
+	requireSnapshotLoads(t, f.reg)
+}
+
+// TestRevokeNoAmplification: a writer at an agent alternating a member
+// revocation of 64 new names and a replacement of its own grant (which
+// starts without them) grows the registry by what the events hold, not by
+// that times the number of grants below it (security review: each pair
+// added 64 excludes to every descendant's grant).
+func TestRevokeNoAmplification(t *testing.T) {
+	const kids, pairs = 1000, 200
+	f := newFold(t)
+	ok(t, f.register())
+	ok(t, f.create("a", ""))
+	ok(t, f.grant("a", mathCap(nil, nil)))
+	for i := range kids {
+		p := fmt.Sprintf("a/k%d", i)
+		ok(t, f.create(p, ""))
+		ok(t, f.grant(p, mathCap(nil, nil)))
+	}
+	before, err := f.reg.Marshal()
+	require.NoError(t, err)
+	for i := range pairs {
+		members := make([]string, events.MaxPatterns)
+		for j := range members {
+			members[j] = fmt.Sprintf("m%dx%d", i, j)
+		}
+		ok(t, f.revokeMembers("a", events.KindModule, "math", members...))
+		ok(t, f.replace("a", mathCap(nil, nil)))
+	}
+	after, err := f.reg.Marshal()
+	require.NoError(t, err)
+
+	excludes, revoked := 0, 0
+	for _, a := range f.reg.Agents {
+		for _, g := range a.Capabilities {
+			excludes += len(g.Capability.Exclude)
+		}
+		for _, revs := range a.Revocations {
+			for _, rv := range revs {
+				revoked += len(rv.Members)
+			}
+		}
+	}
+	assert.Equal(t, kids+1, excludes, "every grant holds its own exclude (_*) alone")
+	assert.Equal(t, pairs*events.MaxPatterns, revoked, "each member stored once")
+	// Per pair: two grants' worth of registry at a and 64 short names
+	// (under 16 bytes each, with their msgpack headers) plus a sequence.
+	// Eagerly it was 64 names times 1,000 grants: some 100 MB here.
+	grown := len(after) - len(before)
+	assert.Less(t, grown, pairs*(events.MaxPatterns*16+512), "the encoding grew by %d bytes over %d pairs", grown, pairs)
+
+	// The semantics are the eager ones: every grant below, made before the
+	// revocations, lost all their members; a's own, replaced, none.
+	g := mathGrant(t, f.reg, "a/k7")
+	assert.Len(t, g.Revoked, pairs*events.MaxPatterns)
+	assert.False(t, allows(t, f, "a/k7", "m3x5"))
+	assert.True(t, allows(t, f, "a/k7", "sqrt"))
+	assert.Empty(t, mathGrant(t, f.reg, "a").Revoked)
+	assert.True(t, allows(t, f, "a", "m3x5"))
 	requireSnapshotLoads(t, f.reg)
 }
 
@@ -204,9 +277,64 @@ func requireSnapshotLoads(t testing.TB, reg *projector.Registry) {
 	require.Equal(t, b, b2, "Marshal of the loaded registry")
 }
 
+// idAt is the id fold.event gives the event of stream sequence n.
+func idAt(n uint64) string {
+	return ulid.MustNew(1718000000000+n, bytes.NewReader(make([]byte, 16))).String()
+}
+
+// poison publishes, on the subject of the agent at path, an event the fold
+// refuses (a grant of a capability the root does not define) carrying the
+// id the next event will get: whatever subject that one is on, only a copy
+// on this one is replayed.
+func (f *fold) poison(path string) *projector.Violation {
+	f.t.Helper()
+	e := f.event(events.CapabilityGranted, path)
+	e.ID = idAt(f.seq + 2)
+	e.Granted = &events.GrantedData{Capability: events.Capability{Kind: events.KindType, Name: "Nope"}}
+	return f.apply(e)
+}
+
+// TestReplayedPerSubject: the ids of refused events are remembered per
+// subject (security review: an id refused on a sibling's subject made a
+// later event with that id replayed in the full fold and applied in a fold
+// of the chain, which never sees the sibling).
+func TestReplayedPerSubject(t *testing.T) {
+	f := newFold(t)
+	ok(t, f.register())
+	ok(t, f.create("a", ""))
+	ok(t, f.create("b", ""))
+	v := f.poison("b")
+	require.NotNil(t, v)
+	id := idAt(f.seq + 1)
+	assert.True(t, f.reg.HasID("b", id))
+	ok(t, f.grant("a", mathCap([]string{"sqrt"}, nil)))
+	assert.Equal(t, id, mathGrantEventID(t, f), "the grant carries the id refused on b's subject")
+	assert.False(t, f.reg.HasID("a", id))
+	assert.True(t, allows(t, f, "a", "sqrt"))
+	requireChainsAgree(t, f, "sibling's refused id")
+
+	// On its own subject the id is still refused, a copy of a refused event
+	// as before.
+	e := f.event(events.CapabilityGranted, "b")
+	e.ID = id
+	e.Granted = &events.GrantedData{Capability: mathCap(nil, nil)}
+	violation(t, f.apply(e), projector.CodeReplayed)
+	requireChainsAgree(t, f, "own subject")
+	requireSnapshotLoads(t, f.reg)
+}
+
+// mathGrantEventID is the id of the last record the fold published.
+func mathGrantEventID(t testing.TB, f *fold) string {
+	t.Helper()
+	e, err := events.Decode(f.records[len(f.records)-1].Data)
+	require.NoError(t, err)
+	return e.ID
+}
+
 // TestRevokeChainProperty: random version 3 histories of creations, grants,
 // replacements, revocations (whole and of members, some large) and
-// retirements over a small tree; for every agent, a fold of only its
+// retirements over a small tree, and refused events carrying the id of the
+// next event (on any subject); for every agent, a fold of only its
 // chain's subjects agrees with the full fold. The seed is printed on
 // failure; -run 'TestRevokeChainProperty/seed=N' replays one.
 func TestRevokeChainProperty(t *testing.T) {
@@ -280,8 +408,11 @@ func TestRevokeChainProperty(t *testing.T) {
 						f.revoke(p, events.KindFunc, "print")
 					}
 				default:
-					if rng.IntN(3) == 0 {
+					switch rng.IntN(3) {
+					case 0:
 						f.retire(p, "done")
+					case 1:
+						f.poison(pick(paths)) // the next event's id, refused here
 					}
 				}
 			}
@@ -289,4 +420,30 @@ func TestRevokeChainProperty(t *testing.T) {
 			requireSnapshotLoads(t, f.reg)
 		})
 	}
+}
+
+// TestRevocationsClone: a clone shares an agent's revocation lists with
+// the original; each appends to its own without changing the other's.
+func TestRevocationsClone(t *testing.T) {
+	f := newFold(t)
+	ok(t, f.register())
+	ok(t, f.create("a", ""))
+	ok(t, f.grant("a", mathCap(nil, nil)))
+	for _, m := range []string{"s1", "pi", "tan"} { // three: the list has spare capacity
+		ok(t, f.revokeMembers("a", events.KindModule, "math", m))
+	}
+	clone := f.reg.Clone()
+	e := f.event(events.CapabilityRevoked, "a") // chains in both
+	e.Revoked = &events.RevokedData{Kind: events.KindModule, Name: "math", Members: []string{"cos"}}
+	clone.Apply(events.Record{Seq: f.seq + 1, Subject: f.subject("a"), Data: f.encode(e)})
+	require.Empty(t, clone.Violations)
+	ok(t, f.revokeMembers("a", events.KindModule, "math", "sqrt"))
+
+	last := func(reg *projector.Registry) []string {
+		revs := reg.Agents["a"].Revocations["module:math"]
+		require.Len(t, revs, 4)
+		return revs[3].Members
+	}
+	assert.Equal(t, []string{"sqrt"}, last(f.reg))
+	assert.Equal(t, []string{"cos"}, last(clone))
 }

@@ -310,6 +310,14 @@ func (r *Registry) Clone() *Registry {
 		if len(a.Tasks) > 0 {
 			ac.Tasks = maps.Clone(a.Tasks)
 		}
+		if len(a.Revocations) > 0 {
+			// Apply appends to a list: clipped, the clone's next append
+			// copies instead of writing where the original's would.
+			ac.Revocations = make(map[string][]Revocation, len(a.Revocations))
+			for k, revs := range a.Revocations {
+				ac.Revocations[k] = slices.Clip(revs)
+			}
+		}
 		c.Agents[p] = ac
 	}
 	c.SubjectSeq = maps.Clone(r.SubjectSeq)

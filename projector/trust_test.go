@@ -96,7 +96,8 @@ func TestReplayOfRefusedEvent(t *testing.T) {
 	back, err := projector.Unmarshal(body)
 	require.NoError(t, err)
 	require.Equal(t, f.reg.IDCount(), back.IDCount())
-	require.True(t, back.HasID(g.ID))
+	require.True(t, back.HasID("a", g.ID))
+	require.False(t, back.HasID("", g.ID), "remembered on its own subject only")
 }
 
 // A pattern grant the parent cannot be shown to cover is refused in a

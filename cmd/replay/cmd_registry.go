@@ -140,8 +140,9 @@ func viewOf(reg *projector.Registry, recs []events.Record) (*registryView, error
 			Retired: a.Retired, RetiredSeq: a.RetiredSeq, Granted: []wireCap{}, Effective: []effectiveView{}, Tasks: []events.TaskDef{},
 			taskByName: map[string]events.TaskDef{}, grantByKey: map[string]events.Capability{}, effectiveSet: map[string]string{}}
 		for _, k := range slices.Sorted(mapsKeys(a.Capabilities)) {
-			av.Granted = append(av.Granted, capOf(a.Capabilities[k].Capability))
-			av.grantByKey[k] = a.Capabilities[k].Capability
+			g, _ := reg.Grant(p, k) // as it stands: narrowed by the member revocations made after it
+			av.Granted = append(av.Granted, capOf(g.Capability))
+			av.grantByKey[k] = g.Capability
 		}
 		if reg.Def != nil {
 			eff, err := reg.Effective(p)
