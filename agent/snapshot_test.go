@@ -63,7 +63,7 @@ func TestSnapshots(t *testing.T) {
 		require.Equal(t, w.fp, h.Root)
 		require.LessOrEqual(t, h.Seq, wantSeq)
 		if i > 0 {
-			require.Less(t, h.Seq, headers[i-1].Seq, "List is not newest first")
+			require.Less(t, h.Seq, headers[i-1].Seq, "List is not newest first: %+v", headers)
 		}
 	}
 	// The events: RootRegistered, one per create (2), 1 + 8 task definitions.
