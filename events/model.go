@@ -169,7 +169,11 @@ func validateSymbol(s string) error {
 // (JSON Schema). Root definitions that use Schema keep their fingerprint.
 type Schema struct {
 	// Type is one of string, integer, number, boolean, object, array, any.
-	Type   string  `msgpack:"type" json:"type"`
+	// It is omitted from the encoding only when empty (never in a
+	// valid schema), so that an unset Schema encodes to nothing as a
+	// task's input or output, and to {} as an array's items, and decodes
+	// back to what it was.
+	Type   string  `msgpack:"type,omitempty" json:"type"`
 	Fields []Field `msgpack:"fields,omitempty" json:"fields,omitempty"` // for object
 	Items  *Schema `msgpack:"items,omitempty" json:"items,omitempty"`   // for array
 }
@@ -182,9 +186,11 @@ type Field struct {
 	Doc      string `msgpack:"doc,omitempty" json:"doc,omitempty"`
 }
 
-// IsZero reports whether the schema is unset (no type, fields or items):
-// such a schema is left out of the encoding.
-func (s Schema) IsZero() bool { return s.Type == "" && s.Fields == nil && s.Items == nil }
+// Unset reports whether the schema is unset (no type, fields or items):
+// such a schema is left out of a task's encoding. (Not IsZero: the encoder
+// would then also leave out an array's items pointing to an unset schema,
+// and a decoded event would not survive a round trip.)
+func (s Schema) Unset() bool { return s.Type == "" && s.Fields == nil && s.Items == nil }
 
 // Validate checks that the schema's types are known, field names unique,
 // and the limits: MaxSchemaDepth, MaxSchemaNodes, MaxFieldDocBytes.
@@ -343,7 +349,7 @@ func (t TaskDef) validateJSONSchemas() error {
 	if err := t.CheckUTF8(); err != nil {
 		return err
 	}
-	if !t.Input.IsZero() || !t.Output.IsZero() {
+	if !t.Input.Unset() || !t.Output.Unset() {
 		return fmt.Errorf("task %q carries both JSON Schema (input_schema, output_schema) and legacy schemas (input, output): give one form: %w",
 			t.Name, ErrMalformed)
 	}
