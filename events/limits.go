@@ -47,6 +47,13 @@ const (
 	// it folds: the bound keeps a writer's 64 KiB of tiny subschemas near
 	// the cost of a real schema of that size.
 	MaxJSONSchemaValues = 4096
+	// MaxEventSchemaValues bounds the objects and arrays of all the JSON
+	// Schema documents one event carries together (a root definition's or
+	// a creation's tasks, input and output): every reader compiles them when
+	// it folds the event, so the bound is what one event can cost each
+	// reader (about 0.4 s at most on the machine of BENCHMARKS.md, a few ms
+	// for ordinary schemas).
+	MaxEventSchemaValues = 8192
 	// MaxSchemaEvaluations bounds how many (sub)schemas one JSON Schema
 	// document can evaluate at one instance location: the root plus, through
 	// the in-place applicators (allOf, anyOf, oneOf, not, if/then/else,
@@ -87,6 +94,12 @@ const (
 	// MaxPatterns bounds the include plus exclude patterns of one
 	// capability.
 	MaxPatterns = 64
+	// MaxRevokedMembers bounds the distinct members revoked, member by
+	// member, at one agent from one capability (schema version 3): a
+	// revocation past it is too_large. It depends on that agent alone, so
+	// a reader folding only a chain decides it alike, and it bounds what
+	// every read of a grant below the agent walks.
+	MaxRevokedMembers = 1024
 	// MaxPatternBytes bounds one include or exclude pattern.
 	MaxPatternBytes = 256
 	// MaxTasks bounds the tasks a root or an agent holds.
@@ -126,7 +139,7 @@ func (c *CreatedData) CheckLimits(path string) error {
 	if len(c.Tasks) > MaxTasks {
 		return tooLarge("the task list of "+what, len(c.Tasks), MaxTasks, "tasks")
 	}
-	return nil
+	return CheckSchemaValues(what, c.Tasks...)
 }
 
 // checkLimits checks a root definition's sizes: primer, capability and task
@@ -142,7 +155,45 @@ func (d RootDef) checkLimits() error {
 	if len(d.Tasks) > MaxTasks {
 		return tooLarge("the task list of "+what, len(d.Tasks), MaxTasks, "tasks")
 	}
+	return CheckSchemaValues(what, d.Tasks...)
+}
+
+// CheckSchemaValues checks that the JSON Schema documents of tasks (one
+// event's) hold at most MaxEventSchemaValues objects and arrays together,
+// counted on their text before anything compiles them.
+func CheckSchemaValues(what string, tasks ...TaskDef) error {
+	n := 0
+	for _, t := range tasks {
+		n += countJSONValues([]byte(t.InputSchema)) + countJSONValues([]byte(t.OutputSchema))
+	}
+	if n > MaxEventSchemaValues {
+		return tooLarge("the JSON Schemas of the tasks of "+what+" (objects and arrays together)", n, MaxEventSchemaValues, "objects and arrays")
+	}
 	return nil
+}
+
+// countJSONValues counts the objects and arrays of JSON text (brackets
+// outside strings).
+func countJSONValues(b []byte) int {
+	n, in, esc := 0, false, false
+	for _, c := range b {
+		switch {
+		case in:
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				in = false
+			}
+		case c == '"':
+			in = true
+		case c == '{' || c == '[':
+			n++
+		}
+	}
+	return n
 }
 
 // checkEncodedSize checks the canonical encoding of a (validated) root

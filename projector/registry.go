@@ -87,7 +87,8 @@ type Agent struct {
 	LastHash          string `msgpack:"hash"` // hash of the last applied event
 	LastSeq           uint64 `msgpack:"lseq"`
 	// Revocations are the member-level revocations made at this agent, by
-	// Capability.Key, oldest first: each is stored here once and applied
+	// Capability.Key, oldest first, each member in one entry only (the
+	// newest that revoked it; see revoke): each is stored here once and applied
 	// when a grant of this agent or of a descendant is read (Registry.Grant,
 	// Registry.Effective), never copied into the grants. A whole revocation
 	// of the capability here drops them with the grants they narrowed.
@@ -377,6 +378,49 @@ func narrowed(g *Grant, revs [][]Revocation) (events.Capability, []string) {
 	return c, members
 }
 
+// revoke returns list with rev appended and its members taken out of the
+// older entries (emptied ones dropped), so that each member appears once,
+// at the newest sequence it was revoked: a grant loses a member exactly
+// when that sequence is after the grant's, so the answers are those of
+// every revocation kept, and a list holds at most the distinct members
+// ever revoked (events.MaxRevokedMembers) however often they are revoked
+// again. The result is a new slice: list may be shared with a clone.
+func revoke(list []Revocation, rev Revocation) []Revocation {
+	out := make([]Revocation, 0, len(list)+1)
+	for _, old := range list {
+		kept := make([]string, 0, len(old.Members))
+		for _, m := range old.Members {
+			if _, found := slices.BinarySearch(rev.Members, m); !found {
+				kept = append(kept, m)
+			}
+		}
+		if len(kept) > 0 {
+			out = append(out, Revocation{Seq: old.Seq, Members: kept})
+		}
+	}
+	return append(out, rev)
+}
+
+// revokedAfter counts the distinct members list and members revoke
+// together.
+func revokedAfter(list []Revocation, members []string) int {
+	seen := make(map[string]struct{}, len(members))
+	n := 0
+	for _, old := range list {
+		n += len(old.Members) // each member once in a list (revoke)
+		for _, m := range old.Members {
+			seen[m] = struct{}{}
+		}
+	}
+	for _, m := range members {
+		if _, ok := seen[m]; !ok {
+			seen[m] = struct{}{}
+			n++
+		}
+	}
+	return n
+}
+
 // withMembers returns the sorted union of list and members (a new slice).
 func withMembers(list, members []string) []string {
 	out := append(slices.Clone(list), members...)
@@ -498,14 +542,21 @@ func (r *Registry) Check(e *events.Event) error {
 			if err := rv.Validate(); err != nil {
 				return invalid(fmt.Sprintf("revoke from %q", e.Path), err)
 			}
-			// Nothing else bounds it: the revocation is stored once, at
-			// the agent (Agent.Revocations), and a grant it narrows is
-			// never rewritten, so no grant grows past events.MaxPatterns
-			// and whether it applies depends on the agent alone, as a
-			// reader folding only a chain (agent.readChain) sees it.
+			// The revocation is stored once, at the agent
+			// (Agent.Revocations), and a grant it narrows is never
+			// rewritten. What bounds it depends on the agent alone, as a
+			// reader folding only a chain (agent.readChain) sees it: the
+			// distinct members revoked here from this capability.
+			if n := revokedAfter(r.Agents[e.Path].Revocations[key], rv.Members); n > events.MaxRevokedMembers {
+				return fmt.Errorf("%w: revoke %s %q from %q: %d distinct members would be revoked there, the limit is %d",
+					events.ErrTooLarge, rv.Kind, rv.Name, e.Path, n, events.MaxRevokedMembers)
+			}
 		}
 	case events.TaskDefined:
 		t := e.Task.Task
+		if err := events.CheckSchemaValues(fmt.Sprintf("agent %q", e.Path), t); err != nil {
+			return err
+		}
 		if err := t.Validate(); err != nil {
 			return invalid(fmt.Sprintf("agent %q", e.Path), err)
 		}
@@ -668,7 +719,7 @@ func (r *Registry) mutate(rec events.Record, e *events.Event) {
 				ms[i] = istr(m)
 			}
 			slices.Sort(ms)
-			a.Revocations[key] = append(a.Revocations[key], Revocation{Seq: rec.Seq, Members: ms})
+			a.Revocations[key] = revoke(a.Revocations[key], Revocation{Seq: rec.Seq, Members: slices.Compact(ms)})
 			break
 		}
 		// The grants go, and with them every member revocation at or

@@ -210,7 +210,7 @@ func TestRevokeMembersNoGrantLimit(t *testing.T) {
 // that times the number of grants below it (security review: each pair
 // added 64 excludes to every descendant's grant).
 func TestRevokeNoAmplification(t *testing.T) {
-	const kids, pairs = 1000, 200
+	const kids, pairs = 1000, events.MaxRevokedMembers / events.MaxPatterns
 	f := newFold(t)
 	ok(t, f.register())
 	ok(t, f.create("a", ""))
@@ -252,14 +252,29 @@ func TestRevokeNoAmplification(t *testing.T) {
 	grown := len(after) - len(before)
 	assert.Less(t, grown, pairs*(events.MaxPatterns*16+512), "the encoding grew by %d bytes over %d pairs", grown, pairs)
 
+	// Past events.MaxRevokedMembers distinct members at a, a revocation is
+	// too_large; revoking members already revoked again stores nothing more
+	// (each member once, at its newest revocation), however often.
+	violation(t, f.revokeMembers("a", events.KindModule, "math", "one_more"), projector.CodeTooLarge)
+	for range 100 {
+		ok(t, f.revokeMembers("a", events.KindModule, "math", "m0x1", "m0x2"))
+	}
+	again := 0
+	for _, rv := range f.reg.Agents["a"].Revocations["module:math"] {
+		again += len(rv.Members)
+	}
+	assert.Equal(t, pairs*events.MaxPatterns, again, "members revoked again are stored once")
+
 	// The semantics are the eager ones: every grant below, made before the
-	// revocations, lost all their members; a's own, replaced, none.
+	// revocations, lost all their members; a's own, replaced, only the two
+	// revoked after the last replacement.
 	g := mathGrant(t, f.reg, "a/k7")
 	assert.Len(t, g.Revoked, pairs*events.MaxPatterns)
 	assert.False(t, allows(t, f, "a/k7", "m3x5"))
 	assert.True(t, allows(t, f, "a/k7", "sqrt"))
-	assert.Empty(t, mathGrant(t, f.reg, "a").Revoked)
+	assert.Equal(t, []string{"m0x1", "m0x2"}, mathGrant(t, f.reg, "a").Revoked)
 	assert.True(t, allows(t, f, "a", "m3x5"))
+	assert.False(t, allows(t, f, "a", "m0x1"))
 	requireSnapshotLoads(t, f.reg)
 }
 
