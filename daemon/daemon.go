@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -521,25 +522,25 @@ func (d *Daemon) startService() error {
 		name, subject, desc string
 		h                   micro.Handler
 	}{
-		{epRootRegister, "root.register", "register a root from its recipe: {def}", handle(d, epRootRegister, d.registerRoot)},
-		{epAgentCreate, "agent.create", "create an agent: {root, parent, name, primer, caps, tasks, actor, idempotency_key}", handle(d, epAgentCreate, d.create)},
-		{epAgentGrant, "agent.grant", "grant a capability: {root, path, cap, replace, actor, idempotency_key}", handle(d, epAgentGrant, d.grant)},
-		{epAgentRevoke, "agent.revoke", "revoke a capability, or some of its members, from an agent and its subtree: {root, path, kind, name, members?, actor, idempotency_key}", handle(d, epAgentRevoke, d.revoke)},
-		{epRootMigrate, "root.migrate", "refs of root from resolve through root to (registered, same name) from now on: {from, to, reason, actor, idempotency_key}", handle(d, epRootMigrate, d.migrate)},
-		{epTaskDefine, "task.define", "define a task: {root, path, task, actor}", handle(d, epTaskDefine, d.defineTask)},
-		{epAgentRetire, "agent.retire", "retire an agent and its subtree: {root, path, reason, actor}", handle(d, epAgentRetire, d.retire)},
-		{epTaskResolve, "task.resolve", "resolve a task ref, pinned (@contract) or not: {ref, min_seq}", handle(d, epTaskResolve, d.resolve)},
-		{epAgentDescribe, "agent.describe", "describe an agent: {root, path, min_seq}", handle(d, epAgentDescribe, d.describe)},
-		{epAgentList, "agent.list", "list a root's agents, a page at a time: {root, path?, min_seq, after?, limit?}", handle(d, epAgentList, d.list)},
-		{epAgentLineage, "agent.lineage", "ancestors and descendants with actor and time: {root, path, min_seq}", handle(d, epAgentLineage, d.lineage)},
-		{epAgentTools, "agent.tools", "an agent's tasks as MCP-shaped tool definitions: {root, path?, min_seq}", handle(d, epAgentTools, d.tools)},
+		{epRootRegister, "root.register", "register a root from its recipe: " + requestFields[RegisterRootRequest](), handle(d, epRootRegister, d.registerRoot)},
+		{epAgentCreate, "agent.create", "create an agent: " + requestFields[CreateRequest](), handle(d, epAgentCreate, d.create)},
+		{epAgentGrant, "agent.grant", "grant a capability: " + requestFields[GrantRequest](), handle(d, epAgentGrant, d.grant)},
+		{epAgentRevoke, "agent.revoke", "revoke a capability, or some of its members, from an agent and its subtree: " + requestFields[RevokeRequest](), handle(d, epAgentRevoke, d.revoke)},
+		{epRootMigrate, "root.migrate", "refs of root from resolve through root to (registered, same name) from now on: " + requestFields[MigrateRequest](), handle(d, epRootMigrate, d.migrate)},
+		{epTaskDefine, "task.define", "define a task: " + requestFields[DefineTaskRequest](), handle(d, epTaskDefine, d.defineTask)},
+		{epAgentRetire, "agent.retire", "retire an agent and its subtree: " + requestFields[RetireRequest](), handle(d, epAgentRetire, d.retire)},
+		{epTaskResolve, "task.resolve", "resolve a task ref, pinned (@contract) or not: " + requestFields[ResolveRequest](), handle(d, epTaskResolve, d.resolve)},
+		{epAgentDescribe, "agent.describe", "describe an agent: " + requestFields[ReadRequest](), handle(d, epAgentDescribe, d.describe)},
+		{epAgentList, "agent.list", "list a root's agents, a page at a time: " + requestFields[ReadRequest](), handle(d, epAgentList, d.list)},
+		{epAgentLineage, "agent.lineage", "ancestors and descendants with actor and time: " + requestFields[ReadRequest](), handle(d, epAgentLineage, d.lineage)},
+		{epAgentTools, "agent.tools", "an agent's tasks as MCP-shaped tool definitions: " + requestFields[ToolsRequest](), handle(d, epAgentTools, d.tools)},
 		{epHealth, "health", "readiness: the stream is reachable", handle(d, epHealth, d.health)},
 	}
 	if d.cfg.Executor != nil {
 		eps = append(eps, struct {
 			name, subject, desc string
 			h                   micro.Handler
-		}{epTaskInvoke, "task.invoke", "call a task: {ref, args, actor}", handle(d, epTaskInvoke, d.invoke)})
+		}{epTaskInvoke, "task.invoke", "call a task: " + requestFields[InvokeRequest](), handle(d, epTaskInvoke, d.invoke)})
 	}
 	for _, ep := range eps {
 		if err := add(ep.name, ep.subject, ep.h, ep.desc); err != nil {
@@ -619,4 +620,19 @@ func Run(ctx context.Context, cfg Config, ready func(*Daemon)) error {
 		runErr = err
 	}
 	return runErr
+}
+
+// requestFields lists the JSON fields of a request type, as the endpoint
+// descriptions show them ({root, path, ...}): taken from the type itself,
+// so a description never drifts from what the endpoint accepts.
+func requestFields[R any]() string {
+	t := reflect.TypeFor[R]()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return "{" + strings.Join(names, ", ") + "}"
 }

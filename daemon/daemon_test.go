@@ -722,3 +722,39 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// Each endpoint's description, as `nats micro info agentreg` shows it,
+// names every field its request accepts: a field the unknown-field check
+// would refuse is never advertised, and none it takes is missing.
+func TestEndpointDescriptionsNameEveryField(t *testing.T) {
+	srv := testutil.RunServer(t)
+	d := startDaemon(t, srv, nil)
+	c := newClient(t, d.URL())
+	msg, err := c.nc.Request("$SRV.INFO.agentreg", nil, 5*time.Second)
+	require.NoError(t, err)
+	var info micro.Info
+	require.NoError(t, json.Unmarshal(msg.Data, &info))
+	want := map[string][]string{
+		"root_register":  {"def", "actor", "idempotency_key"},
+		"agent_create":   {"root", "parent", "name", "primer", "caps", "tasks", "actor", "idempotency_key"},
+		"agent_grant":    {"root", "path", "cap", "replace", "actor", "idempotency_key"},
+		"agent_revoke":   {"root", "path", "kind", "name", "members", "actor", "idempotency_key"},
+		"task_define":    {"root", "path", "task", "actor", "idempotency_key"},
+		"agent_retire":   {"root", "path", "reason", "actor", "idempotency_key"},
+		"task_resolve":   {"ref", "min_seq"},
+		"agent_describe": {"root", "path", "min_seq"},
+	}
+	seen := 0
+	for _, e := range info.Endpoints {
+		fields, ok := want[e.Name]
+		if !ok {
+			continue
+		}
+		seen++
+		desc := e.Metadata["description"]
+		for _, f := range fields {
+			require.Regexp(t, `[{ ]`+f+`[,}]`, desc, "endpoint %s", e.Name)
+		}
+	}
+	require.Equal(t, len(want), seen)
+}
