@@ -160,6 +160,11 @@ func TestWriterKilled(t *testing.T) {
 				if f[3] == "true" {
 					nReplayed++
 					resumed[seq] = resume.run
+				} else if lastIntent == resume {
+					// Stored now, by this run: a later run resuming the
+					// same intent (this one printed none yet) must find
+					// this run's event.
+					lastIntent.run = run
 				}
 			case len(f) == 3 && (f[0] == "ack" || f[0] == "resend"):
 				seq, err := strconv.ParseUint(f[2], 10, 64)
