@@ -229,6 +229,10 @@ func TestConfigOverrides(t *testing.T) {
 			fmt.Sprintf("agentd: --data %s: the --nats-config file %s sets the store directory (jetstream store_dir: %s); change it there, or drop --data", filepath.Join(dir, "data"), withListen, store)},
 		{"DataWithExternal", nil, []string{"--nats-url", "nats://127.0.0.1:1", "--data", "x"},
 			"agentd: --data x: with --nats-url nats://127.0.0.1:1 agentd connects to that server and embeds none; drop --data x, or the URL"},
+		{"PortEnvNotANumber", []string{"AGENTD_PORT=4223x"}, nil, `AGENTD_PORT="4223x" is not a whole number`},
+		{"WorkersEnvNotANumber", []string{"AGENTD_WORKERS=sixteen"}, nil, `AGENTD_WORKERS="sixteen" is not a whole number`},
+		{"WorkersZero", nil, []string{"--workers", "0"}, "--workers 0: must be at least 1"},
+		{"MaxLoadedRootsNegative", nil, []string{"--max-loaded-roots", "-5"}, "--max-loaded-roots -5: must be at least 1"},
 		{"ConfigWithNATSURLEnv", []string{"NATS_URL=nats://127.0.0.1:1"}, []string{"--nats-config", withListen},
 			"agentd: --nats-config " + withListen + ": with NATS_URL=nats://127.0.0.1:1 in the environment (the nats CLI's variable too) agentd connects to that server and embeds none"},
 	} {
@@ -286,4 +290,18 @@ func TestConfigOverrides(t *testing.T) {
 		require.Equal(t, fmt.Sprintf("127.0.0.1:%d", p), m[0])
 		require.Equal(t, filepath.Join(wd, "d"), m[2])
 	})
+}
+
+// A NATS_URL exported for the nats CLI makes agentd connect there instead
+// of embedding a server: it says so first (here the URL reaches nothing,
+// so it then fails to connect).
+func TestNATSURLFromEnvironmentIsAnnounced(t *testing.T) {
+	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	code, out := runAgentd(t, []string{"NATS_URL=" + url}, "--http", "")
+	require.NotEqual(t, 0, code, "nothing listens at %s; output:\n%s", url, out)
+	require.Contains(t, out, "agentd: NATS_URL="+url+" in the environment: connecting to that server, embedding none (unset NATS_URL to embed one)")
+	// Given as a flag, it is what the user asked for: no notice.
+	code, out = runAgentd(t, nil, "--nats-url", url, "--http", "")
+	require.NotEqual(t, 0, code)
+	require.NotContains(t, out, "in the environment")
 }

@@ -50,16 +50,26 @@ func env(name, def string) string {
 	return def
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
+// envInt reads a whole number from the environment variable name, def
+// when it is unset; a value that is not one is recorded in bad (agentd
+// refuses to start with it rather than use the default unsaid).
+func envInt(name string, def int, bad *[]string) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		*bad = append(*bad, fmt.Sprintf("%s=%q is not a whole number", name, v))
+		return def
+	}
+	return n
 }
 
 // Run parses flags, starts the daemon and serves until ctx ends.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg daemon.Config
+	var badEnv []string // environment values that do not parse
 	fs := flag.NewFlagSet("agentd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -68,7 +78,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fs.StringVar(&cfg.DataDir, "data", env("AGENTD_DATA", "./data"), "data directory of the embedded server; not with a --nats-config that sets store_dir (env AGENTD_DATA)")
 	fs.StringVar(&cfg.Host, "host", env("AGENTD_HOST", "127.0.0.1"), "embedded server: listen host; not with --nats-config (env AGENTD_HOST)")
-	fs.IntVar(&cfg.Port, "port", envInt("AGENTD_PORT", 4222), "embedded server: client port, -1 for a free one; not with --nats-config (env AGENTD_PORT)")
+	fs.IntVar(&cfg.Port, "port", envInt("AGENTD_PORT", 4222, &badEnv), "embedded server: client port, -1 for a free one; not with --nats-config (env AGENTD_PORT)")
 	fs.StringVar(&cfg.NATSConfig, "nats-config", env("AGENTD_NATS_CONFIG", ""), "embedded server: a nats-server configuration file (cluster, accounts, TLS, auth); it sets the listen address (127.0.0.1:4222 if it has no listen) and, with store_dir, the store directory (env AGENTD_NATS_CONFIG)")
 	fs.StringVar(&cfg.Conn.URL, "nats-url", os.Getenv("NATS_URL"), "connect to this NATS server or cluster instead of embedding one (env NATS_URL)")
 	// Credentials and TLS options serve the embedded server's in-process
@@ -82,14 +92,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Conn.TLSCA, "tls-ca", os.Getenv("NATS_CA"), "CA certificate that verifies the server (env NATS_CA)")
 	fs.StringVar(&cfg.Conn.TLSCert, "tls-cert", os.Getenv("NATS_CERT"), "client certificate (env NATS_CERT); with the embedded server it makes the in-process connection TLS (verify_and_map)")
 	fs.StringVar(&cfg.Conn.TLSKey, "tls-key", os.Getenv("NATS_KEY"), "client key (env NATS_KEY)")
-	fs.IntVar(&cfg.Stream.Replicas, "replicas", envInt("AGENTD_REPLICAS", 1), "stream and bucket replicas: 3 on a cluster (env AGENTD_REPLICAS)")
+	fs.IntVar(&cfg.Stream.Replicas, "replicas", envInt("AGENTD_REPLICAS", 1, &badEnv), "stream and bucket replicas: 3 on a cluster (env AGENTD_REPLICAS)")
 	fs.StringVar(&cfg.Stream.Stream, "stream", "AGENTREG", "stream name")
 	fs.StringVar(&cfg.Stream.Prefix, "prefix", "agentreg", "subject prefix of the events")
 	fs.StringVar(&cfg.APIPrefix, "api-prefix", "agentd", "subject prefix of the API (outside the event prefix)")
 	fs.StringVar(&cfg.HTTPAddr, "http", env("AGENTD_HTTP", ""), "serve /healthz and /metrics on this address, e.g. 127.0.0.1:8222 (env AGENTD_HTTP)")
-	fs.IntVar(&cfg.MaxLoadedRoots, "max-loaded-roots", envInt("AGENTD_MAX_LOADED_ROOTS", 10_000), "registries kept in memory; the least recently used beyond it are reloaded when needed (env AGENTD_MAX_LOADED_ROOTS)")
-	fs.IntVar(&cfg.Workers, "workers", envInt("AGENTD_WORKERS", 64), "API requests handled at once; more wait in a queue of 16 per worker, beyond it they are answered 503 (env AGENTD_WORKERS)")
-	fs.IntVar(&cfg.MinSeqWaiters, "min-seq-waiters", envInt("AGENTD_MIN_SEQ_WAITERS", 0), "reads waiting for a min_seq the follower has not reached, held outside the workers; beyond it the one waiting for the furthest sequence is answered 503 (0: the queue size; env AGENTD_MIN_SEQ_WAITERS)")
+	fs.IntVar(&cfg.MaxLoadedRoots, "max-loaded-roots", envInt("AGENTD_MAX_LOADED_ROOTS", 10_000, &badEnv), "registries kept in memory; the least recently used beyond it are reloaded when needed (env AGENTD_MAX_LOADED_ROOTS)")
+	fs.IntVar(&cfg.Workers, "workers", envInt("AGENTD_WORKERS", 64, &badEnv), "API requests handled at once; more wait in a queue of 16 per worker, beyond it they are answered 503 (env AGENTD_WORKERS)")
+	fs.IntVar(&cfg.MinSeqWaiters, "min-seq-waiters", envInt("AGENTD_MIN_SEQ_WAITERS", 0, &badEnv), "reads waiting for a min_seq the follower has not reached, held outside the workers; beyond it the one waiting for the furthest sequence is answered 503 (0: the queue size; env AGENTD_MIN_SEQ_WAITERS)")
 	snapEvery := fs.Uint64("snapshot-every", 1000, "take a snapshot of a root after this many of its events")
 	seedFile := fs.String("signing-seed", "", "file holding an nkeys seed: agentd signs every event it writes (or the seed itself in env AGENTREG_SIGNING_SEED)")
 	signersFile := fs.String("signers", env("AGENTREG_SIGNERS_FILE", ""), "file of trusted signers' nkey public keys, one a line: events not signed by one are violations, not applied (env AGENTREG_SIGNERS_FILE)")
@@ -105,6 +115,25 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q\nhint: run 'agentd --help': %w", fs.Arg(0), errUsage)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.Conn.URL != "" && !set["nats-url"] {
+		// Exported for the nats CLI, it also decides where agentd stores:
+		// say so, rather than connect somewhere the user did not name.
+		fmt.Fprintf(stderr, "agentd: NATS_URL=%s in the environment: connecting to that server, embedding none (unset NATS_URL to embed one)\n", cfg.Conn.URL)
+	}
+	if len(badEnv) > 0 {
+		return fmt.Errorf("%s\nhint: run 'agentd --help': %w", strings.Join(badEnv, "; "), errUsage)
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+		min  int
+	}{{"workers", cfg.Workers, 1}, {"max-loaded-roots", cfg.MaxLoadedRoots, 1}, {"min-seq-waiters", cfg.MinSeqWaiters, 0}} {
+		if c.v < c.min {
+			return fmt.Errorf("--%s %d: must be at least %d\nhint: run 'agentd --help': %w", c.name, c.v, c.min, errUsage)
+		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
