@@ -94,7 +94,7 @@ type vecAgent struct {
 	Caps      []any          `json:"caps"`      // own grants as they stand (projector.Registry.Grant), normalized, by kind:name
 	Effective []vecEffective `json:"effective"` // by kind:name
 	// Revoked: for each own grant narrowed by member-level revocations
-	// (projector.Grant.Revoked), its kind:name and the members, sorted;
+	// (projector.StandingGrant.Revoked), its kind:name and the members, sorted;
 	// absent when none.
 	Revoked    map[string][]string `json:"revoked,omitempty"`
 	Tasks      []any               `json:"tasks"` // by name

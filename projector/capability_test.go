@@ -26,7 +26,7 @@ func allows(t *testing.T, f *fold, path, member string) bool {
 
 // mathGrant returns the agent's grant of module math as it stands
 // (Registry.Grant: narrowed by the revocations made after it).
-func mathGrant(t testing.TB, reg *projector.Registry, path string) projector.Grant {
+func mathGrant(t testing.TB, reg *projector.Registry, path string) projector.StandingGrant {
 	t.Helper()
 	g, ok := reg.Grant(path, "module:math")
 	require.True(t, ok, "agent %q holds module math", path)

@@ -49,12 +49,19 @@ type Grant struct {
 	// OnBehalfOf is the grant event's claimed principal (never
 	// authenticated; see events.Event.OnBehalfOf), "" if none.
 	OnBehalfOf string `msgpack:"obo,omitempty"`
+}
+
+// StandingGrant is a grant as it stands (Registry.Grant): its Capability's
+// Exclude holds the members revocations took from it, listed in Revoked.
+// A stored grant (Agent.Capabilities) holds the capability as granted and
+// is never narrowed in place; it has no Revoked field, so that the
+// registry's many grants cost no slice header each.
+type StandingGrant struct {
+	Grant
 	// Revoked lists the members taken from this grant by member-level
 	// revocations of its agent or of an ancestor made after it, sorted;
-	// each is also in Capability.Exclude. It is set only on the grants
-	// Registry.Grant returns: a stored grant (Agent.Capabilities) holds
-	// the capability as granted, and is never narrowed in place.
-	Revoked []string `msgpack:"-"`
+	// each is also in Capability.Exclude.
+	Revoked []string
 }
 
 // Revocation is one member-level revocation of a capability at an agent:
@@ -303,10 +310,10 @@ func (r *Registry) EffectiveUnder(rootCaps []events.Capability, path string) ([]
 // every member a revocation of the agent or of an ancestor took from it
 // after it was granted (listed in Revoked). False if the agent or the grant
 // does not exist. The result shares nothing the registry changes.
-func (r *Registry) Grant(path, key string) (Grant, bool) {
+func (r *Registry) Grant(path, key string) (StandingGrant, bool) {
 	a := r.Agents[path]
 	if a == nil || a.Capabilities[key] == nil {
-		return Grant{}, false
+		return StandingGrant{}, false
 	}
 	var revs [][]Revocation
 	for _, p := range append(events.Ancestors(path), path) {
@@ -314,8 +321,8 @@ func (r *Registry) Grant(path, key string) (Grant, bool) {
 			revs = append(revs, anc.Revocations[key])
 		}
 	}
-	g := *a.Capabilities[key]
-	g.Capability, g.Revoked = narrowed(&g, revs)
+	g := StandingGrant{Grant: *a.Capabilities[key]}
+	g.Capability, g.Revoked = narrowed(&g.Grant, revs)
 	return g, true
 }
 
