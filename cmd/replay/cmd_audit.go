@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 
@@ -17,7 +18,7 @@ import (
 // problem is one finding of the audit.
 type problem struct {
 	Seq     uint64 `json:"seq"`
-	Kind    string `json:"kind"` // deleted, chain, duplicate_id, stray, a projector violation code, snapshot
+	Kind    string `json:"kind"` // purged, deleted, chain, duplicate_id, stray, a projector violation code, snapshot
 	Root    string `json:"root"`
 	Path    string `json:"path"`
 	Subject string `json:"subject"`
@@ -124,27 +125,41 @@ func audit(ctx context.Context, src *source, c *common, p point) (*auditReport, 
 	if err != nil {
 		return nil, err
 	}
-	// Removed messages: those inside the stream are listed in Deleted; those
-	// removed from its start (seq 1, the first RootRegistered, or a purge)
-	// only move FirstSeq up. A stream that agentreg created starts at seq 1.
-	inPoint := func(d uint64) bool {
+	// Removed messages: those inside the stream are listed in Deleted, one
+	// problem each up to maxListedDeletes and one for the rest; what lies
+	// below its first sequence (a stream agentreg created starts at 1: the
+	// first messages deleted, or a purge, possibly past the last stored
+	// sequence) is one problem, as it is not known which of those sequences
+	// ever held a message.
+	bound := uint64(math.MaxUint64)
+	switch {
+	case p.seq != 0:
+		bound = p.seq
+	case !p.at.IsZero():
+		bound = last
+	}
+	if hi := min(state.FirstSeq-1, bound); state.FirstSeq > 1 && hi >= 1 {
+		add(problem{Seq: 1, Kind: "purged", Detail: purgedString(1, hi, state.FirstSeq) + "; an event log never deletes"})
+	}
+	var listed int
+	var unlisted rangeLine
+	for _, r := range removedRuns(state.FirstSeq, state.Deleted) {
 		switch {
-		case p.seq != 0:
-			return d <= p.seq
-		case !p.at.IsZero():
-			return d <= last
+		case r.purged || r.lo > bound:
+		case listed < maxListedDeletes:
+			listed++
+			add(problem{Seq: r.lo, Kind: "deleted", Detail: "a message was removed from the stream; an event log never deletes"})
+		default:
+			if unlisted.Count == 0 {
+				unlisted.Seq = r.lo
+			}
+			unlisted.Through = r.lo
+			unlisted.Count++
 		}
-		return true
 	}
-	var removed []uint64
-	for d := uint64(1); d < state.FirstSeq; d++ {
-		removed = append(removed, d)
-	}
-	removed = append(removed, state.Deleted...)
-	for _, d := range removed {
-		if inPoint(d) {
-			add(problem{Seq: d, Kind: "deleted", Detail: "a message was removed from the stream; an event log never deletes"})
-		}
+	if unlisted.Count > 0 {
+		add(problem{Seq: unlisted.Seq, Kind: "deleted", Detail: unlistedString(unlisted)})
+		rep.Counts["deleted"] += int(unlisted.Count) - 1 // counts sequences
 	}
 	if c.root != "" {
 		// Only the selected root's problems; deleted messages are reported

@@ -46,6 +46,10 @@ const (
 	statusRefused = "refused" // the fold refused it: a violation
 	statusStray   = "stray"   // on a subject that belongs to no root: no fold reads it
 	statusDeleted = "deleted" // the sequence was removed from the stream
+
+	// The statuses of a rangeLine.
+	statusPurged          = "purged"           // the sequences below the stream's first: purged, or never stored
+	statusDeletedUnlisted = "deleted_unlisted" // deleted sequences past the first maxListedDeletes
 )
 
 func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -110,11 +114,11 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	removed := removedSeqs(state.FirstSeq, state.Deleted)
+	removed := removedRuns(state.FirstSeq, state.Deleted)
 
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
-	emit := func(l eventLine, text string) error {
+	emit := func(l any, text string) error {
 		if c.json {
 			return enc.Encode(l)
 		}
@@ -123,20 +127,52 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// deleted prints the markers of removed sequences below seq that the
 	// range selects (a removed message has no subject or time left: it is
-	// shown in every view, placed by its sequence).
+	// shown in every view, placed by its sequence): what lies below the
+	// stream's first sequence as one line, and at most maxListedDeletes
+	// deleted sequences one by one; those after are counted into unlisted,
+	// printed last.
+	var listed int
+	var unlisted rangeLine
 	deleted := func(below uint64, inRange bool) error {
-		for len(removed) > 0 && removed[0] < below {
-			d := removed[0]
+		for len(removed) > 0 && removed[0].lo < below {
+			rm := removed[0]
 			removed = removed[1:]
-			if !inRange || from.seq != 0 && d < from.seq {
+			rm.hi = min(rm.hi, below-1)
+			if from.seq != 0 {
+				rm.lo = max(rm.lo, from.seq)
+			}
+			if !inRange || rm.lo > rm.hi {
 				continue
 			}
-			if err := emit(eventLine{Seq: d, Status: statusDeleted},
-				fmt.Sprintf("%6d  %-20s  %-17s  the message was removed from the stream (an event log never deletes)", d, "", "DELETED")); err != nil {
+			if rm.purged {
+				if err := emit(rangeLine{Seq: rm.lo, Through: rm.hi, Status: statusPurged, Count: rm.hi - rm.lo + 1},
+					fmt.Sprintf("%6d  %-20s  %-17s  %s", rm.lo, "", "PURGED", purgedString(rm.lo, rm.hi, state.FirstSeq))); err != nil {
+					return err
+				}
+				continue
+			}
+			if listed == maxListedDeletes {
+				if unlisted.Count == 0 {
+					unlisted = rangeLine{Seq: rm.lo, Status: statusDeletedUnlisted}
+				}
+				unlisted.Through = rm.lo
+				unlisted.Count++
+				continue
+			}
+			listed++
+			if err := emit(eventLine{Seq: rm.lo, Status: statusDeleted},
+				fmt.Sprintf("%6d  %-20s  %-17s  the message was removed from the stream (an event log never deletes)", rm.lo, "", "DELETED")); err != nil {
 				return err
 			}
 		}
 		return nil
+	}
+	// unlistedLine prints the count of the deleted sequences not listed.
+	unlistedLine := func() error {
+		if unlisted.Count == 0 {
+			return nil
+		}
+		return emit(unlisted, fmt.Sprintf("%6d  %-20s  %-17s  %s", unlisted.Seq, "", "DELETED", unlistedString(unlisted)))
 	}
 	regs := map[string]*projector.Registry{}
 	last := uint64(0)
@@ -184,26 +220,75 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	// Removed sequences after the last message read, up to the point.
+	below := uint64(math.MaxUint64)
 	switch {
 	case p.seq != 0:
-		return deleted(p.seq+1, true)
+		below = p.seq + 1
 	case !p.at.IsZero():
-		return deleted(last+1, true)
+		below = last + 1
 	}
-	return deleted(math.MaxUint64, true)
+	if err := deleted(below, true); err != nil {
+		return err
+	}
+	return unlistedLine()
 }
 
-// removedSeqs lists the sequences removed from a stream, in order: those
-// before its first (a stream agentreg created starts at 1) and those
-// deleted inside it.
-func removedSeqs(first uint64, deleted []uint64) []uint64 {
-	var out []uint64
-	for d := uint64(1); d < first; d++ {
-		out = append(out, d)
+// maxListedDeletes is how many deleted sequences events and audit list one
+// by one; the rest are counted in one line or problem.
+const maxListedDeletes = 10_000
+
+// rangeLine is a line of `events --json` for many sequences at once
+// (docs/replay.md): those below the stream's first sequence (status
+// purged), or the deleted sequences past the first maxListedDeletes
+// (status deleted_unlisted, the last line). Every key is always there.
+type rangeLine struct {
+	Seq     uint64 `json:"seq"`     // the first sequence of the range
+	Through uint64 `json:"through"` // its last
+	Status  string `json:"status"`
+	// Count is how many sequences of the range the line stands for: all of
+	// them for purged, the deleted ones among them for deleted_unlisted.
+	Count uint64 `json:"count"`
+}
+
+// run is a run of sequences removed from a stream, lo to hi: those below
+// its first sequence (purged), or one deleted message.
+type run struct {
+	lo, hi uint64
+	purged bool
+}
+
+// removedRuns lists what was removed from a stream, in order: what lies
+// below its first sequence as one run (a stream agentreg created starts at
+// 1; a purge, or the deletion of its first messages, moves that up, and a
+// purge up to a sequence past the last stored one skips sequences that
+// never held a message), then each sequence deleted inside it.
+func removedRuns(first uint64, deleted []uint64) []run {
+	var out []run
+	if first > 1 {
+		out = append(out, run{lo: 1, hi: first - 1, purged: true})
 	}
-	out = append(out, deleted...)
-	slices.Sort(out)
-	return slices.Compact(out)
+	deleted = slices.Clone(deleted)
+	slices.Sort(deleted)
+	for _, d := range slices.Compact(deleted) {
+		if d >= first {
+			out = append(out, run{lo: d, hi: d})
+		}
+	}
+	return out
+}
+
+// purgedString says what lies below the stream's first sequence.
+func purgedString(lo, hi, first uint64) string {
+	seqs := fmt.Sprintf("seq %d–%d", lo, hi)
+	if lo == hi {
+		seqs = fmt.Sprintf("seq %d", lo)
+	}
+	return fmt.Sprintf("%s purged or never stored: the stream starts at %d", seqs, first)
+}
+
+// unlistedString says how many deleted sequences were not listed.
+func unlistedString(l rangeLine) string {
+	return fmt.Sprintf("%d more deleted sequence(s) from seq %d to %d, not listed one by one (at most %d are)", l.Count, l.Seq, l.Through, maxListedDeletes)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -117,7 +117,8 @@ var errHelp = errors.New("help requested")
 // Flags may come before, between or after the positional arguments
 // (`resolve REF --seq 4`): the standard flag package stops at the first
 // positional one, so parse takes it aside and goes on parsing the rest.
-// After "--" everything is positional. The positional arguments end up in
+// After "--" everything is positional (a flag's value "--", as in `--root --`,
+// is no terminator). The positional arguments end up in
 // fs.Args() in their order.
 func parse(fs *flag.FlagSet, args []string) error {
 	var positional []string
@@ -132,7 +133,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if len(rest) == 0 {
 			break
 		}
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+		if endsWithTerminator(fs, args[:len(args)-len(rest)]) {
 			positional = append(positional, rest...)
 			break
 		}
@@ -141,6 +142,33 @@ func parse(fs *flag.FlagSet, args []string) error {
 	}
 	// Parsing "--" alone sets no flag and leaves exactly these as fs.Args().
 	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// endsWithTerminator reports whether the arguments fs.Parse consumed end
+// with the "--" that ends the flags, rather than with a flag's value that
+// happens to be "--" (`--root -- REF`). It walks them as the flag package
+// does: a flag without "=" that is not a bool flag takes the next argument
+// as its value.
+func endsWithTerminator(fs *flag.FlagSet, parsed []string) bool {
+	for i := 0; i < len(parsed); i++ {
+		a := parsed[i]
+		if a == "--" {
+			return true
+		}
+		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // fs.Parse would have failed on it
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		i++ // its value
+	}
+	return false
 }
 
 func usageErr(cmd, format string, a ...any) error {

@@ -830,7 +830,8 @@ func TestAuditReplayedCopy(t *testing.T) {
 }
 
 // Messages removed at the edges of the stream are named too: the first
-// one (JetStream then only moves the stream's first sequence) and the last.
+// one (JetStream then only moves the stream's first sequence: what lies
+// below it is reported as purged) and the last.
 // Events that link to one the fold refused say so.
 func TestAuditDeletedAtStreamEdges(t *testing.T) {
 	t.Parallel()
@@ -859,7 +860,7 @@ func TestAuditDeletedAtStreamEdges(t *testing.T) {
 	}
 	// Without its registration the root's agents are refused, and each
 	// later event links to one that was not applied.
-	require.Equal(t, []p{{1, "deleted"}, {2, "unknown_agent"}, {3, "unknown_agent"}, {4, "chain"}, {5, "chain"},
+	require.Equal(t, []p{{1, "purged"}, {2, "unknown_agent"}, {3, "unknown_agent"}, {4, "chain"}, {5, "chain"},
 		{6, "deleted"}}, got)
 	require.Contains(t, rep.Problems[3].Detail, "names seq 2 as previous, an event that was not applied")
 	require.Contains(t, rep.Problems[4].Detail, "names seq 3 as previous, an event that was not applied")
@@ -869,7 +870,7 @@ func TestAuditDeletedAtStreamEdges(t *testing.T) {
 	out, _, err = replay(t, "audit", "--nats-url", h.url, "--json", "--seq", "1")
 	require.ErrorIs(t, err, errProblems)
 	rep = decode[auditReport](t, out)
-	require.Equal(t, []problem{{Seq: 1, Kind: "deleted", Detail: "a message was removed from the stream; an event log never deletes"}}, rep.Problems)
+	require.Equal(t, []problem{{Seq: 1, Kind: "purged", Detail: "seq 1 purged or never stored: the stream starts at 2; an event log never deletes"}}, rep.Problems)
 }
 
 // events lists the decoded log with its filters.
