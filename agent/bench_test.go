@@ -50,3 +50,36 @@ func BenchmarkWrites(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkResolve measures a warm resolve (the answer cached until the
+// root's next event; each call returns a copy the caller owns):
+//
+//	go test ./agent/ -run '^$' -bench Resolve -benchtime 2s
+func BenchmarkResolve(b *testing.B) {
+	ctx := context.Background()
+	rt, err := agent.Open(ctx, agent.WithNATSURL(testutil.RunServer(b).ClientURL()),
+		agent.WithCatalog(newCatalog(b, true)), agent.WithSnapshotEvery(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	root, err := rt.RegisterRoot(ctx, architectDef())
+	if err != nil {
+		b.Fatal(err)
+	}
+	solver, _, err := rt.Create(ctx, root, agent.Spec{Name: "s", Capabilities: []events.Capability{mathCap("sin", "cos", "pi", "sqrt")},
+		Tasks: []events.TaskDef{solveTask()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref := agent.TaskRef{Root: solver.Root, Path: solver.Path, Task: "solve_math_problem"}
+	if _, err := rt.Resolve(ctx, ref); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := rt.Resolve(ctx, ref); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

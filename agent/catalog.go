@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -104,6 +105,20 @@ type Capability struct {
 	Members map[string]any      // module: allowed members; fn: the function under its name; type: its reflect.Type
 }
 
+// clone returns a copy of c that shares no slice or map with it.
+func (c Capability) clone() Capability {
+	c.Ref = cloneCap(c.Ref)
+	if c.Chain != nil {
+		chain := make([]events.Capability, len(c.Chain))
+		for i, g := range c.Chain {
+			chain[i] = cloneCap(g)
+		}
+		c.Chain = chain
+	}
+	c.Members = maps.Clone(c.Members)
+	return c
+}
+
 // MemberNames returns the names of the usable members, sorted.
 func (c Capability) MemberNames() []string {
 	out := make([]string, 0, len(c.Members))
@@ -125,8 +140,11 @@ func (c *Catalog) resolve(e projector.Effective) (Capability, error) {
 func (c *Catalog) resolveCap(e projector.Effective, members bool) (Capability, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	ref := e.Capability
-	out := Capability{Ref: ref, Chain: e.Chain, Members: map[string]any{}}
+	ref := cloneCap(e.Capability)
+	out := Capability{Ref: ref, Chain: make([]events.Capability, len(e.Chain)), Members: map[string]any{}}
+	for i, g := range e.Chain { // the registry's grants stay its own
+		out.Chain[i] = cloneCap(g)
+	}
 	if c.symbolic {
 		return out, nil
 	}

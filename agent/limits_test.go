@@ -117,9 +117,13 @@ func TestViolationsBoundedOnStream(t *testing.T) {
 		assert.Equal(t, last, reg.Violations[len(reg.Violations)-1].Seq)
 	}
 	require.NoError(t, inspect.View(agent.WithMinSeq(ctx, last), rt, string(agent.RootID(w.fp)), func(reg *projector.Registry) error { check(reg); return nil }))
+	// List counts every refused event, not only the violations kept.
+	page, err := rt.List(agent.WithMinSeq(ctx, last), root.Root, agent.ListOptions{Limit: 1})
+	require.NoError(t, err)
+	assert.Equal(t, n, page.Violations)
 	// A fresh process (a full replay) agrees, and a later write applies.
 	other := w.open()
-	_, err := other.RegisterRoot(ctx, w.def)
+	_, err = other.RegisterRoot(ctx, w.def)
 	require.NoError(t, err)
 	require.NoError(t, inspect.View(agent.WithMinSeq(ctx, last), other, string(agent.RootID(w.fp)), func(reg *projector.Registry) error { check(reg); return nil }))
 	_, _, err = rt.Create(ctx, root, agent.Spec{Name: "after"})

@@ -114,7 +114,9 @@ const maxMigrationHops = 16
 // it), the registry is caught up first and resolution is cached until the
 // root's next event; for any other root only the ref's ancestor chain is
 // read (a few literal subjects), so a cold resolve costs the same however
-// long the stream has grown.
+// long the stream has grown. The task returned is the caller's own:
+// changing it (its capabilities, their members and chains, its
+// definition) changes no other caller's nor a later answer.
 //
 // A ref whose root this process did not register resolves only if the log
 // records a migration (RootMigrated) from that root to one registered here;
@@ -152,15 +154,12 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 	if err := rt.current(ctx, string(ref.Root), st); err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
+	// The cache keeps its own Task; each caller gets a copy of it to own,
+	// so that no caller's change reaches another's (or races with it).
 	key := ref.String()
 	if st.cachedAt == st.reg.Seq && st.resolved != nil {
 		if t := st.resolved[key]; t != nil {
-			if t.Seq < st.at {
-				c := *t // stamped with how far this answer covers
-				c.Seq = st.at
-				return &c, nil
-			}
-			return t, nil
+			return t.clone(max(t.Seq, st.at)), nil
 		}
 	} else {
 		st.resolved, st.cachedAt = map[string]*Task{}, st.reg.Seq
@@ -170,12 +169,49 @@ func (rt *Runtime) Resolve(ctx context.Context, ref TaskRef) (*Task, error) {
 		return nil, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	st.resolved[key] = t
-	if t.Seq < st.at {
-		c := *t // stamped with how far this answer covers
-		c.Seq = st.at
-		return &c, nil
+	return t.clone(max(t.Seq, st.at)), nil // stamped with how far this answer covers
+}
+
+// clone returns a copy of t stamped with seq that shares nothing a caller
+// may change with t: its definition's schemas, its capabilities' refs,
+// chains and member maps (the members themselves, functions and values
+// of the catalog, are shared).
+func (t *Task) clone(seq uint64) *Task {
+	c := *t
+	c.Seq = seq
+	c.Def = cloneTaskDef(t.Def)
+	if t.Capabilities != nil {
+		c.Capabilities = make([]Capability, len(t.Capabilities))
+		for i, cp := range t.Capabilities {
+			c.Capabilities[i] = cp.clone()
+		}
 	}
-	return t, nil
+	return &c
+}
+
+// cloneTaskDef returns a deep copy of a task definition; its legacy
+// schemas are the only parts that share memory (a JSON Schema is a string).
+func cloneTaskDef(d events.TaskDef) events.TaskDef {
+	d.Input, d.Output = cloneSchema(d.Input), cloneSchema(d.Output)
+	return d
+}
+
+// cloneSchema returns a deep copy of a legacy schema, keeping nil (unset)
+// as nil and empty as empty.
+func cloneSchema(s events.Schema) events.Schema {
+	if s.Fields != nil {
+		fields := make([]events.Field, len(s.Fields))
+		for i, f := range s.Fields {
+			f.Schema = cloneSchema(f.Schema)
+			fields[i] = f
+		}
+		s.Fields = fields
+	}
+	if s.Items != nil {
+		items := cloneSchema(*s.Items)
+		s.Items = &items
+	}
+	return s
 }
 
 func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projector.Registry) (*Task, error) {
@@ -194,7 +230,7 @@ func (rt *Runtime) resolveLocked(ctx context.Context, ref TaskRef, reg *projecto
 		slices.Sort(names)
 		return nil, fmt.Errorf("agent %q has no task %q (it has: %s): %w", ref.Path, ref.Task, strings.Join(names, ", "), ErrNotFound)
 	}
-	t.Def = *td
+	t.Def = cloneTaskDef(*td) // the registry's (or the root definition's) stays its own
 	// The digest (canonical JSON and SHA-256 of the definition) is made
 	// only for a pinned ref, or when the caller asks for it: an unpinned
 	// warm resolve stays a lookup.

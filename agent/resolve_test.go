@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentreg/agentreg/agent"
@@ -246,5 +248,96 @@ func TestUnknownCapability(t *testing.T) {
 		require.ErrorIs(t, err, agent.ErrRootNotRegistered)
 		require.ErrorContains(t, err, "architect")
 		require.Equal(t, seq, lastRootSeq(t, l, w.fp))
+	})
+}
+
+// taskShape is what a resolved task holds, its members by name (functions
+// are never equal to reflect.DeepEqual).
+func taskShape(t *agent.Task) any {
+	type capShape struct {
+		Ref     events.Capability
+		Chain   []events.Capability
+		Members []string
+	}
+	var caps []capShape
+	for _, c := range t.Capabilities {
+		caps = append(caps, capShape{c.Ref, c.Chain, c.MemberNames()})
+	}
+	return struct {
+		Ref          agent.TaskRef
+		Def          events.TaskDef
+		Primer, Root string
+		Seq          uint64
+		Caps         []capShape
+	}{t.Ref, t.Def, t.Primer, t.RootName, t.Seq, caps}
+}
+
+// Resolve hands each caller a task of its own: changing one (its
+// capabilities' members, chains and refs, its definition's schemas)
+// changes no later answer, nor the root definition, and callers changing
+// theirs at once do not race (run with -race).
+func TestResolveReturnsCallersCopy(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	rt, root := w.openRegistered()
+	tr := buildTree(t, rt, root)
+	other, _ := w.openRegistered() // folds from the log
+
+	for _, r := range []struct {
+		name string
+		rt   *agent.Runtime
+	}{{"writer", rt}, {"other", other}} {
+		for _, ref := range []agent.TaskRef{tr.parseRef, tr.rootTask} {
+			t.Run(r.name+"/"+ref.Path, func(t *testing.T) {
+				t1, err := r.rt.Resolve(ctx, ref)
+				require.NoError(t, err)
+				want, err := r.rt.Resolve(ctx, ref)
+				require.NoError(t, err)
+				require.NotSame(t, t1, want)
+				require.Equal(t, taskShape(want), taskShape(t1))
+				require.NotEmpty(t, memberNames(t, want, events.KindModule, "math"))
+
+				c := &t1.Capabilities[0]
+				clear(c.Members)
+				c.Members["injected"] = helper
+				c.Chain[0].Include = append(c.Chain[0].Include[:0], "injected")
+				if len(c.Ref.Include) > 0 {
+					c.Ref.Include[0] = "injected"
+				}
+				t1.Capabilities = append(t1.Capabilities[:1], agent.Capability{})
+				t1.Def.Input.Fields[0].Name = "injected"
+				t1.Def.Doc = "injected"
+				t1.Primer = "injected"
+
+				again, err := r.rt.Resolve(ctx, ref)
+				require.NoError(t, err)
+				require.NotSame(t, t1, again)
+				require.Equal(t, taskShape(want), taskShape(again))
+				def, ok := r.rt.RootDef(root.Root)
+				require.True(t, ok)
+				require.Equal(t, w.def.Tasks, def.Tasks, "the root definition is untouched")
+			})
+		}
+	}
+
+	t.Run("concurrent", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				for range 50 {
+					task, err := rt.Resolve(ctx, tr.parseRef)
+					if !assert.NoError(t, err) {
+						return
+					}
+					if !assert.Equal(t, []string{"sin", "sqrt"}, memberNames(t, task, events.KindModule, "math")) {
+						return
+					}
+					task.Capabilities[0].Members[fmt.Sprint("m", i)] = helper
+					task.Capabilities[0].Chain[0].Include[0] = "injected"
+					task.Def.Input.Fields[0].Name = "injected"
+				}
+			})
+		}
+		wg.Wait()
 	})
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -78,7 +79,10 @@ type EffectiveCapability struct {
 // ListOptions pages List: the agents below Path after After (a path, ""
 // for the first page) in depth-first order with siblings sorted, at most
 // Limit of them (<= 0 or over 1000: 1000). The first page (no After)
-// starts with the agent at Path itself when Path is not "".
+// starts with the agent at Path itself when Path is not "", and After
+// equal to Path resumes after it, at its first descendant. After must be
+// "", Path, or a path below Path (else ErrInvalidCursor); it need not
+// exist any more: the page resumes where it would stand in the order.
 type ListOptions struct {
 	Path  string
 	After string
@@ -88,6 +92,10 @@ type ListOptions struct {
 // maxListPage is the most agents one List page holds.
 const maxListPage = 1000
 
+// ErrInvalidCursor is List's error for an After that is not in the listed
+// subtree (neither Path nor below it): a stale or wrong cursor.
+var ErrInvalidCursor = errors.New("list cursor outside the listed path")
+
 // AgentPage is one page of List.
 type AgentPage struct {
 	Root       RootID
@@ -95,7 +103,7 @@ type AgentPage struct {
 	Agents     []AgentInfo
 	Next       string // the After of the next page; "" on the last page
 	Seq        uint64
-	Violations int // events of the root the fold refused so far
+	Violations int // events of the root the fold refused so far (all of them, not only those the registry keeps)
 }
 
 // Relation is where a lineage entry's agent stands from the agent asked
@@ -152,23 +160,33 @@ func (rt *Runtime) List(ctx context.Context, root RootID, opts ListOptions) (Age
 			return AgentPage{}, fmt.Errorf("list root %.12s: %w", root, err)
 		}
 	}
+	after := opts.After
+	if after != "" && after != opts.Path && !events.IsDescendant(after, opts.Path) {
+		return AgentPage{}, fmt.Errorf("list root %.12s: after %q is not path %q nor below it: %w", root, after, opts.Path, ErrInvalidCursor)
+	}
+	if after == opts.Path {
+		after = "" // resume after the subtree's own agent: at its first descendant
+	}
 	limit := opts.Limit
 	if limit <= 0 || limit > maxListPage {
 		limit = maxListPage
 	}
 	var out AgentPage
 	err := rt.readRegistry(ctx, root, func(reg *projector.Registry) error {
-		out = AgentPage{Root: root, Name: reg.Def.Name, Agents: []AgentInfo{}, Seq: reg.Seq, Violations: len(reg.Violations)}
+		out = AgentPage{Root: root, Name: reg.Def.Name, Agents: []AgentInfo{}, Seq: reg.Seq, Violations: violations(reg)}
 		var paths []string
-		if opts.Path != "" {
-			if reg.Agents[opts.Path] == nil {
-				return fmt.Errorf("agent %q: %w", opts.Path, ErrNotFound)
-			}
-			if opts.After == "" {
-				paths = append(paths, opts.Path)
-			}
+		if opts.Path != "" && reg.Agents[opts.Path] == nil {
+			return fmt.Errorf("agent %q: %w", opts.Path, ErrNotFound)
 		}
-		page, more := reg.Walk(opts.Path, opts.After, limit)
+		if opts.Path != "" && opts.After == "" {
+			paths = append(paths, opts.Path) // the first page starts with the subtree's own agent
+		}
+		// The rest of the page from the walk; one more path than room
+		// says whether more follow (Walk's limit <= 0 would mean all).
+		page, more := reg.Walk(opts.Path, after, limit-len(paths)+1)
+		if room := limit - len(paths); len(page) > room {
+			page, more = page[:room], true
+		}
 		paths = append(paths, page...)
 		for _, p := range paths {
 			info, err := rt.agentInfo(reg, p)
@@ -177,8 +195,8 @@ func (rt *Runtime) List(ctx context.Context, root RootID, opts ListOptions) (Age
 			}
 			out.Agents = append(out.Agents, info)
 		}
-		if more && len(page) > 0 {
-			out.Next = page[len(page)-1]
+		if more {
+			out.Next = paths[len(paths)-1]
 		}
 		return nil
 	})
@@ -216,6 +234,12 @@ func (rt *Runtime) Lineage(ctx context.Context, a AgentRef) ([]LineageEntry, err
 		return nil, fmt.Errorf("lineage of %s: %w", a, err)
 	}
 	return out, nil
+}
+
+// violations is how many events of the root the fold refused: those the
+// registry keeps (at most projector.MaxViolations) and those it dropped.
+func violations(reg *projector.Registry) int {
+	return len(reg.Violations) + int(reg.ViolationsDropped)
 }
 
 // readRegistry runs fn on a root's registry caught up as View is; a root

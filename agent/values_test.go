@@ -240,6 +240,51 @@ func TestDescribeListLineage(t *testing.T) {
 		assert.Equal(t, "user:dave", got[len(got)-1].Actor)
 		assert.Equal(t, rc.Seq, got[len(got)-1].Seq)
 	})
+
+	// A page holds at most Limit agents, the subtree's own agent counted;
+	// a cursor outside the subtree is an error, not an empty last page.
+	t.Run("ListLimit", func(t *testing.T) {
+		_, _, err := rt.Create(ctx, tr.solver, agent.Spec{Name: "checker"})
+		require.NoError(t, err)
+		var paths, nexts []string
+		page := agent.AgentPage{}
+		for pages := 1; ; pages++ {
+			page, err = rt.List(ctx, root.Root, agent.ListOptions{Path: "math_solver", After: page.Next, Limit: 1})
+			require.NoError(t, err)
+			require.Len(t, page.Agents, 1, "page %d", pages)
+			paths = append(paths, page.Agents[0].Ref.Path)
+			if page.Next == "" {
+				break
+			}
+			nexts = append(nexts, page.Next)
+			require.Less(t, pages, 10)
+		}
+		assert.Equal(t, []string{"math_solver", "math_solver/checker", "math_solver/equation_parser"}, paths)
+		assert.Equal(t, []string{"math_solver", "math_solver/checker"}, nexts, "each page's Next is its last agent")
+
+		two, err := rt.List(ctx, root.Root, agent.ListOptions{Path: "math_solver", Limit: 2})
+		require.NoError(t, err)
+		require.Len(t, two.Agents, 2)
+		assert.Equal(t, "math_solver/checker", two.Next)
+		all, err := rt.List(ctx, root.Root, agent.ListOptions{Path: "math_solver", Limit: 3})
+		require.NoError(t, err)
+		assert.Len(t, all.Agents, 3)
+		assert.Empty(t, all.Next, "exactly Limit agents and no more: the last page")
+
+		// After may be unknown (a retired or never-created agent) below Path:
+		// the page resumes where it would stand.
+		gap, err := rt.List(ctx, root.Root, agent.ListOptions{Path: "math_solver", After: "math_solver/d"})
+		require.NoError(t, err)
+		require.Len(t, gap.Agents, 1)
+		assert.Equal(t, "math_solver/equation_parser", gap.Agents[0].Ref.Path)
+
+		for _, after := range []string{"writer", "math", "math_solver-x", "other/math_solver"} {
+			_, err := rt.List(ctx, root.Root, agent.ListOptions{Path: "math_solver", After: after})
+			require.ErrorIs(t, err, agent.ErrInvalidCursor, after)
+			assert.Contains(t, err.Error(), `"`+after+`"`)
+			assert.Contains(t, err.Error(), `"math_solver"`)
+		}
+	})
 }
 
 // Executors reach catalog members typed; a member a recipe names and the

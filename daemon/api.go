@@ -716,7 +716,7 @@ func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
 			}
 			out = append(out, v)
 		}
-		reply := map[string]any{"root": reg.Root, "name": reg.Def.Name, "agents": out, "seq": reg.Seq, "violations": len(reg.Violations)}
+		reply := map[string]any{"root": reg.Root, "name": reg.Def.Name, "agents": out, "seq": reg.Seq, "violations": len(reg.Violations) + int(reg.ViolationsDropped)}
 		if more && len(page) > 0 {
 			reply["next"] = page[len(page)-1]
 		}
