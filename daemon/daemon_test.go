@@ -263,6 +263,29 @@ func TestList(t *testing.T) {
 	code, desc := c.fail("agent.list", daemon.ReadRequest{Root: root.Root, Path: "a//b"})
 	require.Equal(t, "400", code)
 	require.Contains(t, desc, "a//b")
+
+	// Pages as agent.Runtime.List: at most limit agents, the subtree's own
+	// counted; next resumes; an after outside the path is refused.
+	type pageReply struct {
+		listReply
+		Next string `json:"next"`
+	}
+	var got []string
+	after := ""
+	for range 5 {
+		var pg pageReply
+		c.call("agent.list", daemon.ReadRequest{Root: root.Root, Path: "a", After: after, Limit: 1}, &pg)
+		require.LessOrEqual(t, len(pg.Agents), 1, "page after %q: %v", after, paths(pg.listReply))
+		got = append(got, paths(pg.listReply)...)
+		if pg.Next == "" {
+			break
+		}
+		after = pg.Next
+	}
+	require.Equal(t, []string{"a", "a/b", "a/b/c"}, got)
+	code, desc = c.fail("agent.list", daemon.ReadRequest{Root: root.Root, Path: "a", After: "d"})
+	require.Equal(t, "400", code)
+	require.Contains(t, desc, `after "d" is not path "a" nor below it`)
 }
 
 func TestLineage(t *testing.T) {

@@ -77,7 +77,7 @@ func codeOf(err error) string {
 	case errors.Is(err, events.ErrTooLarge):
 		return "413"
 	case errors.As(err, &fe), errors.Is(err, events.ErrInvalidName), errors.Is(err, events.ErrMalformed), errors.Is(err, agent.ErrInvalidArgs),
-		errors.Is(err, events.ErrSchemaRef):
+		errors.Is(err, events.ErrSchemaRef), errors.Is(err, agent.ErrInvalidCursor):
 		return "400"
 	case errors.Is(err, events.ErrEscalation):
 		return "403"

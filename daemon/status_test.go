@@ -57,6 +57,7 @@ func TestStatusOfEverySentinel(t *testing.T) {
 		"agent.ErrRootNotRegistered": {agent.ErrRootNotRegistered, "404"},
 		"agent.ErrRootChanged":       {agent.ErrRootChanged, "410"},
 		"agent.ErrInvalidArgs":       {agent.ErrInvalidArgs, "400"},
+		"agent.ErrInvalidCursor":     {agent.ErrInvalidCursor, "400"},
 		"agent.ErrNoExecutor":        {agent.ErrNoExecutor, "501"},
 		"agent.ErrContractChanged":   {agent.ErrContractChanged, "412"},
 	}
