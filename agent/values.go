@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -94,7 +93,7 @@ const maxListPage = 1000
 
 // ErrInvalidCursor is List's error for an After that is not in the listed
 // subtree (neither Path nor below it): a stale or wrong cursor.
-var ErrInvalidCursor = errors.New("list cursor outside the listed path")
+var ErrInvalidCursor = projector.ErrInvalidCursor
 
 // AgentPage is one page of List.
 type AgentPage struct {
@@ -160,13 +159,6 @@ func (rt *Runtime) List(ctx context.Context, root RootID, opts ListOptions) (Age
 			return AgentPage{}, fmt.Errorf("list root %.12s: %w", root, err)
 		}
 	}
-	after := opts.After
-	if after != "" && after != opts.Path && !events.IsDescendant(after, opts.Path) {
-		return AgentPage{}, fmt.Errorf("list root %.12s: after %q is not path %q nor below it: %w", root, after, opts.Path, ErrInvalidCursor)
-	}
-	if after == opts.Path {
-		after = "" // resume after the subtree's own agent: at its first descendant
-	}
 	limit := opts.Limit
 	if limit <= 0 || limit > maxListPage {
 		limit = maxListPage
@@ -174,20 +166,10 @@ func (rt *Runtime) List(ctx context.Context, root RootID, opts ListOptions) (Age
 	var out AgentPage
 	err := rt.readRegistry(ctx, root, func(reg *projector.Registry) error {
 		out = AgentPage{Root: root, Name: reg.Def.Name, Agents: []AgentInfo{}, Seq: reg.Seq, Violations: violations(reg)}
-		var paths []string
-		if opts.Path != "" && reg.Agents[opts.Path] == nil {
-			return fmt.Errorf("agent %q: %w", opts.Path, ErrNotFound)
+		paths, next, err := reg.Page(opts.Path, opts.After, limit)
+		if err != nil {
+			return err
 		}
-		if opts.Path != "" && opts.After == "" {
-			paths = append(paths, opts.Path) // the first page starts with the subtree's own agent
-		}
-		// The rest of the page from the walk; one more path than room
-		// says whether more follow (Walk's limit <= 0 would mean all).
-		page, more := reg.Walk(opts.Path, after, limit-len(paths)+1)
-		if room := limit - len(paths); len(page) > room {
-			page, more = page[:room], true
-		}
-		paths = append(paths, page...)
 		for _, p := range paths {
 			info, err := rt.agentInfo(reg, p)
 			if err != nil {
@@ -195,9 +177,7 @@ func (rt *Runtime) List(ctx context.Context, root RootID, opts ListOptions) (Age
 			}
 			out.Agents = append(out.Agents, info)
 		}
-		if more {
-			out.Next = paths[len(paths)-1]
-		}
+		out.Next = next
 		return nil
 	})
 	if err != nil {

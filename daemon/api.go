@@ -696,33 +696,12 @@ func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
 	if limit <= 0 || limit > maxListPage {
 		limit = maxListPage
 	}
-	// The same paging as agent.Runtime.List: a page holds at most limit
-	// agents, the subtree's own agent counted; after equal to path resumes
-	// at its first descendant; an after outside path is refused.
-	after := req.After
-	if after != "" && after != req.Path && !events.IsDescendant(after, req.Path) {
-		return nil, fmt.Errorf("after %q is not path %q nor below it: %w", after, req.Path, agent.ErrInvalidCursor)
-	}
-	if after == req.Path {
-		after = ""
-	}
 	return d.view(ctx, req, func(reg *projector.Registry) (any, error) {
 		out := []*AgentView{}
-		var paths []string
-		if req.Path != "" {
-			if reg.Agents[req.Path] == nil {
-				return nil, fmt.Errorf("agent %q: %w", req.Path, events.ErrNotFound)
-			}
-			if req.After == "" {
-				paths = append(paths, req.Path) // the subtree's own agent first
-			}
+		paths, next, err := reg.Page(req.Path, req.After, limit) // as agent.Runtime.List
+		if err != nil {
+			return nil, err
 		}
-		// One more path than room says whether more follow.
-		page, more := reg.Walk(req.Path, after, limit-len(paths)+1)
-		if room := limit - len(paths); len(page) > room {
-			page, more = page[:room], true
-		}
-		paths = append(paths, page...)
 		for _, p := range paths {
 			v, err := d.agentView(reg, reg.Agents[p])
 			if err != nil {
@@ -731,8 +710,8 @@ func (d *Daemon) list(ctx context.Context, req *ReadRequest) (any, error) {
 			out = append(out, v)
 		}
 		reply := map[string]any{"root": reg.Root, "name": reg.Def.Name, "agents": out, "seq": reg.Seq, "violations": len(reg.Violations) + int(reg.ViolationsDropped)}
-		if more && len(paths) > 0 {
-			reply["next"] = paths[len(paths)-1]
+		if next != "" {
+			reply["next"] = next
 		}
 		return reply, nil
 	})

@@ -321,6 +321,14 @@ func checkPath(field, path string) error {
 // root itself is changed only by registering a new root).
 func checkAgent(path string) error { return invalid("path", events.ValidatePath(path)) }
 
+// checkAgentOf checks the root and path fields naming a dynamic agent.
+func checkAgentOf(root, path string) error {
+	if err := checkRoot(root); err != nil {
+		return err
+	}
+	return checkAgent(path)
+}
+
 func checkCapabilities(field string, caps []events.Capability) error {
 	seen := map[string]bool{}
 	for i, c := range caps {
@@ -370,20 +378,14 @@ func (r *CreateRequest) validate() error {
 }
 
 func (r *GrantRequest) validate() error {
-	if err := checkRoot(r.Root); err != nil {
-		return err
-	}
-	if err := checkAgent(r.Path); err != nil {
+	if err := checkAgentOf(r.Root, r.Path); err != nil {
 		return err
 	}
 	return invalid("cap", r.Capability.Validate())
 }
 
 func (r *RevokeRequest) validate() error {
-	if err := checkRoot(r.Root); err != nil {
-		return err
-	}
-	if err := checkAgent(r.Path); err != nil {
+	if err := checkAgentOf(r.Root, r.Path); err != nil {
 		return err
 	}
 	switch r.Kind {
@@ -442,21 +444,13 @@ func (r *ToolsRequest) validate() error {
 }
 
 func (r *DefineTaskRequest) validate() error {
-	if err := checkRoot(r.Root); err != nil {
-		return err
-	}
-	if err := checkAgent(r.Path); err != nil {
+	if err := checkAgentOf(r.Root, r.Path); err != nil {
 		return err
 	}
 	return invalid("task", r.Task.Validate())
 }
 
-func (r *RetireRequest) validate() error {
-	if err := checkRoot(r.Root); err != nil {
-		return err
-	}
-	return checkAgent(r.Path)
-}
+func (r *RetireRequest) validate() error { return checkAgentOf(r.Root, r.Path) }
 
 func (r *ReadRequest) validate() error {
 	if err := checkRoot(r.Root); err != nil {

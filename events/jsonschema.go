@@ -331,10 +331,23 @@ func checkLocalRefs(v any, at string) error {
 }
 
 // checkJSONDepth refuses JSON text whose arrays and objects nest deeper
-// than max, or number more than MaxJSONSchemaValues. It only counts
-// brackets outside strings; the parser checks the syntax.
+// than max, or number more than MaxJSONSchemaValues (jsonShape).
 func checkJSONDepth(b []byte, max int) error {
-	depth, values, in, esc := 0, 0, false, false
+	depth, values := jsonShape(b)
+	if depth > max {
+		return fmt.Errorf("%w: the JSON Schema nests objects and arrays more than %d deep", ErrTooLarge, max)
+	}
+	if values > MaxJSONSchemaValues {
+		return fmt.Errorf("%w: the JSON Schema holds more than %d objects and arrays, the limit is %d", ErrTooLarge, MaxJSONSchemaValues, MaxJSONSchemaValues)
+	}
+	return nil
+}
+
+// jsonShape returns how deeply the arrays and objects of JSON text nest and
+// how many there are. It only counts brackets outside strings; the parser
+// checks the syntax.
+func jsonShape(b []byte) (maxDepth, values int) {
+	depth, in, esc := 0, false, false
 	for _, c := range b {
 		switch {
 		case in:
@@ -349,17 +362,14 @@ func checkJSONDepth(b []byte, max int) error {
 		case c == '"':
 			in = true
 		case c == '{' || c == '[':
-			if depth++; depth > max {
-				return fmt.Errorf("%w: the JSON Schema nests objects and arrays more than %d deep", ErrTooLarge, max)
-			}
-			if values++; values > MaxJSONSchemaValues {
-				return fmt.Errorf("%w: the JSON Schema holds more than %d objects and arrays, the limit is %d", ErrTooLarge, MaxJSONSchemaValues, MaxJSONSchemaValues)
-			}
+			depth++
+			values++
+			maxDepth = max(maxDepth, depth)
 		case c == '}' || c == ']':
 			depth--
 		}
 	}
-	return nil
+	return maxDepth, values
 }
 
 // checkPatterns bounds the regular expressions of a document before the

@@ -164,36 +164,14 @@ func (d RootDef) checkLimits() error {
 func CheckSchemaValues(what string, tasks ...TaskDef) error {
 	n := 0
 	for _, t := range tasks {
-		n += countJSONValues([]byte(t.InputSchema)) + countJSONValues([]byte(t.OutputSchema))
+		_, in := jsonShape([]byte(t.InputSchema))
+		_, out := jsonShape([]byte(t.OutputSchema))
+		n += in + out
 	}
 	if n > MaxEventSchemaValues {
 		return tooLarge("the JSON Schemas of the tasks of "+what+" (objects and arrays together)", n, MaxEventSchemaValues, "objects and arrays")
 	}
 	return nil
-}
-
-// countJSONValues counts the objects and arrays of JSON text (brackets
-// outside strings).
-func countJSONValues(b []byte) int {
-	n, in, esc := 0, false, false
-	for _, c := range b {
-		switch {
-		case in:
-			switch {
-			case esc:
-				esc = false
-			case c == '\\':
-				esc = true
-			case c == '"':
-				in = false
-			}
-		case c == '"':
-			in = true
-		case c == '{' || c == '[':
-			n++
-		}
-	}
-	return n
 }
 
 // checkEncodedSize checks the canonical encoding of a (validated) root

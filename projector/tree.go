@@ -1,6 +1,8 @@
 package projector
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -285,6 +287,42 @@ func (r *Registry) Walk(under, after string, limit int) (paths []string, more bo
 		}
 	}
 	return paths, false
+}
+
+// ErrInvalidCursor is Page's error for an after that is neither "", path,
+// nor below path: a stale or wrong cursor.
+var ErrInvalidCursor = errors.New("list cursor outside the listed path")
+
+// Page is one page of a listing of the agent at path ("" the root's whole
+// tree) and its subtree, in Walk's order: the first page (after "")
+// starts with the agent at path itself when path is not "", and after
+// equal to path resumes after it, at its first descendant. At most limit
+// paths (limit >= 1); next is the cursor of the following page, "" after
+// the last. The agent at path must exist (events.ErrNotFound).
+func (r *Registry) Page(path, after string, limit int) (paths []string, next string, err error) {
+	if after != "" && after != path && !events.IsDescendant(after, path) {
+		return nil, "", fmt.Errorf("after %q is not path %q nor below it: %w", after, path, ErrInvalidCursor)
+	}
+	if path != "" && r.Agents[path] == nil {
+		return nil, "", fmt.Errorf("agent %q: %w", path, events.ErrNotFound)
+	}
+	if path != "" && after == "" {
+		paths = append(paths, path) // the subtree's own agent first
+	}
+	if after == path {
+		after = ""
+	}
+	// One more path than room says whether more follow (Walk's limit <= 0
+	// would mean all).
+	page, more := r.Walk(path, after, limit-len(paths)+1)
+	if room := limit - len(paths); len(page) > room {
+		page, more = page[:room], true
+	}
+	paths = append(paths, page...)
+	if more && len(paths) > 0 {
+		next = paths[len(paths)-1]
+	}
+	return paths, next, nil
 }
 
 // Clone returns a copy of the registry that Apply on either leaves the
